@@ -1,0 +1,184 @@
+"""MurmurHash3 (x86, 32-bit) and the array kernels that turn column values into feature hashes.
+
+Everything here works on plain NumPy arrays shaped like Arrow's buffers (offsets + bytes for
+strings, values + a validity bitmap for the rest), so it knows neither files nor Arrow objects
+nor learning. The functions that feed learning write one column of a ``(rows, features)`` uint32
+matrix; the learner masks a hash to ``2**bits`` slots itself, so crosses can be built from the
+full 32-bit hashes.
+
+A *validity* argument is an Arrow bitmap as uint8 (bit ``i`` of the array at bit offset
+``offset + i``); an empty array means "no nulls".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+_C1 = np.uint64(0xCC9E2D51)
+_C2 = np.uint64(0x1B873593)
+_M32 = np.uint64(0xFFFFFFFF)
+
+# Tags that keep a column's special features apart from its values. Each is hashed with the
+# column's seed; the leading 0xFF byte is not valid UTF-8, so no string value can produce them.
+NULL_TAG = b"\xffnull"
+VALUE_TAG = b"\xffvalue"
+
+
+@njit(cache=True, inline="always")
+def _rotl32(x, r):
+    return ((x << np.uint64(r)) | (x >> np.uint64(32 - r))) & _M32
+
+
+@njit(cache=True, inline="always")
+def _mix_block(h, k):
+    k = (k * _C1) & _M32
+    k = _rotl32(k, 15)
+    k = (k * _C2) & _M32
+    h ^= k
+    h = _rotl32(h, 13)
+    return (h * np.uint64(5) + np.uint64(0xE6546B64)) & _M32
+
+
+@njit(cache=True, inline="always")
+def _fmix32(h):
+    h ^= h >> np.uint64(16)
+    h = (h * np.uint64(0x85EBCA6B)) & _M32
+    h ^= h >> np.uint64(13)
+    h = (h * np.uint64(0xC2B2AE35)) & _M32
+    h ^= h >> np.uint64(16)
+    return h
+
+
+@njit(cache=True, nogil=True)
+def murmur3_32(data, start, end, seed):
+    """MurmurHash3_x86_32 of ``data[start:end]`` (uint8) with a 32-bit ``seed``."""
+    h = np.uint64(seed) & _M32
+    n = end - start
+    nblocks = n // 4
+    for b in range(nblocks):
+        i = start + 4 * b
+        k = (np.uint64(data[i]) | (np.uint64(data[i + 1]) << np.uint64(8))
+             | (np.uint64(data[i + 2]) << np.uint64(16)) | (np.uint64(data[i + 3]) << np.uint64(24)))
+        h = _mix_block(h, k)
+    tail = start + 4 * nblocks
+    rem = n & 3
+    k1 = np.uint64(0)
+    if rem == 3:
+        k1 ^= np.uint64(data[tail + 2]) << np.uint64(16)
+    if rem >= 2:
+        k1 ^= np.uint64(data[tail + 1]) << np.uint64(8)
+    if rem >= 1:
+        k1 ^= np.uint64(data[tail])
+        k1 = (k1 * _C1) & _M32
+        k1 = _rotl32(k1, 15)
+        k1 = (k1 * _C2) & _M32
+        h ^= k1
+    h ^= np.uint64(n)
+    return np.uint32(_fmix32(h))
+
+
+@njit(cache=True, inline="always")
+def murmur3_u64(value, seed):
+    """MurmurHash3_x86_32 of the 8 little-endian bytes of ``value`` (an int64 bit pattern)."""
+    v = np.uint64(value)
+    h = np.uint64(seed) & _M32
+    h = _mix_block(h, v & _M32)
+    h = _mix_block(h, v >> np.uint64(32))
+    h ^= np.uint64(8)
+    return np.uint32(_fmix32(h))
+
+
+def hash_bytes(data: bytes, seed: int) -> int:
+    """MurmurHash3_x86_32 of a Python ``bytes`` object, as an unsigned int."""
+    buf = np.frombuffer(data, dtype=np.uint8) if data else np.zeros(1, np.uint8)
+    return int(murmur3_32(buf, 0, len(data), np.uint32(seed & 0xFFFFFFFF)))
+
+
+def column_seed(name: str, hash_seed: int) -> int:
+    """The hash seed of a column: its name hashed with the model's ``hash_seed``."""
+    return hash_bytes(name.encode("utf-8"), hash_seed)
+
+
+@njit(cache=True, inline="always")
+def is_valid(validity, offset, i):
+    if validity.size == 0:
+        return True
+    j = offset + i
+    return (validity[j >> 3] >> (j & 7)) & 1 == 1
+
+
+@njit(cache=True, nogil=True)
+def hash_strings(offsets, data, start, stop, seed, out):
+    """``out[i] = murmur3(string i)`` for strings ``start..stop`` of an offsets/data pair."""
+    for i in range(start, stop):
+        out[i - start] = murmur3_32(data, offsets[i], offsets[i + 1], seed)
+
+
+@njit(cache=True, nogil=True)
+def gather_dictionary(indices, validity, offset, dictionary_hashes, null_hash, out, column):
+    """``out[:, column]``: each row's dictionary entry hash, or ``null_hash`` for a null."""
+    for i in range(indices.size):
+        if is_valid(validity, offset, i):
+            out[i, column] = dictionary_hashes[indices[i]]
+        else:
+            out[i, column] = null_hash
+
+
+@njit(cache=True, nogil=True)
+def hash_string_column(offsets, data, validity, offset, seed, null_hash, out, column):
+    """``out[:, column]``: murmur3 of each row's string (plain, not dictionary-encoded)."""
+    for i in range(offsets.size - 1):
+        if is_valid(validity, offset, i):
+            out[i, column] = murmur3_32(data, offsets[i], offsets[i + 1], seed)
+        else:
+            out[i, column] = null_hash
+
+
+@njit(cache=True, nogil=True)
+def hash_integer_column(values, validity, offset, seed, null_hash, out, column):
+    """``out[:, column]``: murmur3 of each row's integer as 8 little-endian bytes (int64)."""
+    for i in range(values.size):
+        if is_valid(validity, offset, i):
+            out[i, column] = murmur3_u64(np.int64(values[i]), seed)
+        else:
+            out[i, column] = null_hash
+
+
+@njit(cache=True, nogil=True)
+def numeric_column(values, validity, offset, value_hash, missing_hash, bucket_seed,
+                   value_hashes, value_values, value_column, bucket_hashes, bucket_column):
+    """Features of a numeric column, one row at a time.
+
+    Value feature (when ``value_column >= 0``): slot ``value_hash`` with value
+    ``log1p(max(x, 0))``; a null, NaN or infinite ``x`` instead gives slot ``missing_hash`` with
+    value 1. Bucket feature (when ``bucket_column >= 0``): a categorical feature for the bin
+    ``sign(x) * floor(4 * log1p(|x|))`` (integers 0..3 each get their own bin, larger values
+    four bins per e-fold), or a "missing" bin of its own.
+    """
+    for i in range(values.size):
+        x = np.float64(values[i])
+        present = is_valid(validity, offset, i) and np.isfinite(x)
+        if value_column >= 0:
+            if present:
+                value_hashes[i, value_column] = value_hash
+                value_values[i, value_column] = np.float32(np.log1p(max(x, 0.0)))
+            else:
+                value_hashes[i, value_column] = missing_hash
+                value_values[i, value_column] = np.float32(1.0)
+        if bucket_column >= 0:
+            if present:
+                b = np.floor(4.0 * np.log1p(abs(x)))
+                if x < 0:
+                    b = -b - 1.0
+                bucket_hashes[i, bucket_column] = murmur3_u64(np.int64(b), bucket_seed)
+            else:  # a bin no finite value reaches, so it does not share the value feature's slot
+                bucket_hashes[i, bucket_column] = murmur3_u64(np.int64(1) << np.int64(40), bucket_seed)
+
+
+@njit(cache=True, nogil=True)
+def cross_columns(hashes, left, right, seed, column):
+    """``hashes[:, column]``: the hash of the pair (``hashes[:, left]``, ``hashes[:, right]``)."""
+    for i in range(hashes.shape[0]):
+        pair = (np.int64(hashes[i, left]) << np.int64(32)) | np.int64(hashes[i, right])
+        hashes[i, column] = murmur3_u64(pair, seed)

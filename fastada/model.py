@@ -1,0 +1,212 @@
+"""A trained model: its feature spec, weights and accumulators, and its file format.
+
+File format (version 1), never a pickle::
+
+    bytes 0..7    magic  b"FASTADA\\n"
+    bytes 8..15   uint64 little-endian: length H of the JSON header
+    bytes 16..19  uint32 little-endian: CRC-32 of the JSON header
+    bytes 20..    the JSON header (UTF-8), then zero padding to a multiple of 64 bytes
+    then          raw little-endian arrays, each starting at a multiple of 64 bytes
+
+The header holds ``format_version``, ``fastada_version``, ``spec`` (the FeatureSpec: column roles,
+bits, hash seed), ``learn`` (the LearnConfig), ``summary`` (rows, seconds, progressive logloss...)
+and ``arrays``: name -> {dtype, shape, offset, nbytes, crc32}. The arrays are ``weights``
+(float32, slots + 1, the bias last) and ``accumulators`` (float32, slots + 1: Adagrad's G, so
+training can continue). Files are written to a temporary name, fsynced and renamed, so a crash
+never leaves a partial model where a model was. Loading checks magic, version, sizes, dtypes and
+checksums; ``mmap=True`` maps the weights instead of reading them (checksums are then skipped
+unless ``verify=True``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+import zlib
+
+import numpy as np
+
+from . import __version__
+from .config import FastadaError, FeatureSpec
+
+MAGIC = b"FASTADA\n"
+FORMAT_VERSION = 1
+_ALIGN = 64
+_PREFIX = struct.Struct("<8sQI")
+_MAX_HEADER = 1 << 24
+
+
+class Model:
+    """Weights and accumulators over the hashed slots of a :class:`FeatureSpec`.
+
+    ``weights[-1]`` is the bias; every slot's lazy regularisation has been settled.
+    """
+
+    def __init__(self, spec: FeatureSpec, weights: np.ndarray, accumulators: np.ndarray | None = None,
+                 learn: dict | None = None, summary: dict | None = None):
+        if weights.shape != (spec.slots + 1,):
+            raise FastadaError(f"weights have shape {weights.shape}, expected ({spec.slots + 1},) for bits={spec.bits}")
+        self.spec = spec
+        self.weights = weights
+        self.accumulators = accumulators
+        self.learn = dict(learn or {})
+        self.summary = dict(summary or {})
+
+    def __repr__(self) -> str:
+        s = self.spec
+        return (f"Model(label={s.label!r}, categorical={len(s.categorical)}, numeric={len(s.numeric)}, "
+                f"crosses={len(s.crosses)}, bits={s.bits}, rows={self.summary.get('rows')})")
+
+    # -- scoring (the driver does the streaming) ---------------------------------------------
+
+    def predict(self, data, *, threads: int | None = None, chunk_rows: int = 65536) -> np.ndarray:
+        """Probabilities for every row of ``data`` (a Parquet path, list of paths, or Arrow table)."""
+        from .train import predict_batches
+        parts = [p for p, _, _ in predict_batches(self, data, threads=threads, chunk_rows=chunk_rows)]
+        return np.concatenate(parts) if parts else np.zeros(0, np.float64)
+
+    def evaluate(self, data, *, label: str | None = None, threads: int | None = None,
+                 chunk_rows: int = 65536) -> dict:
+        """logloss, auc, ne, calibration and rows of the model on labelled ``data``."""
+        from .train import evaluate_model
+        return evaluate_model(self, data, label=label, threads=threads, chunk_rows=chunk_rows)
+
+    # -- files ---------------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the model atomically (temporary file, fsync, rename)."""
+        arrays = {"weights": np.ascontiguousarray(self.weights, dtype="<f4")}
+        if self.accumulators is not None:
+            arrays["accumulators"] = np.ascontiguousarray(self.accumulators, dtype="<f4")
+        header = {
+            "format_version": FORMAT_VERSION,
+            "fastada_version": __version__,
+            "spec": self.spec.to_dict(),
+            "learn": self.learn,
+            "summary": self.summary,
+            "arrays": {},
+        }
+        # The header lists the array offsets, which depend on the header's size: reserve room
+        # for it (a trial layout plus slack for longer numbers), then lay the arrays out after it.
+        reserved = _pad(_PREFIX.size + len(json.dumps(_with_layout(header, arrays, 0))) + 256)
+        header = _with_layout(header, arrays, reserved)
+        body = json.dumps(header).encode().ljust(reserved - _PREFIX.size)
+        parts, position = [_PREFIX.pack(MAGIC, len(body), zlib.crc32(body)), body], reserved
+        for a in arrays.values():
+            parts.append(a.data)
+            position += a.nbytes
+            parts.append(bytes(_pad(position) - position))
+            position = _pad(position)
+        atomic_write(path, parts)
+
+
+def _with_layout(header: dict, arrays: dict, start: int) -> dict:
+    """``header`` with ``arrays`` laid out from byte ``start`` (64-byte aligned, with CRC-32s)."""
+    header = dict(header)
+    layout, offset = {}, start
+    for name, a in arrays.items():
+        layout[name] = {"dtype": a.dtype.str, "shape": list(a.shape), "offset": offset,
+                        "nbytes": a.nbytes, "crc32": zlib.crc32(a) if start else 0}
+        offset = _pad(offset + a.nbytes)
+    header["arrays"] = layout
+    return header
+
+
+def _pad(n: int) -> int:
+    return (n + _ALIGN - 1) // _ALIGN * _ALIGN
+
+
+def atomic_write(path, parts) -> None:
+    """Write ``parts`` (bytes-like) to ``path`` via a temporary file, fsync and rename."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FastadaError(f"{path}: folder {directory} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for part in parts:
+                f.write(part)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise FastadaError(f"{path}: cannot write ({e.strerror or e}); the previous file is unchanged") from None
+        raise
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+
+
+def load(path: str | os.PathLike, *, mmap: bool = False, verify: bool | None = None) -> Model:
+    """Read a model file, checking magic, version, sizes, dtypes and checksums."""
+    path = os.fspath(path)
+    verify = (not mmap) if verify is None else verify
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            prefix = f.read(_PREFIX.size)
+            if len(prefix) < _PREFIX.size or prefix[:8] != MAGIC:
+                raise FastadaError(f"{path}: not a fastada model file (bad magic)")
+            _, header_len, header_crc = _PREFIX.unpack(prefix)
+            if header_len > min(_MAX_HEADER, size - _PREFIX.size):
+                raise FastadaError(f"{path}: corrupt model file (header length {header_len} exceeds the file)")
+            body = f.read(header_len)
+    except FileNotFoundError:
+        raise FastadaError(f"{path}: model file not found") from None
+    except IsADirectoryError:
+        raise FastadaError(f"{path}: is a folder, not a model file") from None
+    if zlib.crc32(body) != header_crc:
+        raise FastadaError(f"{path}: corrupt model file (header checksum mismatch)")
+    try:
+        header = json.loads(body)
+        version = header["format_version"]
+        spec = FeatureSpec.from_dict(header["spec"])
+        layout = header["arrays"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise FastadaError(f"{path}: corrupt model header ({e})") from None
+    if version != FORMAT_VERSION:
+        raise FastadaError(f"{path}: model format version {version} is not supported "
+                           f"(this fastada reads version {FORMAT_VERSION})")
+    arrays = {}
+    for name in ("weights", "accumulators"):
+        if name not in layout:
+            if name == "weights":
+                raise FastadaError(f"{path}: corrupt model file (no weights)")
+            continue
+        arrays[name] = _read_array(path, size, name, layout[name], spec.slots + 1, mmap, verify)
+    return Model(spec, arrays["weights"], arrays.get("accumulators"),
+                 learn=header.get("learn"), summary=header.get("summary"))
+
+
+def _read_array(path, size, name, entry, length, mmap, verify) -> np.ndarray:
+    try:
+        dtype = np.dtype(entry["dtype"])
+        shape = tuple(int(x) for x in entry["shape"])
+        offset, nbytes = int(entry["offset"]), int(entry["nbytes"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise FastadaError(f"{path}: corrupt model header for {name} ({e})") from None
+    if dtype != np.dtype("<f4") or shape != (length,) or nbytes != length * 4:
+        raise FastadaError(f"{path}: {name} has dtype {dtype} and shape {shape}, expected float32 ({length},)")
+    if offset < 0 or offset + nbytes > size:
+        raise FastadaError(f"{path}: truncated model file ({name} ends at byte {offset + nbytes}, "
+                           f"the file has {size})")
+    if mmap:
+        a = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
+    else:
+        a = np.fromfile(path, dtype=dtype, count=length, offset=offset)
+    if verify and zlib.crc32(a) != entry.get("crc32"):
+        raise FastadaError(f"{path}: corrupt model file ({name} checksum mismatch)")
+    return a

@@ -1,0 +1,203 @@
+"""Streaming Parquet (or an in-memory Arrow table) a chunk at a time.
+
+The reader knows files and Arrow, nothing of features or learning. A data set is a list of
+*units* (one Parquet row group each, or one batch of an in-memory table); a chunk is at most
+``chunk_rows`` rows of one unit, read with column projection and with string columns
+dictionary-encoded. Memory stays bounded by the chunk size: each row group is read through its
+own ``iter_batches`` call, which avoids the growth of a whole-file read (see
+shared/DESIGN-NOTES.md).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from .config import FastadaError
+
+PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One readable piece of a data set: row group ``row_group`` of file ``file`` (an index)."""
+
+    file: int
+    row_group: int
+    rows: int
+
+
+@dataclass
+class Chunk:
+    """Rows ``row .. row + batch.num_rows`` of a unit, with where they came from."""
+
+    batch: pa.RecordBatch
+    unit: Unit
+    row: int
+    where: str  # "file.parquet, row group 3" — for error messages
+
+
+class DataSet:
+    """Parquet files (local paths, folders, globs or filesystem URIs) or an Arrow table."""
+
+    def __init__(self, data):
+        self._table: pa.Table | None = None
+        self.files: list[tuple[pafs.FileSystem | None, str]] = []
+        if isinstance(data, pa.RecordBatch):
+            data = pa.Table.from_batches([data])
+        if isinstance(data, pa.Table):
+            self._table = data
+        else:
+            paths = [data] if isinstance(data, (str, os.PathLike)) else list(data)
+            if not paths:
+                raise FastadaError("no data given: pass one or more Parquet files, folders or globs")
+            for p in paths:
+                self.files.extend(_resolve(os.fspath(p)))
+        self._metadata: list[pq.FileMetaData] = []
+        self.schema = self._read_schema()
+        self.units = self._list_units()
+        self.num_rows = sum(u.rows for u in self.units)
+
+    def name(self, file: int) -> str:
+        return "<table>" if self._table is not None else self.files[file][1]
+
+    def _open(self, file: int, **kwargs) -> pq.ParquetFile:
+        fs, path = self.files[file]
+        try:
+            if fs is None:
+                return pq.ParquetFile(path, **kwargs)
+            return pq.ParquetFile(fs.open_input_file(path), **kwargs)
+        except FileNotFoundError:
+            raise FastadaError(f"{path}: file not found (was it removed?)") from None
+        except (pa.ArrowException, OSError) as e:
+            raise FastadaError(f"{path}: not a readable Parquet file ({_first_line(e)})") from None
+
+    def _read_schema(self) -> pa.Schema:
+        if self._table is not None:
+            return self._table.schema
+        schema = None
+        for i, (_, path) in enumerate(self.files):
+            pf = self._open(i)
+            self._metadata.append(pf.metadata)
+            file_schema = pf.schema_arrow
+            if schema is None:
+                schema = file_schema
+        return schema
+
+    def _list_units(self) -> list[Unit]:
+        if self._table is not None:
+            self._table_batches = self._table.to_batches()
+            return [Unit(0, i, b.num_rows) for i, b in enumerate(self._table_batches)]
+        return [Unit(f, rg, md.row_group(rg).num_rows)
+                for f, md in enumerate(self._metadata) for rg in range(md.num_row_groups)]
+
+    def file_schema(self, file: int) -> pa.Schema:
+        if self._table is not None:
+            return self._table.schema
+        return self._metadata[file].schema.to_arrow_schema()
+
+    def chunks(self, columns: Sequence[str], chunk_rows: int,
+               units: Sequence[Unit] | None = None, dictionary: Sequence[str] = ()) -> Iterator[Chunk]:
+        """Chunks of the projected ``columns``, unit by unit (default: file order).
+
+        ``dictionary``: string/binary columns to read dictionary-encoded (hashed once per
+        dictionary instead of once per row).
+        """
+        columns = list(columns)
+        for unit in self.units if units is None else units:
+            if self._table is not None:
+                batch = self._table_batches[unit.row_group].select(columns)
+                for row in range(0, batch.num_rows, chunk_rows):
+                    yield Chunk(batch.slice(row, chunk_rows), unit, row, f"<table>, batch {unit.row_group}")
+                continue
+            yield from self._file_chunks(unit, columns, chunk_rows, dictionary)
+
+    def _file_chunks(self, unit, columns, chunk_rows, dictionary):
+        path = self.files[unit.file][1]
+        schema = self.file_schema(unit.file)
+        missing = [c for c in columns if schema.get_field_index(c) < 0]
+        if missing:
+            raise FastadaError(f"{path}: column {missing[0]!r} is missing "
+                               f"(the file has {', '.join(schema.names[:12])}{'...' if len(schema) > 12 else ''})")
+        read_dictionary = [c for c in dictionary if c in schema.names]
+        pf = self._open(unit.file, read_dictionary=read_dictionary or None)
+        where = f"{path}, row group {unit.row_group}"
+        row = 0
+        try:
+            for batch in pf.iter_batches(batch_size=chunk_rows, row_groups=[unit.row_group],
+                                         columns=columns, use_threads=True):
+                yield Chunk(batch, unit, row, where)
+                row += batch.num_rows
+        except FileNotFoundError:
+            raise FastadaError(f"{path}: file not found (was it removed?)") from None
+        except (pa.ArrowException, OSError) as e:
+            raise FastadaError(f"{where}: cannot be read ({_first_line(e)})") from None
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+def _resolve(spec: str) -> list[tuple[pafs.FileSystem | None, str]]:
+    """Parquet files named by a path, a folder, a glob, or a filesystem URI (s3://, gs://, ...)."""
+    if "://" in spec and not spec.startswith("file://"):
+        try:
+            fs, path = pafs.FileSystem.from_uri(spec)
+        except (pa.ArrowException, OSError, ValueError) as e:
+            raise FastadaError(f"{spec}: cannot open ({_first_line(e)})") from None
+        info = fs.get_file_info(path)
+        if info.type == pafs.FileType.File:
+            return [(fs, path)]
+        if info.type == pafs.FileType.Directory:
+            found = sorted(i.path for i in fs.get_file_info(pafs.FileSelector(path, recursive=True))
+                           if i.type == pafs.FileType.File and _is_parquet_name(i.path))
+            if not found:
+                raise FastadaError(f"{spec}: no Parquet files ({', '.join(PARQUET_SUFFIXES)}) in this folder")
+            return [(fs, p) for p in found]
+        raise FastadaError(f"{spec}: no such file or folder")
+    if spec.startswith("file://"):
+        spec = spec[len("file://"):]
+    if os.path.isdir(spec):
+        found = sorted(os.path.join(root, f) for root, dirs, files in os.walk(spec)
+                       for f in files if _is_parquet_name(f))
+        if not found:
+            raise FastadaError(f"{spec}: no Parquet files ({', '.join(PARQUET_SUFFIXES)}) in this folder")
+        return [(None, p) for p in found]
+    if os.path.isfile(spec):
+        return [(None, spec)]
+    if glob.has_magic(spec):
+        found = sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p))
+        if not found:
+            raise FastadaError(f"{spec}: the pattern matches no files")
+        return [(None, p) for p in found]
+    raise FastadaError(f"{spec}: no such file or folder")
+
+
+def _is_parquet_name(path: str) -> bool:
+    base = os.path.basename(path)
+    return not base.startswith((".", "_")) and base.lower().endswith(PARQUET_SUFFIXES)
+
+
+def default_roles(schema: pa.Schema, exclude: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(categorical, numeric) columns by Arrow type: strings, binaries, dictionaries and bools are
+    categorical; integers and floats numeric; everything else (and ``exclude``) is left out."""
+    categorical, numeric = [], []
+    for f in schema:
+        if f.name in exclude:
+            continue
+        t = f.type
+        if (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t)
+                or pa.types.is_large_binary(t) or pa.types.is_dictionary(t) or pa.types.is_boolean(t)
+                or getattr(pa.types, "is_string_view", lambda _: False)(t)
+                or getattr(pa.types, "is_binary_view", lambda _: False)(t)):
+            categorical.append(f.name)
+        elif pa.types.is_integer(t) or pa.types.is_floating(t):
+            numeric.append(f.name)
+    return categorical, numeric
