@@ -9,7 +9,7 @@ import os
 from typing import Callable, Sequence
 
 from . import model as _model
-from .config import FeatureSpec, LearnConfig
+from .config import FastadaError, FeatureSpec, LearnConfig
 from .model import Model
 from .reader import DataSet
 from .train import Progress, fit, resolve_spec
@@ -37,6 +37,10 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
     learn = LearnConfig(lr=lr, l1=l1, l2=l2, eps=eps, initial_accumulator=initial_accumulator,
                         epochs=epochs, threads=threads if threads is not None else os.cpu_count() or 1,
                         seed=seed, chunk_rows=chunk_rows, shuffle=shuffle)
+    if model is not None:
+        directory = os.path.dirname(os.path.abspath(os.fspath(model)))
+        if not os.path.isdir(directory):  # say so now, not after hours of training
+            raise FastadaError(f"{os.fspath(model)}: folder {directory} does not exist")
     if isinstance(data, (DataSet,)):
         dataset = data
     else:

@@ -126,6 +126,9 @@ def atomic_write(path, parts) -> None:
         raise FastadaError(f"{path}: folder {directory} does not exist")
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
             for part in parts:
                 f.write(part)
@@ -148,6 +151,37 @@ def atomic_write(path, parts) -> None:
             os.close(dir_fd)
     except OSError:
         pass
+
+
+class atomic_replace_target:
+    """A temporary path beside ``path``: write it, then :meth:`commit` (fsync, rename) or
+    :meth:`discard`. Until the commit, whatever was at ``path`` stays untouched."""
+
+    def __init__(self, path):
+        self.target = os.fspath(path)
+        directory = os.path.dirname(os.path.abspath(self.target))
+        if not os.path.isdir(directory):
+            raise FastadaError(f"{self.target}: folder {directory} does not exist")
+        fd, self.path = tempfile.mkstemp(prefix=f".{os.path.basename(self.target)}.", suffix=".tmp",
+                                         dir=directory)
+        os.close(fd)
+
+    def commit(self) -> None:
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(self.path, self.target)
+        self.path = None
+
+    def discard(self) -> None:
+        if self.path is not None:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+            self.path = None
 
 
 def load(path: str | os.PathLike, *, mmap: bool = False, verify: bool | None = None) -> Model:

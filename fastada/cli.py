@@ -1,0 +1,267 @@
+"""The ``fastada`` command line: gen, train, eval, predict, inspect, demo.
+
+Errors the user can fix print one line (``fastada: error: ...``) and exit with status 2;
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+from .config import FastadaError, LearnConfig
+
+
+def _columns(text: str) -> list[str]:
+    return [c.strip() for c in text.split(",") if c.strip()]
+
+
+def _crosses(text: str) -> list[tuple[str, str]]:
+    pairs = []
+    for item in _columns(text):
+        parts = item.split("*") if "*" in item else item.split(":")
+        if len(parts) != 2 or not all(parts):
+            raise argparse.ArgumentTypeError(f"cross {item!r} must look like A*B")
+        pairs.append((parts[0], parts[1]))
+    return pairs
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fastada", description="Hogwild per-feature Adagrad for sparse CTR models.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("gen", help="write a synthetic Criteo-like data set with a planted truth")
+    g.add_argument("--rows", type=int, default=1_000_000)
+    g.add_argument("--test-rows", type=int, default=200_000)
+    g.add_argument("--out", required=True, help="folder for train.parquet, test.parquet, truth.json")
+    g.add_argument("--seed", type=int, default=0)
+
+    t = sub.add_parser("train", help="train a model on Parquet data")
+    t.add_argument("data", nargs="+", help="Parquet files, folders, globs or URIs")
+    t.add_argument("--label", default="label")
+    t.add_argument("--model", required=True, help="where to write the model")
+    t.add_argument("--categorical", type=_columns, default=None, help="columns hashed by value: C1,C2,..")
+    t.add_argument("--numeric", type=_columns, default=None, help="columns used as numbers")
+    t.add_argument("--ignore", type=_columns, default=[], help="columns to leave out")
+    t.add_argument("--weight", default=None, help="per-row weight column")
+    t.add_argument("--cross", type=_crosses, default=[], help="column pairs to cross: A*B,C*D")
+    t.add_argument("--numeric-mode", choices=("value", "bucket", "both"), default="both",
+                   help="numeric features: log1p value, log bucket, or both (default)")
+    t.add_argument("--bits", type=int, default=24, help="log2 of the number of hashed slots (1..31)")
+    t.add_argument("--hash-seed", type=int, default=0)
+    t.add_argument("--lr", type=float, default=LearnConfig.lr, help="Adagrad learning rate")
+    t.add_argument("--l1", type=float, default=0.0)
+    t.add_argument("--l2", type=float, default=0.0)
+    t.add_argument("--initial-accumulator", type=float, default=0.0)
+    t.add_argument("--epochs", type=int, default=1)
+    t.add_argument("--shuffle", action="store_true", help="shuffle row groups and rows in each chunk, per epoch")
+    t.add_argument("--threads", type=int, default=None, help="Hogwild threads (default: all cores; 1 = deterministic)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--chunk-rows", type=int, default=LearnConfig.chunk_rows)
+    t.add_argument("--quiet", action="store_true")
+
+    e = sub.add_parser("eval", help="logloss, AUC, normalised entropy and calibration of a model")
+    e.add_argument("data", nargs="+")
+    e.add_argument("--model", required=True)
+    e.add_argument("--label", default=None, help="label column (default: the model's)")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--threads", type=int, default=None)
+
+    r = sub.add_parser("predict", help="write predicted probabilities to Parquet")
+    r.add_argument("data", nargs="+")
+    r.add_argument("--model", required=True)
+    r.add_argument("--out", required=True)
+    r.add_argument("--keep", type=_columns, default=[], help="input columns to copy to the output")
+    r.add_argument("--threads", type=int, default=None)
+    r.add_argument("--chunk-rows", type=int, default=LearnConfig.chunk_rows)
+
+    i = sub.add_parser("inspect", help="print a model's header and its largest weights")
+    i.add_argument("model")
+    i.add_argument("--top", type=int, default=10)
+
+    d = sub.add_parser("demo", help="generate data, train, evaluate, compare with the planted truth")
+    d.add_argument("--rows", type=int, default=1_000_000)
+    d.add_argument("--test-rows", type=int, default=200_000)
+    d.add_argument("--out", default="fastada-demo")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--threads", type=int, default=None)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args) or 0
+    except FastadaError as e:
+        if args.debug:
+            raise
+        print(f"fastada: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fastada: interrupted", file=sys.stderr)
+        return 130
+
+
+def _gen(args) -> int:
+    from .synth import generate
+    if args.rows < 0 or args.test_rows < 0:
+        raise FastadaError("--rows and --test-rows must be >= 0")
+    start = time.perf_counter()
+    truth = generate(args.out, rows=args.rows, test_rows=args.test_rows, seed=args.seed)
+    seconds = time.perf_counter() - start
+    print(f"wrote {args.rows:,} train + {args.test_rows:,} test rows to {args.out} in {seconds:.1f} s "
+          f"({(args.rows + args.test_rows) / seconds:,.0f} rows/s); Bayes test logloss "
+          f"{_fmt(truth['bayes_test_logloss'])}, AUC {_fmt(truth['bayes_test_auc'])}")
+    return 0
+
+
+def _train(args) -> int:
+    from . import api
+    progress = _ProgressLine(quiet=args.quiet)
+    model = api.train(
+        args.data, label=args.label, model=args.model, categorical=args.categorical,
+        numeric=args.numeric, ignore=args.ignore, weight=args.weight, crosses=args.cross,
+        bits=args.bits, hash_seed=args.hash_seed, numeric_mode=args.numeric_mode, lr=args.lr,
+        l1=args.l1, l2=args.l2, initial_accumulator=args.initial_accumulator, epochs=args.epochs,
+        threads=args.threads, seed=args.seed, chunk_rows=args.chunk_rows, shuffle=args.shuffle,
+        on_chunk=progress)
+    progress.close()
+    s = model.summary
+    print(f"trained {s['rows']:,} rows in {s['seconds']:.2f} s ({s['rows_per_second']:,} rows/s, "
+          f"{s['threads']} threads), progressive logloss {_fmt(s['progressive_logloss'])}; "
+          f"model written to {args.model}")
+    return 0
+
+
+class _ProgressLine:
+    """Rows, rows/s and progressive logloss on stderr, in place on a terminal."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.last = 0.0
+        self.shown = False
+
+    def __call__(self, p) -> None:
+        now = time.monotonic()
+        if self.quiet or now - self.last < (0.5 if self.tty else 10.0):
+            return
+        self.last = now
+        rate = p.rows / p.seconds if p.seconds > 0 else 0.0
+        eta = (p.total_rows - p.rows) / rate if rate > 0 else math.nan
+        line = (f"epoch {p.epoch}  {p.rows:,} rows  {rate:,.0f} rows/s  progressive logloss "
+                f"{p.progressive_logloss:.5f}  eta {eta:.0f} s")
+        sys.stderr.write(("\r" + line + "\x1b[K") if self.tty else line + "\n")
+        sys.stderr.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        if self.tty and self.shown:
+            sys.stderr.write("\n")
+
+
+def _eval(args) -> int:
+    from .api import load
+    model = load(args.model, mmap=True)
+    result = model.evaluate(args.data, label=args.label, threads=args.threads)
+    if args.json:
+        print(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in result.items()}))
+    else:
+        for key in ("logloss", "auc", "ne", "calibration"):
+            print(f"{key:<12} {_fmt(result[key])}")
+        print(f"{'rows':<12} {result['rows']:,}")
+    return 0
+
+
+def _predict(args) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .api import load
+    from .model import atomic_replace_target
+    from .train import predict_batches
+    model = load(args.model, mmap=True)
+    tmp = atomic_replace_target(args.out)
+    writer = None
+    rows = 0
+    start = time.perf_counter()
+    try:
+        for p, kept, _ in predict_batches(model, args.data, threads=args.threads,
+                                          chunk_rows=args.chunk_rows, keep=args.keep):
+            batch = pa.RecordBatch.from_arrays([pa.array(p), *kept.columns],
+                                               names=["prediction", *kept.schema.names])
+            if writer is None:
+                writer = pq.ParquetWriter(tmp.path, batch.schema)
+            writer.write_batch(batch)
+            rows += batch.num_rows
+        if writer is None:
+            raise FastadaError("no rows to predict")
+        writer.close()
+        writer = None
+        tmp.commit()
+    finally:
+        if writer is not None:
+            writer.close()
+        tmp.discard()
+    seconds = time.perf_counter() - start
+    print(f"wrote {rows:,} predictions to {args.out} in {seconds:.2f} s ({rows / seconds:,.0f} rows/s)")
+    return 0
+
+
+def _inspect(args) -> int:
+    import numpy as np
+
+    from .api import load
+    model = load(args.model, mmap=True)
+    spec = model.spec
+    w = np.asarray(model.weights[:-1])
+    nonzero = int(np.count_nonzero(w))
+    print(json.dumps({"spec": spec.to_dict(), "learn": model.learn, "summary": model.summary}, indent=2))
+    print(f"bias {float(model.weights[-1]):+.6f}; non-zero weights {nonzero:,} of {w.size:,} slots")
+    top = np.argsort(-np.abs(w))[: args.top]
+    print("largest weights (slot: weight):")
+    for s in top:
+        print(f"  {int(s):>10}  {float(w[s]):+.6f}")
+    return 0
+
+
+def _demo(args) -> int:
+    from . import api
+    from .synth import generate
+    print(f"fastada demo: {args.rows:,} train + {args.test_rows:,} test rows of synthetic "
+          f"Criteo-like data in {args.out}/")
+    start = time.perf_counter()
+    truth = generate(args.out, rows=args.rows, test_rows=args.test_rows, seed=args.seed)
+    print(f"  generated in {time.perf_counter() - start:.1f} s")
+    model_path = os.path.join(args.out, "model.fastada")
+    model = api.train(os.path.join(args.out, "train.parquet"), label="label", model=model_path,
+                      threads=args.threads)
+    s = model.summary
+    print(f"  trained in {s['seconds']:.2f} s: {s['rows_per_second']:,} rows/s on {s['threads']} threads "
+          f"(one pass, 2^{model.spec.bits} slots)")
+    result = model.evaluate(os.path.join(args.out, "test.parquet"), threads=args.threads)
+    print()
+    print(f"  {'test metric':<22}{'fastada':>10}{'planted truth':>16}")
+    rows = (("logloss", "bayes_test_logloss"), ("AUC", "bayes_test_auc"), ("normalised entropy", "bayes_test_ne"))
+    for (name, truth_key), key in zip(rows, ("logloss", "auc", "ne")):
+        print(f"  {name:<22}{_fmt(result[key]):>10}{_fmt(truth[truth_key]):>16}")
+    print(f"  {'calibration':<22}{_fmt(result['calibration']):>10}{'1.0000':>16}")
+    print(f"  {'train rows/s':<22}{s['rows_per_second']:>10,}")
+    print(f"\n  model: {model_path}; try: fastada eval --model {model_path} {args.out}/test.parquet")
+    return 0
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
+
+
+_COMMANDS = {"gen": _gen, "train": _train, "eval": _eval, "predict": _predict,
+             "inspect": _inspect, "demo": _demo}
+
+if __name__ == "__main__":
+    sys.exit(main())
