@@ -144,7 +144,7 @@ class _ProgressLine:
     def __init__(self, quiet: bool):
         self.quiet = quiet
         self.tty = sys.stderr.isatty()
-        self.last = 0.0
+        self.last = time.monotonic()
         self.shown = False
 
     def __call__(self, p) -> None:

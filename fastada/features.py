@@ -81,7 +81,9 @@ class Featurizer:
         extra = [self.spec.label] + ([self.spec.weight] if self.spec.weight else [])
         return extra + list(self.spec.feature_columns)
 
-    def __call__(self, batch: pa.RecordBatch, where: str, with_labels: bool = True) -> FeatureBlock:
+    def __call__(self, batch: pa.RecordBatch, where: str, with_labels: bool = True,
+                 first_row: int = 0) -> FeatureBlock:
+        """Features (and labels, weights) of ``batch``; errors name ``where`` and the row."""
         n = batch.num_rows
         spec = self.spec
         cat = np.empty((n, self.k_cat), dtype=np.uint32)
@@ -93,10 +95,12 @@ class Featurizer:
             self._numeric(_column(batch, name, where), name, where, cat, num, num_values)
         for left, right, column, seed in self.cross_columns:
             hashing.cross_columns(cat, left, right, np.uint32(seed), column)
-        labels = self._labels(_column(batch, spec.label, where), where) if with_labels else None
-        weights = None
-        if spec.weight and with_labels:
-            weights = self._weights(_column(batch, spec.weight, where), where)
+        labels = weights = None
+        if with_labels:
+            labels = labels_from_arrow(_column(batch, spec.label, where), spec.label, where,
+                                       self._label_kinds, first_row)
+            if spec.weight:
+                weights = weights_from_arrow(_column(batch, spec.weight, where), spec.weight, where, first_row)
         return FeatureBlock(cat, num, num_values, labels, weights)
 
     # -- categorical ---------------------------------------------------------------------------
@@ -165,18 +169,15 @@ class Featurizer:
 
     # -- labels and weights --------------------------------------------------------------------
 
-    def _labels(self, arr: pa.Array, where: str) -> np.ndarray:
-        return labels_from_arrow(arr, self.spec.label, where, self._label_kinds)
+def labels_from_arrow(arr: pa.Array, name: str, where: str, seen: set | None = None,
+                      first_row: int = 0) -> np.ndarray:
+    """Labels as float32 0/1 from 0/1, -1/1 or bool values; ``seen`` tracks -1 vs 0 across chunks.
 
-    def _weights(self, arr: pa.Array, where: str) -> np.ndarray:
-        return weights_from_arrow(arr, self.spec.weight, where)
-
-
-def labels_from_arrow(arr: pa.Array, name: str, where: str, seen: set | None = None) -> np.ndarray:
-    """Labels as float32 0/1 from 0/1, -1/1 or bool values; ``seen`` tracks -1 vs 0 across chunks."""
+    Errors name ``where`` (file and row group) and the row, counting from ``first_row``.
+    """
     if arr.null_count:
         row = pc.index(pc.is_null(arr), True).as_py()
-        raise FastadaError(f"{where}: label column {name!r} has a null at row {row}")
+        raise FastadaError(f"{where}, row {first_row + row}: label column {name!r} is null")
     t = arr.type
     if pa.types.is_dictionary(t):
         arr = arr.cast(t.value_type)
@@ -189,8 +190,8 @@ def labels_from_arrow(arr: pa.Array, name: str, where: str, seen: set | None = N
     ok = (y == 0) | (y == 1) | (y == -1)
     if not ok.all():
         row = int(np.argmin(ok))
-        raise FastadaError(f"{where}: label column {name!r} has value {y[row]!r} at row {row}; "
-                           f"labels must be 0/1, -1/1 or bool")
+        raise FastadaError(f"{where}, row {first_row + row}: label column {name!r} has value "
+                           f"{y[row].item()!r}; labels must be 0/1, -1/1 or bool")
     seen = set() if seen is None else seen
     if (y == -1).any():
         seen.add(-1)
@@ -202,7 +203,7 @@ def labels_from_arrow(arr: pa.Array, name: str, where: str, seen: set | None = N
     return (y > 0).astype(np.float32)
 
 
-def weights_from_arrow(arr: pa.Array, name: str, where: str) -> np.ndarray:
+def weights_from_arrow(arr: pa.Array, name: str, where: str, first_row: int = 0) -> np.ndarray:
     """Row weights as float32; they must be present, finite and >= 0."""
     if not (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type)):
         raise FastadaError(f"{where}: weight column {name!r} has type {arr.type}; it must be numeric")
@@ -212,7 +213,7 @@ def weights_from_arrow(arr: pa.Array, name: str, where: str) -> np.ndarray:
     bad = ~np.isfinite(w) | (w < 0)
     if bad.any():
         i = int(np.argmax(bad))
-        raise FastadaError(f"{where}: weight column {name!r} has value {w[i]!r} at row {i}; "
+        raise FastadaError(f"{where}, row {first_row + i}: weight column {name!r} has value {w[i]!r}; "
                            f"weights must be finite and >= 0")
     return w.astype(np.float32)
 

@@ -58,11 +58,15 @@ def _sigmoid(z):
 
 
 @njit(cache=True, inline="always")
+def _softplus(a):
+    """log(1 + e^a) without overflow or cancellation."""
+    return max(a, 0.0) + np.log1p(np.exp(-abs(a)))
+
+
+@njit(cache=True, inline="always")
 def logistic_loss(z, y):
-    """log(1 + e^z) - y z, stable for any margin z (y in {0, 1})."""
-    if z > 0.0:
-        return z + np.log1p(np.exp(-z)) - y * z
-    return np.log1p(np.exp(z)) - y * z
+    """log(1 + e^z) - y z for y in {0, 1}: softplus(-z) if y else softplus(z), exact at any margin."""
+    return _softplus(-z) if y > 0.5 else _softplus(z)
 
 
 @njit(cache=True, inline="always")

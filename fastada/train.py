@@ -150,7 +150,7 @@ def fit(dataset: DataSet, spec: FeatureSpec, learn: LearnConfig,
 
     def blocks(units) -> Iterator[tuple[FeatureBlock, str]]:
         for chunk in dataset.chunks(featurizer.columns, learn.chunk_rows, units, dictionary):
-            yield featurizer(chunk.batch, chunk.where), chunk.where
+            yield featurizer(chunk.batch, chunk.where, first_row=chunk.row), chunk.where
 
     for epoch in range(learn.epochs):
         units = list(dataset.units)
@@ -198,7 +198,7 @@ def fit(dataset: DataSet, spec: FeatureSpec, learn: LearnConfig,
 
 def predict_batches(model: Model, data, *, threads: int | None = None, chunk_rows: int = 65536,
                     keep: Sequence[str] = ()) -> Iterator[tuple[np.ndarray, pa.RecordBatch, str]]:
-    """(probabilities, batch of the ``keep`` columns, where) per chunk, in input order."""
+    """(probabilities, batch of the ``keep`` columns, (where, first row)) per chunk, in order."""
     dataset = data if isinstance(data, DataSet) else DataSet(data)
     blocks = set_threads(threads)
     spec = model.spec
@@ -215,13 +215,13 @@ def predict_batches(model: Model, data, *, threads: int | None = None, chunk_row
     def work():
         for chunk in dataset.chunks(columns, chunk_rows, None, _string_columns(dataset, spec)):
             block = featurizer(chunk.batch, chunk.where, with_labels=False)
-            yield block, chunk.batch.select(keep), chunk.where
+            yield block, chunk.batch.select(keep), chunk.where, chunk.row
 
-    for block, kept, where in _prefetch(work()):
+    for block, kept, where, first_row in _prefetch(work()):
         out = np.empty(block.rows, dtype=np.float64)
         if block.rows:
             kernels.predict_chunk(block.cat, block.num, block.num_values, weights, mask, blocks, out)
-        yield out, kept, where
+        yield out, kept, (where, first_row)
 
 
 def evaluate_model(model: Model, data, *, label: str | None = None, threads: int | None = None,
@@ -239,7 +239,7 @@ def evaluate_model(model: Model, data, *, label: str | None = None, threads: int
     seen: set = set()
     for p, batch, where in predict_batches(model, dataset, threads=threads, chunk_rows=chunk_rows,
                                            keep=[label] + ([weight] if weight else [])):
-        y = labels_from_arrow(batch.column(label), label, where, seen)
-        w = weights_from_arrow(batch.column(weight), weight, where) if weight else None
+        y = labels_from_arrow(batch.column(label), label, where[0], seen, where[1])
+        w = weights_from_arrow(batch.column(weight), weight, *where) if weight else None
         evaluation.add(p, y, w)
     return evaluation.result()

@@ -1,0 +1,34 @@
+import os
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))  # for `import naive`
+
+SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
+
+
+def small_table(rng, n=400, with_nulls=True):
+    """A small mixed table: strings with nulls, ints, floats with NaN/inf/negatives, a label."""
+    words = np.array(["a", "bb", "ccc", "dddd", "", "ünïcode", "x" * 37])
+    cat = [None if with_nulls and rng.random() < 0.1 else str(words[rng.integers(len(words))]) for _ in range(n)]
+    code = rng.integers(-5, 50, n)
+    count = rng.exponential(20, n)
+    count[rng.random(n) < 0.05] = np.nan
+    count[rng.random(n) < 0.02] = np.inf
+    count[rng.random(n) < 0.1] *= -1
+    logit = (np.array([len(c or "") for c in cat]) - 3) * 0.3 + 0.02 * np.nan_to_num(code)
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int8)
+    return pa.table({
+        "label": pa.array(y),
+        "word": pa.array(cat, type=pa.string()),
+        "code": pa.array(code, mask=rng.random(n) < 0.05 if with_nulls else None),
+        "count": pa.array(count),
+    })

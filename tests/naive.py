@@ -1,0 +1,119 @@
+"""Slow, obviously-correct references for what fastada computes fast.
+
+Pure Python hashing of a small table row by row, and NumPy per-example Adagrad with L1/L2
+applied eagerly to every slot at every step (the definition in fastada/kernels.py).
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+
+import numpy as np
+
+MASK32 = 0xFFFFFFFF
+
+
+def murmur3_32(data: bytes, seed: int) -> int:
+    """MurmurHash3_x86_32, transcribed from the reference C++ (SMHasher)."""
+    c1, c2 = 0xCC9E2D51, 0x1B873593
+    h = seed & MASK32
+    rotl = lambda x, r: ((x << r) | (x >> (32 - r))) & MASK32  # noqa: E731
+    n = len(data)
+    for i in range(0, n - n % 4, 4):
+        k = int.from_bytes(data[i:i + 4], "little")
+        k = rotl((k * c1) & MASK32, 15) * c2 & MASK32
+        h = (rotl(h ^ k, 13) * 5 + 0xE6546B64) & MASK32
+    tail = data[n - n % 4:]
+    if tail:
+        k = int.from_bytes(tail, "little")
+        k = rotl((k * c1) & MASK32, 15) * c2 & MASK32
+        h ^= k
+    h ^= n
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & MASK32
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & MASK32
+    h ^= h >> 16
+    return h
+
+
+def _int_bytes(v: int) -> bytes:
+    return struct.pack("<Q", v & 0xFFFFFFFFFFFFFFFF)
+
+
+def row_features(row: dict, spec) -> list[tuple[int, float]]:
+    """(32-bit hash, value) of every feature of one row, in fastada's order."""
+    seed = {c: murmur3_32(c.encode(), spec.hash_seed) for c in spec.feature_columns}
+    null = {c: murmur3_32(b"\xffnull", s) for c, s in seed.items()}
+    cat, num = [], []
+    hashes = {}
+    for c in spec.categorical:
+        v = row[c]
+        if v is None:
+            h = null[c]
+        elif isinstance(v, str):
+            h = murmur3_32(v.encode(), seed[c])
+        elif isinstance(v, bytes):
+            h = murmur3_32(v, seed[c])
+        else:
+            h = murmur3_32(_int_bytes(int(v)), seed[c])
+        hashes[c] = h
+        cat.append((h, 1.0))
+    buckets = []
+    for c in spec.numeric:
+        v = row[c]
+        present = v is not None and math.isfinite(v)
+        if spec.numeric_mode in ("value", "both"):
+            num.append((murmur3_32(b"\xffvalue", seed[c]), float(np.float32(math.log1p(max(v, 0.0)))))
+                       if present else (null[c], 1.0))
+        if spec.numeric_mode in ("bucket", "both"):
+            bucket_seed = seed[c] ^ 0x5BD1E995
+            if present:
+                b = math.floor(4 * math.log1p(abs(v)))
+                b = -b - 1 if v < 0 else b
+            else:
+                b = 1 << 40
+            hashes[c] = murmur3_32(_int_bytes(b), bucket_seed)
+            buckets.append((hashes[c], 1.0))
+    crosses = [(murmur3_32(_int_bytes((hashes[a] << 32) | hashes[b]),
+                           murmur3_32(f"{a}*{b}".encode(), spec.hash_seed)), 1.0)
+               for a, b in spec.crosses]
+    return cat + buckets + crosses + num
+
+
+def adagrad_eager(rows, labels, row_weights, slots, lr, l1, l2, eps):
+    """Weights (bias last) after one pass of per-example Adagrad with eager L1/L2 steps.
+
+    rows: per example, a list of (slot, value). Every step, every slot with G > 0 takes the
+    proximal step w <- sign(w) max(|w| - eta l1, 0) / (1 + eta l2), eta = lr / (sqrt(G) + eps).
+    Returns (weights, accumulators, mean progressive logloss).
+    """
+    w = np.zeros(slots + 1)
+    G = np.zeros(slots + 1)
+    loss = 0.0
+    for features, y, rw in zip(rows, labels, row_weights):
+        z = w[slots] + sum(w[s] * x for s, x in features)
+        p = 1 / (1 + math.exp(-z))
+        loss += rw * (math.log1p(math.exp(-abs(z))) + max(z, 0) - y * z)
+        g0 = (p - y) * rw
+        G[slots] += g0 * g0
+        w[slots] -= lr * g0 / (math.sqrt(G[slots]) + eps)
+        for s, x in features:
+            g = g0 * x
+            G[s] += g * g
+            w[s] -= lr * g / (math.sqrt(G[s]) + eps)
+        touched = G[:slots] > 0
+        eta = lr / (np.sqrt(G[:slots][touched]) + eps)
+        v = w[:slots][touched]
+        w[:slots][touched] = np.sign(v) * np.maximum(np.abs(v) - eta * l1, 0) / (1 + eta * l2)
+    return w, G, loss / sum(row_weights)
+
+
+def auc(p, y) -> float:
+    """Mann-Whitney AUC with ties counted as half, by brute force over all pairs."""
+    p, y = np.asarray(p, float), np.asarray(y)
+    pos, neg = p[y == 1], p[y == 0]
+    greater = (pos[:, None] > neg[None, :]).sum()
+    ties = (pos[:, None] == neg[None, :]).sum()
+    return (greater + 0.5 * ties) / (len(pos) * len(neg))

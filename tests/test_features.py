@@ -1,0 +1,107 @@
+"""The featurizer hashes Arrow data exactly as the row-by-row reference does, whatever the layout."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import naive
+from conftest import small_table
+from fastada.config import FastadaError, FeatureSpec
+from fastada.features import Featurizer
+
+
+def reference(table, spec):
+    rows = table.to_pylist()
+    return [naive.row_features(r, spec) for r in rows]
+
+
+def flatten(block, featurizer):
+    out = []
+    for r in range(block.rows):
+        feats = [(int(h), 1.0) for h in block.cat[r]]
+        feats += [(int(h), float(v)) for h, v in zip(block.num[r], block.num_values[r])]
+        out.append(feats)
+    return out
+
+
+def specs():
+    base = dict(label="label", categorical=("word", "code"), numeric=("count",))
+    return [FeatureSpec(**base, numeric_mode=m) for m in ("value", "bucket", "both")] + [
+        FeatureSpec(**base, crosses=(("word", "code"), ("word", "count")), hash_seed=99)]
+
+
+@pytest.mark.parametrize("spec", specs(), ids=lambda s: f"{s.numeric_mode}-{len(s.crosses)}")
+def test_features_match_row_by_row_reference(rng, spec):
+    table = small_table(rng)
+    f = Featurizer(spec)
+    block = f(table.to_batches()[0], "t")
+    assert flatten(block, f) == reference(table, spec)
+
+
+@pytest.mark.parametrize("layout", ["dictionary", "large_string", "binary", "sliced"])
+def test_string_layouts_hash_alike(rng, layout):
+    table = small_table(rng)
+    spec = specs()[2]
+    expected = Featurizer(spec)(table.to_batches()[0], "t").cat[:, 0]
+    word = table.column("word").combine_chunks()
+    if layout == "dictionary":
+        word = word.dictionary_encode()
+    elif layout == "large_string":
+        word = word.cast(pa.large_string())
+    elif layout == "binary":
+        word = word.cast(pa.binary())
+    t2 = table.set_column(1, "word", word)
+    if layout == "sliced":
+        batch = pa.concat_tables([table.slice(0, 3), table]).combine_chunks().to_batches()[0].slice(3)
+    else:
+        batch = t2.combine_chunks().to_batches()[0]
+    assert np.array_equal(Featurizer(spec)(batch, "t").cat[:, 0], expected)
+
+
+def test_dictionary_hashes_are_reused_and_extended_by_content():
+    spec = FeatureSpec(label="label", categorical=("c",))
+    f = Featurizer(spec)
+    d1 = pa.array(["a", "b"])
+    d2 = pa.array(["a", "b", "c"])  # grew: the previous dictionary is its prefix
+    d3 = pa.array(["c", "a"])       # unrelated
+    plain = Featurizer(spec)
+    for d, idx in ((d1, [0, 1]), (d2, [2, 0]), (d3, [0, 1]), (d1, [1, 1])):
+        batch = pa.record_batch([pa.array([0, 1]), pa.DictionaryArray.from_arrays(pa.array(idx, pa.int32()), d)],
+                                names=["label", "c"])
+        decoded = pa.record_batch([batch.column(0), batch.column(1).cast(pa.string())], names=["label", "c"])
+        assert np.array_equal(f(batch, "t").cat, plain(decoded, "t").cat)
+
+
+def test_nulls_become_a_feature_of_their_own(rng):
+    spec = FeatureSpec(label="label", categorical=("word",), numeric=("count",), numeric_mode="value")
+    table = pa.table({"label": [0, 1, 0], "word": ["", None, "a"], "count": [1.0, None, float("nan")]})
+    block = Featurizer(spec)(table.to_batches()[0], "t")
+    empty, null, a = block.cat[:, 0]
+    assert len({empty, null, a}) == 3
+    assert block.num[1, 0] == block.num[2, 0] != block.num[0, 0]  # null and NaN: missing
+    assert list(block.num_values[:, 0]) == [pytest.approx(np.log(2)), 1.0, 1.0]
+
+
+@pytest.mark.parametrize("labels,expected", [
+    ([0, 1, 1], [0, 1, 1]), ([-1, 1, -1], [0, 1, 0]), ([True, False, True], [1, 0, 1]), ([0.0, 1.0, 0.0], [0, 1, 0])])
+def test_accepted_label_encodings(labels, expected):
+    spec = FeatureSpec(label="y", categorical=("c",))
+    batch = pa.record_batch([pa.array(labels), pa.array(["a", "b", "c"])], names=["y", "c"])
+    assert list(Featurizer(spec)(batch, "t").labels) == expected
+
+
+@pytest.mark.parametrize("labels,row,problem", [
+    ([0, 2, 1], 1, "has value 2;"), ([0, 1, None], 2, "is null"), ([0.5, 1, 0], 0, "has value 0.5;")])
+def test_bad_labels_are_refused_naming_file_row_and_value(labels, row, problem):
+    spec = FeatureSpec(label="y", categorical=("c",))
+    batch = pa.record_batch([pa.array(labels), pa.array(["a", "b", "c"])], names=["y", "c"])
+    with pytest.raises(FastadaError, match=f"^file.parquet, row group 0, row {100 + row}: label column 'y' {problem}"):
+        Featurizer(spec)(batch, "file.parquet, row group 0", first_row=100)
+
+
+def test_mixing_minus_one_and_zero_labels_across_chunks_is_refused():
+    spec = FeatureSpec(label="y", categorical=("c",))
+    f = Featurizer(spec)
+    f(pa.record_batch([pa.array([1, -1]), pa.array(["a", "b"])], names=["y", "c"]), "t")
+    with pytest.raises(FastadaError, match="mixes -1 and 0"):
+        f(pa.record_batch([pa.array([1, 0]), pa.array(["a", "b"])], names=["y", "c"]), "t")

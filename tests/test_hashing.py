@@ -1,0 +1,69 @@
+"""MurmurHash3 x86_32: published test vectors, a pure-Python transcription, and mmh3."""
+
+import struct
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import naive
+from fastada import hashing
+
+# Published vectors for MurmurHash3_x86_32 (SMHasher; as collected on Stack Overflow q. 14747343)
+VECTORS = [
+    (b"", 0, 0x00000000),
+    (b"", 1, 0x514E28B7),
+    (b"", 0xFFFFFFFF, 0x81F16F39),
+    (b"\xff\xff\xff\xff", 0, 0x76293B50),
+    (b"\x21\x43\x65\x87", 0, 0xF55B516B),
+    (b"\x21\x43\x65\x87", 0x5082EDEE, 0x2362F9DE),
+    (b"\x21\x43\x65", 0, 0x7E4A8634),
+    (b"\x21\x43", 0, 0xA0F7B07A),
+    (b"\x21", 0, 0x72661CF4),
+    (b"\x00\x00\x00\x00", 0, 0x2362F9DE),
+    (b"aaaa", 0x9747B28C, 0x5A97808A),
+    (b"Hello, world!", 0x9747B28C, 0x24884CBA),
+    (b"The quick brown fox jumps over the lazy dog", 0x9747B28C, 0x2FA826CD),
+]
+
+
+@pytest.mark.parametrize("data,seed,expected", VECTORS)
+def test_murmur3_matches_published_vectors(data, seed, expected):
+    assert hashing.hash_bytes(data, seed) == expected
+    assert naive.murmur3_32(data, seed) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=64), st.integers(0, 2**32 - 1))
+def test_murmur3_matches_reference_transcription_on_any_bytes(data, seed):
+    assert hashing.hash_bytes(data, seed) == naive.murmur3_32(data, seed)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(-2**63, 2**63 - 1), st.integers(0, 2**32 - 1))
+def test_integer_hash_is_murmur3_of_eight_little_endian_bytes(value, seed):
+    assert hashing.murmur3_u64(np.int64(value), np.uint32(seed)) == naive.murmur3_32(struct.pack("<q", value), seed)
+
+
+def test_matches_mmh3_when_installed():
+    mmh3 = pytest.importorskip("mmh3")
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        data = rng.bytes(int(rng.integers(0, 40)))
+        seed = int(rng.integers(0, 2**32))
+        assert hashing.hash_bytes(data, seed) == mmh3.hash(data, seed, signed=False)
+
+
+def test_string_column_hashes_each_row_between_its_offsets():
+    words = [b"", b"a", b"abcd", b"abcde", b"x" * 100]
+    offsets = np.cumsum([0] + [len(w) for w in words]).astype(np.int64)
+    data = np.frombuffer(b"".join(words), np.uint8)
+    out = np.zeros(len(words), np.uint32)
+    hashing.hash_strings(offsets, data, 0, len(words), np.uint32(7), out)
+    assert list(out) == [naive.murmur3_32(w, 7) for w in words]
+
+
+def test_column_seeds_differ_so_equal_values_in_two_columns_hash_apart():
+    assert hashing.column_seed("C1", 0) != hashing.column_seed("C2", 0)
+    assert hashing.column_seed("C1", 0) != hashing.column_seed("C1", 1)

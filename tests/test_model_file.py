@@ -1,0 +1,69 @@
+"""The model file: a versioned, checksummed, non-pickle format that refuses damaged files."""
+
+import json
+import struct
+
+import numpy as np
+import pytest
+
+import fastada
+from conftest import small_table
+from fastada.config import FastadaError
+from fastada.model import MAGIC
+
+
+@pytest.fixture
+def saved(rng, tmp_path):
+    model = fastada.train(small_table(rng), label="label", bits=10, threads=1, l2=0.01)
+    path = tmp_path / "m.fastada"
+    model.save(path)
+    return model, path
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+def test_round_trip_keeps_weights_spec_and_predictions(saved, rng, mmap):
+    model, path = saved
+    loaded = fastada.load(path, mmap=mmap)
+    assert loaded.spec == model.spec
+    assert np.array_equal(loaded.weights, model.weights)
+    assert np.array_equal(loaded.accumulators, model.accumulators)
+    table = small_table(rng)
+    assert np.array_equal(loaded.predict(table), model.predict(table))
+
+
+def test_file_starts_with_magic_and_a_readable_json_header(saved):
+    _, path = saved
+    raw = path.read_bytes()
+    assert raw[:8] == MAGIC and b"pickle" not in raw[:64]
+    (length,) = struct.unpack("<Q", raw[8:16])
+    header = json.loads(raw[20:20 + length])
+    assert header["format_version"] == 1 and header["spec"]["bits"] == 10
+    assert header["arrays"]["weights"]["offset"] % 64 == 0
+
+
+def test_truncated_file_is_refused(saved):
+    _, path = saved
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(FastadaError, match="truncated model file"):
+        fastada.load(path)
+
+
+@pytest.mark.parametrize("where", ["header", "weights"])
+def test_flipped_bit_is_refused(saved, where):
+    _, path = saved
+    raw = bytearray(path.read_bytes())
+    header = json.loads(raw[20:20 + struct.unpack("<Q", raw[8:16])[0]])
+    i = 40 if where == "header" else header["arrays"]["weights"]["offset"] + 17
+    raw[i] ^= 0x04
+    path.write_bytes(bytes(raw))
+    with pytest.raises(FastadaError, match="checksum mismatch"):
+        fastada.load(path)
+
+
+def test_other_files_are_not_models(tmp_path):
+    p = tmp_path / "x"
+    p.write_bytes(b"PAR1 not a model")
+    with pytest.raises(FastadaError, match="not a fastada model file"):
+        fastada.load(p)
+    with pytest.raises(FastadaError, match="model file not found"):
+        fastada.load(tmp_path / "missing")

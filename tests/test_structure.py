@@ -1,0 +1,54 @@
+"""The public surface and the one-way import rule (cli -> api/train -> reader, features, kernels, model, metrics -> hashing)."""
+
+import ast
+import pathlib
+
+import fastada
+
+PACKAGE = pathlib.Path(fastada.__file__).parent
+
+# module -> fastada modules it may import
+ALLOWED = {
+    "hashing": set(),
+    "kernels": set(),
+    "config": set(),
+    "metrics": set(),
+    "reader": {"config"},
+    "features": {"config", "hashing"},
+    "model": {"config", "train"},  # Model.predict/evaluate delegate to the driver, lazily
+    "synth": {"metrics", "model"},
+    "train": {"config", "features", "kernels", "metrics", "model", "reader"},
+    "api": {"config", "model", "reader", "train"},
+    "cli": {"api", "config", "model", "synth", "train"},
+}
+
+
+def fastada_imports(path):
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            if node.module:
+                found.add(node.module.split(".")[0])
+            else:
+                found.update(a.name for a in node.names if a.name != "__version__")
+    return found
+
+
+def test_imports_flow_one_way():
+    for path in sorted(PACKAGE.glob("*.py")):
+        if path.stem == "__init__":
+            continue
+        assert path.stem in ALLOWED, f"new module {path.stem}: add it to the import rule"
+        extra = fastada_imports(path) - ALLOWED[path.stem]
+        assert not extra, f"{path.stem} imports {extra}"
+
+
+def test_kernels_know_nothing_of_arrow_or_files():
+    for name in ("kernels", "hashing"):
+        source = (PACKAGE / f"{name}.py").read_text()
+        assert "pyarrow" not in source and "open(" not in source
+
+
+def test_public_api():
+    assert fastada.__all__ == sorted(fastada.__all__)
+    assert set(fastada.__all__) == {"FastadaError", "FeatureSpec", "LearnConfig", "Model", "__version__", "load", "train"}
