@@ -149,7 +149,9 @@ class _Truth:
             ids = cat[c]
             mask = ids < 0
             indices = pa.array(np.where(mask, 0, ids), type=pa.int32(), mask=mask if mask.any() else None)
-            columns.append(pa.DictionaryArray.from_arrays(indices, self.dictionary[c]))
+            # plain strings: the Parquet writer dictionary-encodes them itself and falls back to
+            # plain pages for large vocabularies, as real click-log files do
+            columns.append(self.dictionary[c].take(indices))
         return pa.RecordBatch.from_arrays(columns, names=column_names()), p, label
 
 

@@ -142,6 +142,7 @@ def fit(dataset: DataSet, spec: FeatureSpec, learn: LearnConfig,
     clock = table.view(np.int64)
     mask = np.uint32(spec.slots - 1)
     block_loss = np.zeros((threads, 2), dtype=np.float64)
+    block_bias = np.zeros((threads, 2), dtype=np.float32)
     rng = np.random.default_rng(learn.seed)
     dictionary = _string_columns(dataset, spec)
     step = 0
@@ -168,7 +169,7 @@ def fit(dataset: DataSet, spec: FeatureSpec, learn: LearnConfig,
                 cat, num, values, labels, weights = cat[order], num[order], values[order], labels[order], weights[order]
             status = kernels.train_chunk(cat, num, values, labels, weights, table, clock, mask,
                                          np.int64(step), learn.lr, learn.l1, learn.l2, learn.eps,
-                                         threads, block_loss)
+                                         threads, block_loss, block_bias)
             if status != kernels.STATUS_OK:
                 raise FastadaError(f"{where}: training diverged (the loss is no longer finite) after "
                                    f"{step:,} rows; lower --lr (now {learn.lr})")
