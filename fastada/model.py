@@ -120,37 +120,17 @@ def _pad(n: int) -> int:
 
 def atomic_write(path, parts) -> None:
     """Write ``parts`` (bytes-like) to ``path`` via a temporary file, fsync and rename."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise FastadaError(f"{path}: folder {directory} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    target = atomic_replace_target(path)
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
+        with open(target.path, "wb") as f:
             for part in parts:
                 f.write(part)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise FastadaError(f"{path}: cannot write ({e.strerror or e}); the previous file is unchanged") from None
-        raise
-    try:
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
+        target.commit()
+    except OSError as e:
+        raise FastadaError(f"{target.target}: cannot write ({e.strerror or e}); "
+                           f"the previous file is unchanged") from None
+    finally:
+        target.discard()
 
 
 class atomic_replace_target:
@@ -165,8 +145,13 @@ class atomic_replace_target:
         fd, self.path = tempfile.mkstemp(prefix=f".{os.path.basename(self.target)}.", suffix=".tmp",
                                          dir=directory)
         os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.path, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
+        self.directory = directory
 
     def commit(self) -> None:
+        """fsync the file, rename it over the target, fsync the folder (so the rename lasts)."""
         fd = os.open(self.path, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -174,6 +159,14 @@ class atomic_replace_target:
             os.close(fd)
         os.replace(self.path, self.target)
         self.path = None
+        try:
+            fd = os.open(self.directory, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
 
     def discard(self) -> None:
         if self.path is not None:

@@ -82,7 +82,7 @@ class DataSet:
         if self._table is not None:
             return self._table.schema
         schema = None
-        for i, (_, path) in enumerate(self.files):
+        for i in range(len(self.files)):
             pf = self._open(i)
             self._metadata.append(pf.metadata)
             file_schema = pf.schema_arrow
@@ -126,8 +126,10 @@ class DataSet:
             raise FastadaError(f"{path}: column {missing[0]!r} is missing "
                                f"(the file has {', '.join(schema.names[:12])}{'...' if len(schema) > 12 else ''})")
         read_dictionary = [c for c in dictionary if c in schema.names]
+        # metadata: the footer read when the data set was opened (no second read per row group);
         # pre_buffer=False: faster here, and its cache would keep every row group read so far
-        pf = self._open(unit.file, read_dictionary=read_dictionary or None, pre_buffer=False)
+        pf = self._open(unit.file, metadata=self._metadata[unit.file],
+                        read_dictionary=read_dictionary or None, pre_buffer=False)
         where = f"{path}, row group {unit.row_group}"
         row = 0
         try:
