@@ -6,10 +6,11 @@ It mirrors the command line: the same names, the same defaults, the same checks.
 from __future__ import annotations
 
 import os
+import threading
 from typing import Callable, Sequence
 
 from . import model as _model
-from .config import FastadaError, FeatureSpec, LearnConfig
+from .config import FastadaError, FeatureSpec, LearnConfig, RunConfig
 from .model import Model
 from .reader import DataSet
 from .train import Progress, fit, resolve_spec
@@ -22,7 +23,14 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
           numeric_mode: str = "both", lr: float = LearnConfig.lr, l1: float = 0.0, l2: float = 0.0,
           eps: float = LearnConfig.eps, initial_accumulator: float = 0.0, epochs: int = 1,
           threads: int | None = None, seed: int = 0, chunk_rows: int = LearnConfig.chunk_rows,
-          shuffle: bool = False, on_chunk: Callable[[Progress], None] | None = None) -> Model:
+          shuffle: bool = False, lr_decay: float = 1.0, holdout_every: int = 0, valid=None,
+          eval_every_rows: int = 0, early_stop: int = 0,
+          checkpoint_dir: str | os.PathLike | None = None, checkpoint_every_rows: int = 0,
+          checkpoint_every_seconds: float = 0.0, keep_checkpoints: int = 3, resume: bool = False,
+          log_json: str | os.PathLike | None = None,
+          on_chunk: Callable[[Progress], None] | None = None,
+          on_evaluation: Callable[[dict], None] | None = None,
+          on_note: Callable[[str], None] | None = None, stop: threading.Event | None = None) -> Model:
     """Train a logistic model with Hogwild per-feature Adagrad on ``data``.
 
     data: Parquet file(s), folder(s), glob(s), filesystem URI(s), or a ``pyarrow.Table``.
@@ -31,12 +39,26 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
     ``threads=1`` is sequential and bit-for-bit repeatable; ``threads=None`` uses every core.
     ``model``: if given, the trained model is also written there (atomically).
 
+    Validation: ``valid`` (data evaluated at the end of each epoch and every ``eval_every_rows``
+    rows) and/or ``holdout_every=K`` (every K-th row held out and scored, never learned).
+    ``early_stop=P`` stops after P evaluations without a better validation logloss (``valid``'s,
+    else the holdout's) and returns the best model. ``checkpoint_dir`` (+ ``checkpoint_every_rows``
+    / ``checkpoint_every_seconds``, ``keep_checkpoints``) writes the training state; ``resume``
+    continues from the newest one (with ``threads=1``: the same model, bit for bit, as a run
+    never interrupted). ``log_json``: one JSON line per evaluation.
+
     >>> m = fastada.train("train.parquet", label="label", bits=20)   # doctest: +SKIP
     >>> m.evaluate("test.parquet")["logloss"]                         # doctest: +SKIP
     """
     learn = LearnConfig(lr=lr, l1=l1, l2=l2, eps=eps, initial_accumulator=initial_accumulator,
                         epochs=epochs, threads=threads if threads is not None else os.cpu_count() or 1,
-                        seed=seed, chunk_rows=chunk_rows, shuffle=shuffle)
+                        seed=seed, chunk_rows=chunk_rows, shuffle=shuffle, lr_decay=lr_decay,
+                        holdout_every=holdout_every)
+    run = RunConfig(eval_every_rows=eval_every_rows, early_stop=early_stop,
+                    checkpoint_dir=os.fspath(checkpoint_dir) if checkpoint_dir is not None else None,
+                    checkpoint_every_rows=checkpoint_every_rows,
+                    checkpoint_every_seconds=checkpoint_every_seconds, keep_checkpoints=keep_checkpoints,
+                    resume=resume, log_json=os.fspath(log_json) if log_json is not None else None)
     if model is not None:
         directory = os.path.dirname(os.path.abspath(os.fspath(model)))
         if not os.path.isdir(directory):  # say so now, not after hours of training
@@ -49,7 +71,9 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
     spec = resolve_spec(dataset, label=label, categorical=categorical, numeric=numeric, ignore=ignore,
                         weight=weight, crosses=crosses, bits=bits, hash_seed=hash_seed,
                         numeric_mode=numeric_mode)
-    trained = fit(dataset, spec, learn, on_chunk=on_chunk)
+    valid_set = None if valid is None else valid if isinstance(valid, DataSet) else DataSet(valid)
+    trained = fit(dataset, spec, learn, run, valid=valid_set, on_chunk=on_chunk,
+                  on_evaluation=on_evaluation, on_note=on_note, stop=stop)
     if model is not None:
         trained.save(model)
     return trained

@@ -84,8 +84,13 @@ class LearnConfig:
     """How to learn: Adagrad's rate, regularisation, passes, threads, chunking and seed.
 
     lr: Adagrad's learning rate; l1, l2: per-step proximal regularisation strengths;
-    eps: added to sqrt(G); initial_accumulator: G of a fresh slot. threads: Hogwild threads
-    (1 = sequential, deterministic). chunk_rows: rows read, hashed and learned at a time.
+    eps: added to sqrt(G); initial_accumulator: G of a fresh slot. lr_decay: the rate is
+    multiplied by this at the start of every epoch after the first (1 = no decay; Adagrad already
+    shrinks each slot's steps). holdout_every: every K-th row of the data set (file order, the
+    same rows every epoch) is held out of learning and scored instead, as Vowpal Wabbit does
+    (0 = none). threads: Hogwild threads (1 = sequential, deterministic). chunk_rows: rows read,
+    hashed and learned at a time. shuffle: row groups in a new order each epoch and rows in a new
+    order within each chunk (out of core: never the whole data set), seeded by ``seed``.
     """
 
     lr: float = 0.1
@@ -98,6 +103,8 @@ class LearnConfig:
     seed: int = 0
     chunk_rows: int = 65536
     shuffle: bool = True
+    lr_decay: float = 1.0
+    holdout_every: int = 0
 
     def __post_init__(self):
         if not (_is_number(self.lr) and self.lr > 0):
@@ -112,6 +119,10 @@ class LearnConfig:
         _check_int("threads", self.threads, 1, 4096)
         _check_int("seed", self.seed, 0, 2**63 - 1)
         _check_int("chunk_rows", self.chunk_rows, 1, 2**26)
+        if not (_is_number(self.lr_decay) and 0 < self.lr_decay <= 1):
+            raise FastadaError(f"lr_decay must be a number in (0, 1], got {self.lr_decay!r}")
+        if self.holdout_every != 0:
+            _check_int("holdout_every", self.holdout_every, 2, 2**62)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -124,3 +135,39 @@ def _is_number(x) -> bool:
 def _check_int(name: str, value, lo: int, hi: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         raise FastadaError(f"{name} must be an integer in {lo}..{hi}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """How a training run reports, validates, stops early and checkpoints.
+
+    eval_every_rows: also evaluate every this many rows (0: only at the end of each epoch).
+    early_stop: stop after this many evaluations in a row without a better validation logloss,
+    and keep the best model (0: off; needs a validation set or a holdout). checkpoint_dir: where
+    checkpoints go (None: none); checkpoint_every_rows / checkpoint_every_seconds: how often (0:
+    not by that measure; with a folder and neither, once per epoch); keep_checkpoints: how many
+    of the newest to keep. resume: continue from the newest valid checkpoint in the folder.
+    log_json: a file that receives one JSON object per evaluation.
+    """
+
+    eval_every_rows: int = 0
+    early_stop: int = 0
+    checkpoint_dir: str | None = None
+    checkpoint_every_rows: int = 0
+    checkpoint_every_seconds: float = 0.0
+    keep_checkpoints: int = 3
+    resume: bool = False
+    log_json: str | None = None
+
+    def __post_init__(self):
+        _check_int("eval_every_rows", self.eval_every_rows, 0, 2**62)
+        _check_int("early_stop", self.early_stop, 0, 10**6)
+        _check_int("checkpoint_every_rows", self.checkpoint_every_rows, 0, 2**62)
+        if not (_is_number(self.checkpoint_every_seconds) and self.checkpoint_every_seconds >= 0):
+            raise FastadaError(f"checkpoint_every_seconds must be a number >= 0, "
+                               f"got {self.checkpoint_every_seconds!r}")
+        _check_int("keep_checkpoints", self.keep_checkpoints, 1, 10**4)
+        if self.checkpoint_dir is None and (self.checkpoint_every_rows or self.checkpoint_every_seconds):
+            raise FastadaError("checkpoint_every_rows/seconds need a checkpoint folder (--checkpoint-dir)")
+        if self.resume and self.checkpoint_dir is None:
+            raise FastadaError("resume needs the checkpoint folder to resume from (--checkpoint-dir)")

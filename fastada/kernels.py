@@ -107,19 +107,23 @@ def _adagrad(table, slot, g, lr, eps):
 
 
 @njit(cache=True, parallel=True, nogil=True)
-def train_chunk(cat, num, num_values, labels, row_weights, table, clock, mask, step0,
-                lr, l1, l2, eps, blocks, block_loss, block_bias):
+def train_chunk(cat, num, num_values, labels, row_weights, held, table, clock, mask, step0,
+                lr, l1, l2, eps, blocks, block_loss, block_bias, scores):
     """Learn one chunk; row r of the chunk is global step ``step0 + r + 1``.
 
     cat: uint32 (rows, k_cat) hashes of features with value 1; num / num_values: uint32 hashes and
-    float32 values (rows, k_num); labels and row_weights: float32 (rows,). ``mask`` is
-    ``slots - 1``. ``block_loss[b] = (sum of weighted progressive loss, sum of weights)`` for the
-    rows of block b (each row's loss is taken before it is learned); ``block_bias`` (blocks, 2) is
-    scratch for each block's final bias and its accumulator. Returns a status.
+    float32 values (rows, k_num); labels and row_weights: float32 (rows,). ``held``: uint8 (rows,)
+    or empty; a row with ``held[r] != 0`` is held out: scored, never learned (it still counts as a
+    step, an example with zero gradient). ``mask`` is ``slots - 1``.
+    Outputs: ``scores[r]`` (float32) the probability row r received before it was learned;
+    ``block_loss[b] = (weighted loss, weight) of learned rows, then (weighted loss, weight) of
+    held-out rows`` for block b; ``block_bias`` (blocks, 2) is scratch for each block's final bias
+    and its accumulator. Returns a status.
     """
     rows = labels.shape[0]
     bias = table.shape[0] - 1
     regularise = l1 > 0.0 or l2 > 0.0
+    holdout = held.shape[0] > 0
     bias_w0 = table[bias, WEIGHT]
     bias_g0 = table[bias, ACCUMULATOR]
     for b in prange(blocks):
@@ -127,6 +131,8 @@ def train_chunk(cat, num, num_values, labels, row_weights, table, clock, mask, s
         hi = rows * (b + 1) // blocks
         loss_sum = 0.0
         weight_sum = 0.0
+        held_loss = 0.0
+        held_weight = 0.0
         # Every row updates the bias, so a shared bias would bounce its cache line between cores
         # on every row. Each block learns its own copy from the chunk's starting value instead,
         # and the copies are merged after the chunk (with one block: the sequential update).
@@ -147,9 +153,15 @@ def train_chunk(cat, num, num_values, labels, row_weights, table, clock, mask, s
                 z += table[s, WEIGHT] * num_values[r, j]
             y = np.float64(labels[r])
             rw = np.float64(row_weights[r])
+            p = _sigmoid(z)
+            scores[r] = p
+            if holdout and held[r] != 0:
+                held_loss += rw * logistic_loss(z, y)
+                held_weight += rw
+                continue
             loss_sum += rw * logistic_loss(z, y)
             weight_sum += rw
-            g0 = (_sigmoid(z) - y) * rw
+            g0 = (p - y) * rw
             bias_g += np.float32(g0 * g0)
             bias_w -= np.float32(lr * g0 / (np.sqrt(np.float64(bias_g)) + eps))
             for j in range(cat.shape[1]):
@@ -158,6 +170,8 @@ def train_chunk(cat, num, num_values, labels, row_weights, table, clock, mask, s
                 _adagrad(table, np.int64(num[r, j] & mask), g0 * num_values[r, j], lr, eps)
         block_loss[b, 0] = loss_sum
         block_loss[b, 1] = weight_sum
+        block_loss[b, 2] = held_loss
+        block_loss[b, 3] = held_weight
         block_bias[b, 0] = bias_w
         block_bias[b, 1] = bias_g
     # Every block saw every other feature move, so each block's bias is an estimate of the same
@@ -172,7 +186,7 @@ def train_chunk(cat, num, num_values, labels, row_weights, table, clock, mask, s
     table[bias, ACCUMULATOR] = block_bias[0, 1] if blocks == 1 else new_g
     total = 0.0
     for b in range(blocks):
-        total += block_loss[b, 0]
+        total += block_loss[b, 0] + block_loss[b, 2]
     return STATUS_OK if np.isfinite(total) else STATUS_NOT_FINITE
 
 

@@ -77,29 +77,29 @@ class Model:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the model atomically (temporary file, fsync, rename)."""
-        arrays = {"weights": np.ascontiguousarray(self.weights, dtype="<f4")}
+        arrays = {"weights": self.weights}
         if self.accumulators is not None:
-            arrays["accumulators"] = np.ascontiguousarray(self.accumulators, dtype="<f4")
-        header = {
-            "format_version": FORMAT_VERSION,
-            "fastada_version": __version__,
-            "spec": self.spec.to_dict(),
-            "learn": self.learn,
-            "summary": self.summary,
-            "arrays": {},
-        }
-        # The header lists the array offsets, which depend on the header's size: reserve room
-        # for it (a trial layout plus slack for longer numbers), then lay the arrays out after it.
-        reserved = _pad(_PREFIX.size + len(json.dumps(_with_layout(header, arrays, 0))) + 256)
-        header = _with_layout(header, arrays, reserved)
-        body = json.dumps(header).encode().ljust(reserved - _PREFIX.size)
-        parts, position = [_PREFIX.pack(MAGIC, len(body), zlib.crc32(body)), body], reserved
-        for a in arrays.values():
-            parts.append(a.data)
-            position += a.nbytes
-            parts.append(bytes(_pad(position) - position))
-            position = _pad(position)
-        atomic_write(path, parts)
+            arrays["accumulators"] = self.accumulators
+        write_file(path, {"kind": "model", "spec": self.spec.to_dict(), "learn": self.learn,
+                          "summary": self.summary}, arrays)
+
+
+def write_file(path, header: dict, arrays: dict[str, np.ndarray]) -> None:
+    """Write ``header`` (JSON-able) and float32 ``arrays`` in the fastada file format, atomically."""
+    arrays = {name: np.ascontiguousarray(a, dtype="<f4") for name, a in arrays.items()}
+    header = {"format_version": FORMAT_VERSION, "fastada_version": __version__, **header}
+    # The header lists the array offsets, which depend on the header's size: reserve room
+    # for it (a trial layout plus slack for longer numbers), then lay the arrays out after it.
+    reserved = _pad(_PREFIX.size + len(json.dumps(_with_layout(header, arrays, 0))) + 256)
+    header = _with_layout(header, arrays, reserved)
+    body = json.dumps(header).encode().ljust(reserved - _PREFIX.size)
+    parts, position = [_PREFIX.pack(MAGIC, len(body), zlib.crc32(body)), body], reserved
+    for a in arrays.values():
+        parts.append(a.data)
+        position += a.nbytes
+        parts.append(bytes(_pad(position) - position))
+        position = _pad(position)
+    atomic_write(path, parts)
 
 
 def _with_layout(header: dict, arrays: dict, start: int) -> dict:
@@ -180,60 +180,84 @@ class atomic_replace_target:
 def load(path: str | os.PathLike, *, mmap: bool = False, verify: bool | None = None) -> Model:
     """Read a model file, checking magic, version, sizes, dtypes and checksums."""
     path = os.fspath(path)
+    header, read = read_file(path, mmap=mmap, verify=verify)
+    kind = header.get("kind", "model")
+    if kind != "model":
+        raise FastadaError(f"{path}: is a fastada {kind} file, not a model")
+    try:
+        spec = FeatureSpec.from_dict(header["spec"])
+    except (KeyError, TypeError) as e:
+        raise FastadaError(f"{path}: corrupt model header ({e})") from None
+    weights = read("weights", (spec.slots + 1,))
+    accumulators = read("accumulators", (spec.slots + 1,)) if "accumulators" in header["arrays"] else None
+    return Model(spec, weights, accumulators, learn=header.get("learn"), summary=header.get("summary"))
+
+
+def read_file(path: str, *, mmap: bool = False, verify: bool | None = None):
+    """(header, read) of a fastada file; ``read(name, shape)`` returns that float32 array.
+
+    Checks magic, header checksum and version here, and each array's dtype, shape, extent and
+    (unless mapped without ``verify``) checksum when it is read.
+    """
     verify = (not mmap) if verify is None else verify
     try:
         size = os.path.getsize(path)
         with open(path, "rb") as f:
             prefix = f.read(_PREFIX.size)
             if len(prefix) < _PREFIX.size or prefix[:8] != MAGIC:
-                raise FastadaError(f"{path}: not a fastada model file (bad magic)")
+                raise FastadaError(f"{path}: not a fastada file (bad magic)")
             _, header_len, header_crc = _PREFIX.unpack(prefix)
             if header_len > min(_MAX_HEADER, size - _PREFIX.size):
-                raise FastadaError(f"{path}: corrupt model file (header length {header_len} exceeds the file)")
+                raise FastadaError(f"{path}: corrupt file (header length {header_len} exceeds the file)")
             body = f.read(header_len)
     except FileNotFoundError:
-        raise FastadaError(f"{path}: model file not found") from None
+        raise FastadaError(f"{path}: file not found") from None
     except IsADirectoryError:
-        raise FastadaError(f"{path}: is a folder, not a model file") from None
+        raise FastadaError(f"{path}: is a folder, not a fastada file") from None
+    except OSError as e:
+        raise FastadaError(f"{path}: cannot read ({e.strerror or e})") from None
     if zlib.crc32(body) != header_crc:
-        raise FastadaError(f"{path}: corrupt model file (header checksum mismatch)")
+        raise FastadaError(f"{path}: corrupt file (header checksum mismatch)")
     try:
         header = json.loads(body)
         version = header["format_version"]
-        spec = FeatureSpec.from_dict(header["spec"])
         layout = header["arrays"]
+        if not isinstance(header, dict) or not isinstance(layout, dict):
+            raise TypeError("header is not an object")
     except (ValueError, KeyError, TypeError) as e:
-        raise FastadaError(f"{path}: corrupt model header ({e})") from None
+        raise FastadaError(f"{path}: corrupt header ({e})") from None
     if version != FORMAT_VERSION:
-        raise FastadaError(f"{path}: model format version {version} is not supported "
+        raise FastadaError(f"{path}: format version {version} is not supported "
                            f"(this fastada reads version {FORMAT_VERSION})")
-    arrays = {}
-    for name in ("weights", "accumulators"):
+
+    def read(name: str, shape: tuple[int, ...]) -> np.ndarray:
         if name not in layout:
-            if name == "weights":
-                raise FastadaError(f"{path}: corrupt model file (no weights)")
-            continue
-        arrays[name] = _read_array(path, size, name, layout[name], spec.slots + 1, mmap, verify)
-    return Model(spec, arrays["weights"], arrays.get("accumulators"),
-                 learn=header.get("learn"), summary=header.get("summary"))
+            raise FastadaError(f"{path}: corrupt file (no {name} array)")
+        return _read_array(path, size, name, layout[name], shape, mmap, verify)
+
+    return header, read
 
 
-def _read_array(path, size, name, entry, length, mmap, verify) -> np.ndarray:
+def _read_array(path, size, name, entry, expected, mmap, verify) -> np.ndarray:
     try:
         dtype = np.dtype(entry["dtype"])
         shape = tuple(int(x) for x in entry["shape"])
         offset, nbytes = int(entry["offset"]), int(entry["nbytes"])
     except (KeyError, TypeError, ValueError) as e:
-        raise FastadaError(f"{path}: corrupt model header for {name} ({e})") from None
-    if dtype != np.dtype("<f4") or shape != (length,) or nbytes != length * 4:
-        raise FastadaError(f"{path}: {name} has dtype {dtype} and shape {shape}, expected float32 ({length},)")
+        raise FastadaError(f"{path}: corrupt header for {name} ({e})") from None
+    length = int(np.prod(expected))
+    if dtype != np.dtype("<f4") or shape != tuple(expected) or nbytes != length * 4:
+        raise FastadaError(f"{path}: {name} has dtype {dtype} and shape {shape}, "
+                           f"expected float32 {tuple(expected)}")
     if offset < 0 or offset + nbytes > size:
-        raise FastadaError(f"{path}: truncated model file ({name} ends at byte {offset + nbytes}, "
+        raise FastadaError(f"{path}: truncated file ({name} ends at byte {offset + nbytes}, "
                            f"the file has {size})")
     if mmap:
         a = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
     else:
-        a = np.fromfile(path, dtype=dtype, count=length, offset=offset)
+        a = np.fromfile(path, dtype=dtype, count=length, offset=offset).reshape(shape)
+        if a.size != length:
+            raise FastadaError(f"{path}: truncated file ({name})")
     if verify and zlib.crc32(a) != entry.get("crc32"):
-        raise FastadaError(f"{path}: corrupt model file ({name} checksum mismatch)")
+        raise FastadaError(f"{path}: corrupt file ({name} checksum mismatch)")
     return a

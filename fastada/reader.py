@@ -11,6 +11,7 @@ shared/DESIGN-NOTES.md).
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -97,6 +98,16 @@ class DataSet:
         return [Unit(f, rg, md.row_group(rg).num_rows)
                 for f, md in enumerate(self._metadata) for rg in range(md.num_row_groups)]
 
+    def fingerprint(self) -> dict:
+        """What identifies this data set for a resumed run: its files, row groups and schema."""
+        digest = hashlib.sha256()
+        for fs, path in self.files:
+            digest.update((os.path.abspath(path) if fs is None else path).encode() + b"\0")
+        digest.update(str(self.schema).encode())
+        digest.update(b",".join(b"%d:%d:%d" % (u.file, u.row_group, u.rows) for u in self.units))
+        return {"files": len(self.files) if self._table is None else 0, "rows": self.num_rows,
+                "units": len(self.units), "sha256": digest.hexdigest()}
+
     def file_schema(self, file: int) -> pa.Schema:
         if self._table is not None:
             return self._table.schema
@@ -109,14 +120,24 @@ class DataSet:
         ``dictionary``: string/binary columns to read dictionary-encoded (hashed once per
         dictionary instead of once per row).
         """
-        columns = list(columns)
         for unit in self.units if units is None else units:
-            if self._table is not None:
-                batch = self._table_batches[unit.row_group].select(columns)
-                for row in range(0, batch.num_rows, chunk_rows):
-                    yield Chunk(batch.slice(row, chunk_rows), unit, row, f"<table>, batch {unit.row_group}")
-                continue
-            yield from self._file_chunks(unit, columns, chunk_rows, dictionary)
+            yield from self.unit_chunks(unit, columns, chunk_rows, dictionary)
+
+    def unit_chunks(self, unit: Unit, columns: Sequence[str], chunk_rows: int,
+                    dictionary: Sequence[str] = (), start_row: int = 0) -> Iterator[Chunk]:
+        """Chunks of one unit from row ``start_row`` on, cut at the same rows as a read from 0
+        (so a resumed stream sees exactly the chunks an uninterrupted one would)."""
+        columns = list(columns)
+        if self._table is not None:
+            batch = self._table_batches[unit.row_group].select(columns)
+            for row in range(0, batch.num_rows, chunk_rows):
+                if row + chunk_rows > start_row:
+                    yield _from(Chunk(batch.slice(row, chunk_rows), unit, row,
+                                      f"<table>, batch {unit.row_group}"), start_row)
+            return
+        for chunk in self._file_chunks(unit, columns, chunk_rows, dictionary):
+            if chunk.row + chunk.batch.num_rows > start_row:
+                yield _from(chunk, start_row)
 
     def _file_chunks(self, unit, columns, chunk_rows, dictionary):
         path = self.files[unit.file][1]
@@ -141,6 +162,14 @@ class DataSet:
             raise FastadaError(f"{path}: file not found (was it removed?)") from None
         except (pa.ArrowException, OSError) as e:
             raise FastadaError(f"{where}: cannot be read ({_first_line(e)})") from None
+
+
+def _from(chunk: Chunk, start_row: int) -> Chunk:
+    """``chunk`` without its rows before ``start_row`` of the unit."""
+    skip = start_row - chunk.row
+    if skip <= 0:
+        return chunk
+    return Chunk(chunk.batch.slice(skip), chunk.unit, start_row, chunk.where)
 
 
 def _first_line(e: Exception) -> str:

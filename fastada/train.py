@@ -9,6 +9,7 @@ only this thread calls the parallel kernels.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import queue
 import threading
@@ -19,11 +20,11 @@ import numba
 import numpy as np
 import pyarrow as pa
 
-from . import kernels
-from .config import FastadaError, FeatureSpec, LearnConfig
+from . import checkpoint, kernels
+from .config import FastadaError, FeatureSpec, LearnConfig, RunConfig
 from .features import FeatureBlock, Featurizer, labels_from_arrow, weights_from_arrow
 from .metrics import Evaluation
-from .model import Model
+from .model import Model, atomic_write
 from .reader import DataSet, default_roles
 
 
@@ -131,70 +132,282 @@ class Progress:
     total_rows: int
 
 
-def fit(dataset: DataSet, spec: FeatureSpec, learn: LearnConfig,
-        on_chunk: Callable[[Progress], None] | None = None) -> Model:
-    """Train a model on ``dataset``: ``learn.epochs`` passes of Hogwild lazy Adagrad."""
+class Stopped(FastadaError):
+    """Training stopped on request (a signal) after writing a checkpoint where one was asked for."""
+
+
+@dataclasses.dataclass
+class _State:
+    """Where training is and what it has measured: with the slot table, the whole training state.
+
+    The position (epoch, unit_pos, row) says which chunk comes next: row ``row`` of the
+    ``unit_pos``-th row group in the epoch's order. ``step`` counts rows passed through learning
+    (learned and held out), the clock of lazy regularisation.
+    """
+
+    epoch: int = 0
+    unit_pos: int = 0
+    row: int = 0
+    step: int = 0
+    train_loss: float = 0.0          # progressive loss of learned rows, whole run
+    train_weight: float = 0.0
+    interval: list = dataclasses.field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])  # since last evaluation
+    next_eval: int = 0               # step at which the next periodic evaluation is due
+    seconds: float = 0.0             # training time before this process
+    history: list = dataclasses.field(default_factory=list)
+    best: float | None = None        # best validation logloss so far
+    best_rows: int = 0
+    since_best: int = 0
+    stopped_early: bool = False
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def fit(dataset: DataSet, spec: FeatureSpec, learn: LearnConfig, run: RunConfig = RunConfig(), *,
+        valid: DataSet | None = None, on_chunk: Callable[[Progress], None] | None = None,
+        on_evaluation: Callable[[dict], None] | None = None, on_note: Callable[[str], None] | None = None,
+        stop: threading.Event | None = None) -> Model:
+    """Train a model on ``dataset``: ``learn.epochs`` passes of Hogwild lazy Adagrad.
+
+    ``run`` adds periodic evaluation (on ``valid`` and/or the holdout), early stopping that keeps
+    the best model, checkpoints and resuming. ``on_evaluation`` receives each evaluation record,
+    ``on_note`` one-line remarks (a resumed checkpoint, a skipped damaged one); setting ``stop``
+    ends the run after the current chunk with a checkpoint, raising :class:`Stopped`.
+    """
     if dataset.num_rows == 0:
         raise FastadaError(f"{dataset.name(0)}: the data set has no rows")
+    if run.early_stop and valid is None and not learn.holdout_every:
+        raise FastadaError("early stopping needs validation data (--valid) or a holdout (--holdout-every)")
     threads = set_threads(learn.threads)
     featurizer = Featurizer(spec)
-    table = kernels.new_table(spec.slots, learn.initial_accumulator)
-    clock = table.view(np.int64)
     mask = np.uint32(spec.slots - 1)
-    block_loss = np.zeros((threads, 2), dtype=np.float64)
+    block_loss = np.zeros((threads, 4), dtype=np.float64)
     block_bias = np.zeros((threads, 2), dtype=np.float32)
-    rng = np.random.default_rng(learn.seed)
     dictionary = _string_columns(dataset, spec)
-    step = 0
-    loss_sum = weight_sum = 0.0
-    start = time.perf_counter()
+    regularise = learn.l1 > 0 or learn.l2 > 0
+    unit_start = dict(zip(dataset.units, np.cumsum([0] + [u.rows for u in dataset.units]).tolist()))
+    identity = {"spec": spec.to_dict(), "learn": {k: v for k, v in learn.to_dict().items() if k != "threads"},
+                "data": dataset.fingerprint(), "valid": valid.fingerprint() if valid is not None else None,
+                "eval_every_rows": run.eval_every_rows, "early_stop": run.early_stop}
+    note = on_note or (lambda text: None)
 
-    def blocks(units) -> Iterator[tuple[FeatureBlock, str]]:
-        for chunk in dataset.chunks(featurizer.columns, learn.chunk_rows, units, dictionary):
-            yield featurizer(chunk.batch, chunk.where, first_row=chunk.row), chunk.where
+    state = _State(next_eval=run.eval_every_rows)
+    table = best_table = None
+    if run.resume:
+        found, skipped = checkpoint.newest(run.checkpoint_dir)
+        for reason in skipped:
+            note(f"skipped a damaged checkpoint: {reason}")
+        if found is None:
+            note(f"no checkpoint in {run.checkpoint_dir}: starting from the beginning")
+        else:
+            _check_identity(found.path, found.state.get("identity", {}), identity)
+            state = _State(**found.state["progress"])
+            table = found.arrays["table"]
+            best_table = found.arrays.get("best")
+            note(f"resumed from {found.path}: epoch {state.epoch + 1}, {state.step:,} rows seen")
+    if table is None:
+        table = kernels.new_table(spec.slots, learn.initial_accumulator)
+    if table.shape != (spec.slots + 1, kernels.SLOT_WIDTH):
+        raise FastadaError(f"checkpoint table has shape {table.shape}, expected {(spec.slots + 1, kernels.SLOT_WIDTH)}")
+    clock = table.view(np.int64)
+    log = _JsonLog(run.log_json, state.history) if run.log_json else None
+    begun = time.perf_counter()
+    last_checkpoint = (state.step, begun)
 
-    for epoch in range(learn.epochs):
+    def seconds() -> float:
+        return state.seconds + time.perf_counter() - begun
+
+    def rate(epoch: int) -> float:
+        return learn.lr * learn.lr_decay ** epoch
+
+    def settle(epoch: int) -> None:
+        if regularise:
+            kernels.catch_up_all(table, clock, np.int64(state.step), rate(epoch), learn.l1, learn.l2, learn.eps)
+
+    def evaluate(kind: str, epoch: int) -> None:
+        settle(epoch)
+        train_loss, train_weight, held_loss, held_weight = state.interval
+        record = {"kind": kind, "epoch": epoch + 1, "rows": state.step, "seconds": round(seconds(), 3),
+                  "lr": rate(epoch),
+                  "train_logloss": train_loss / train_weight if train_weight else None}
+        if learn.holdout_every:
+            record["holdout_logloss"] = held_loss / held_weight if held_weight else None
+        if valid is not None:
+            result = evaluate_model(Model(spec, np.ascontiguousarray(table[:, kernels.WEIGHT])), valid, threads=threads,
+                                    chunk_rows=learn.chunk_rows)
+            record.update({f"valid_{k}": _finite_or_none(v) for k, v in result.items() if k != "rows"})
+        state.interval = [0.0, 0.0, 0.0, 0.0]
+        metric = record.get("valid_logloss", record.get("holdout_logloss"))
+        if run.early_stop and metric is not None:
+            if state.best is None or metric < state.best:
+                state.best, state.best_rows, state.since_best = metric, state.step, 0
+                nonlocal best_table
+                best_table = np.array(table[:, :2])
+            else:
+                state.since_best += 1
+                state.stopped_early = state.since_best >= run.early_stop
+            record["best_logloss"] = state.best
+        state.history.append(record)
+        if log is not None:
+            log.write(record)
+        if on_evaluation is not None:
+            on_evaluation(record)
+
+    def save_checkpoint() -> None:
+        nonlocal last_checkpoint
+        progress = state.to_dict()
+        progress["seconds"] = seconds()
+        arrays = {"table": table} if best_table is None else {"table": table, "best": best_table}
+        checkpoint.save(run.checkpoint_dir, state.step, {"identity": identity, "progress": progress},
+                        arrays, run.keep_checkpoints)
+        last_checkpoint = (state.step, time.perf_counter())
+
+    def checkpoint_due(epoch_ended: bool) -> bool:
+        if run.checkpoint_dir is None:
+            return False
+        every_rows, every_seconds = run.checkpoint_every_rows, run.checkpoint_every_seconds
+        if not every_rows and not every_seconds:
+            return epoch_ended
+        return bool((every_rows and state.step - last_checkpoint[0] >= every_rows)
+                    or (every_seconds and time.perf_counter() - last_checkpoint[1] >= every_seconds))
+
+    def blocks(epoch: int, units: list, unit_pos: int, row: int) -> Iterator:
+        for pos in range(unit_pos, len(units)):
+            unit = units[pos]
+            for chunk in dataset.unit_chunks(unit, featurizer.columns, learn.chunk_rows, dictionary,
+                                             row if pos == unit_pos else 0):
+                block = featurizer(chunk.batch, chunk.where, first_row=chunk.row)
+                yield block, chunk.where, pos, chunk.row
+
+    total_rows = dataset.num_rows * learn.epochs
+    while state.epoch < learn.epochs and not state.stopped_early:
+        epoch = state.epoch
+        lr = rate(epoch)
         units = list(dataset.units)
-        permute = learn.shuffle
-        if permute:
-            units = [units[i] for i in rng.permutation(len(units))]
-        for block, where in _prefetch(blocks(units)):
+        if learn.shuffle:
+            units = [units[i] for i in np.random.default_rng([learn.seed, epoch]).permutation(len(units))]
+        for block, where, pos, row in _prefetch(blocks(epoch, units, state.unit_pos, state.row)):
             n = block.rows
-            if n == 0:
-                continue
-            cat, num, values, labels = block.cat, block.num, block.num_values, block.labels
-            weights = block.weights if block.weights is not None else np.ones(n, np.float32)
-            if permute:
-                order = rng.permutation(n)
-                cat, num, values, labels, weights = cat[order], num[order], values[order], labels[order], weights[order]
-            status = kernels.train_chunk(cat, num, values, labels, weights, table, clock, mask,
-                                         np.int64(step), learn.lr, learn.l1, learn.l2, learn.eps,
-                                         threads, block_loss, block_bias)
-            if status != kernels.STATUS_OK:
-                raise FastadaError(f"{where}: training diverged (the loss is no longer finite) after "
-                                   f"{step:,} rows; lower --lr (now {learn.lr})")
-            step += n
-            loss_sum += float(block_loss[:, 0].sum())
-            weight_sum += float(block_loss[:, 1].sum())
+            unit = units[pos]
+            if n:
+                cat, num, values, labels = block.cat, block.num, block.num_values, block.labels
+                weights = block.weights if block.weights is not None else np.ones(n, np.float32)
+                held = _NO_HOLDOUT
+                if learn.holdout_every:
+                    first = unit_start[unit] + row
+                    held = ((np.arange(first, first + n) % learn.holdout_every)
+                            == learn.holdout_every - 1).view(np.uint8)
+                if learn.shuffle:
+                    order = np.random.default_rng([learn.seed, epoch, unit.file, unit.row_group, row]).permutation(n)
+                    cat, num, values, labels, weights = cat[order], num[order], values[order], labels[order], weights[order]
+                    if held.size:
+                        held = held[order]
+                scores = np.empty(n, np.float32)
+                status = kernels.train_chunk(cat, num, values, labels, weights, held, table, clock, mask,
+                                             np.int64(state.step), lr, learn.l1, learn.l2, learn.eps,
+                                             threads, block_loss, block_bias, scores)
+                if status != kernels.STATUS_OK:
+                    raise FastadaError(f"{where}: training diverged (the loss is no longer finite) after "
+                                       f"{state.step:,} rows; lower --lr (now {learn.lr})")
+                state.step += n
+                sums = block_loss.sum(axis=0)
+                state.train_loss += float(sums[0])
+                state.train_weight += float(sums[1])
+                state.interval = [x + float(y) for x, y in zip(state.interval, sums)]
+            state.unit_pos, state.row = pos, row + n
+            if state.row >= unit.rows:
+                state.unit_pos, state.row = pos + 1, 0
             if on_chunk is not None:
-                on_chunk(Progress(epoch + 1, step, time.perf_counter() - start,
-                                  loss_sum / weight_sum if weight_sum else math.nan,
-                                  dataset.num_rows * learn.epochs))
-    kernels.catch_up_all(table, clock, np.int64(step), learn.lr, learn.l1, learn.l2, learn.eps)
-    seconds = time.perf_counter() - start
+                on_chunk(Progress(epoch + 1, state.step, seconds(),
+                                  state.train_loss / state.train_weight if state.train_weight else math.nan,
+                                  total_rows))
+            if run.eval_every_rows and state.step >= state.next_eval:
+                while state.next_eval <= state.step:
+                    state.next_eval += run.eval_every_rows
+                evaluate("rows", epoch)
+            stopping = state.stopped_early or (stop is not None and stop.is_set())
+            if stopping:
+                break
+            if checkpoint_due(False):
+                save_checkpoint()
+        if state.stopped_early:
+            break
+        if stop is not None and stop.is_set():
+            if run.checkpoint_dir is not None:
+                save_checkpoint()
+                raise Stopped(f"stopped after {state.step:,} rows; checkpoint written to "
+                              f"{run.checkpoint_dir} (continue with --resume)")
+            raise Stopped(f"stopped after {state.step:,} rows (no --checkpoint-dir: nothing kept)")
+        evaluate("epoch", epoch)
+        settle(epoch)  # the next epoch learns at another rate (or not at all): settle at this one
+        state.epoch, state.unit_pos, state.row = epoch + 1, 0, 0
+        if checkpoint_due(True) or run.checkpoint_dir is not None and state.epoch == learn.epochs:
+            save_checkpoint()
+    if state.stopped_early and run.checkpoint_dir is not None:
+        save_checkpoint()
+    final_epoch = min(state.epoch, learn.epochs - 1)
+    settle(final_epoch)
     if not np.isfinite(table[:, kernels.WEIGHT]).all():
         raise FastadaError(f"training diverged (non-finite weights); lower --lr (now {learn.lr})")
+    total_seconds = seconds()
+    kept = table[:, :2]
+    if run.early_stop and best_table is not None:
+        kept = best_table
     summary = {
-        "rows": step,
-        "epochs": learn.epochs,
-        "seconds": round(seconds, 3),
-        "rows_per_second": round(step / seconds) if seconds > 0 else None,
-        "progressive_logloss": loss_sum / weight_sum if weight_sum else None,
+        "rows": state.step,
+        "epochs": state.epoch if not state.stopped_early else state.epoch + 1,
+        "seconds": round(total_seconds, 3),
+        "rows_per_second": round(state.step / total_seconds) if total_seconds > 0 else None,
+        "progressive_logloss": state.train_loss / state.train_weight if state.train_weight else None,
         "threads": threads,
+        "stopped_early": state.stopped_early,
+        "evaluations": state.history,
     }
-    weights = np.ascontiguousarray(table[:, kernels.WEIGHT])
-    accumulators = np.ascontiguousarray(table[:, kernels.ACCUMULATOR])
-    return Model(spec, weights, accumulators, learn=learn.to_dict(), summary=summary)
+    if run.early_stop:
+        summary["best_logloss"] = state.best
+        summary["best_rows"] = state.best_rows
+    return Model(spec, np.ascontiguousarray(kept[:, kernels.WEIGHT]),
+                 np.ascontiguousarray(kept[:, kernels.ACCUMULATOR]), learn=learn.to_dict(), summary=summary)
+
+
+_NO_HOLDOUT = np.zeros(0, dtype=np.uint8)
+
+
+def _finite_or_none(x):
+    return None if isinstance(x, float) and not math.isfinite(x) else x
+
+
+def _check_identity(path: str, found: dict, expected: dict) -> None:
+    """Refuse to resume a checkpoint written for other data, features or settings."""
+    names = {"spec": "features (columns, bits, hash seed)", "learn": "learning settings",
+             "data": "training data", "valid": "validation data",
+             "eval_every_rows": "--eval-every-rows", "early_stop": "--early-stop"}
+    for key, what in names.items():
+        if found.get(key) != expected[key]:
+            detail = ""
+            if isinstance(expected[key], dict) and isinstance(found.get(key), dict):
+                diffs = [k for k in expected[key] if found[key].get(k) != expected[key][k]]
+                if diffs:
+                    k = diffs[0]
+                    detail = f" ({k}: checkpoint {found[key].get(k)!r}, this run {expected[key][k]!r})"
+            raise FastadaError(f"{path}: the checkpoint was written for other {what}{detail}; "
+                               f"resume with the original command or use another --checkpoint-dir")
+
+
+class _JsonLog:
+    """One JSON object per line per evaluation; a resumed run rewrites what its checkpoint knew."""
+
+    def __init__(self, path: str, history: list):
+        atomic_write(path, [(json.dumps(r) + "\n").encode() for r in history])
+        self.path = path
+
+    def write(self, record: dict) -> None:
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as e:
+            raise FastadaError(f"{self.path}: cannot write the log ({e.strerror or e})") from None
 
 
 def predict_batches(model: Model, data, *, threads: int | None = None, chunk_rows: int = 65536,

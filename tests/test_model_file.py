@@ -44,7 +44,7 @@ def test_file_starts_with_magic_and_a_readable_json_header(saved):
 def test_truncated_file_is_refused(saved):
     _, path = saved
     path.write_bytes(path.read_bytes()[:-100])
-    with pytest.raises(FastadaError, match="truncated model file"):
+    with pytest.raises(FastadaError, match="truncated file"):
         fastada.load(path)
 
 
@@ -63,7 +63,7 @@ def test_flipped_bit_is_refused(saved, where):
 def test_other_files_are_not_models(tmp_path):
     p = tmp_path / "x"
     p.write_bytes(b"PAR1 not a model")
-    with pytest.raises(FastadaError, match="not a fastada model file"):
+    with pytest.raises(FastadaError, match="not a fastada file"):
         fastada.load(p)
-    with pytest.raises(FastadaError, match="model file not found"):
+    with pytest.raises(FastadaError, match="file not found"):
         fastada.load(tmp_path / "missing")

@@ -17,7 +17,8 @@ ALLOWED = {
     "features": {"config", "hashing"},
     "model": {"config", "train"},  # Model.predict/evaluate delegate to the driver, lazily
     "synth": {"metrics", "model"},
-    "train": {"config", "features", "kernels", "metrics", "model", "reader"},
+    "checkpoint": {"config", "model"},
+    "train": {"checkpoint", "config", "features", "kernels", "metrics", "model", "reader"},
     "api": {"config", "model", "reader", "train"},
     "cli": {"api", "config", "model", "synth", "train"},
 }
