@@ -63,6 +63,25 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=None, help="Hogwild threads (default: all cores; 1 = deterministic)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--chunk-rows", type=int, default=LearnConfig.chunk_rows)
+    t.add_argument("--lr-decay", type=float, default=1.0,
+                   help="multiply the learning rate by this at each new epoch (0 < D <= 1)")
+    v = t.add_argument_group("validation and early stopping")
+    v.add_argument("--valid", nargs="+", default=None, metavar="DATA",
+                   help="validation data, evaluated after each epoch and every --eval-every-rows rows")
+    v.add_argument("--holdout-every", type=int, default=0, metavar="K",
+                   help="hold every K-th row out of learning and report its loss (as VW does)")
+    v.add_argument("--eval-every-rows", type=int, default=0, metavar="N",
+                   help="also evaluate every N rows (default: at the end of each epoch only)")
+    v.add_argument("--early-stop", type=int, default=0, metavar="P",
+                   help="stop after P evaluations without a better validation logloss; keep the best model")
+    v.add_argument("--log-json", default=None, metavar="FILE", help="one JSON line per evaluation")
+    c = t.add_argument_group("checkpoints")
+    c.add_argument("--checkpoint-dir", default=None, metavar="DIR")
+    c.add_argument("--checkpoint-every-rows", type=int, default=0, metavar="N")
+    c.add_argument("--checkpoint-every-seconds", type=float, default=0.0, metavar="S")
+    c.add_argument("--keep-checkpoints", type=int, default=3, metavar="K")
+    c.add_argument("--resume", action="store_true",
+                   help="continue from the newest valid checkpoint in --checkpoint-dir (if there is one)")
     t.add_argument("--quiet", action="store_true")
 
     e = sub.add_parser("eval", help="logloss, AUC, normalised entropy and calibration of a model")
@@ -83,6 +102,13 @@ def _parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="print a model's header and its largest weights")
     i.add_argument("model")
     i.add_argument("--top", type=int, default=10)
+    i.add_argument("--data", nargs="+", default=None,
+                   help="Parquet data to name the categorical values behind the largest weights")
+    i.add_argument("--scan-rows", type=int, default=200_000, help="rows of --data to scan")
+
+    pl = sub.add_parser("plot", help="draw learning curves from --log-json files (needs matplotlib)")
+    pl.add_argument("logs", nargs="+")
+    pl.add_argument("--out", required=True, help="PNG file")
 
     d = sub.add_parser("demo", help="generate data, train, evaluate, compare with the planted truth")
     d.add_argument("--rows", type=int, default=1_000_000)
@@ -121,20 +147,50 @@ def _gen(args) -> int:
 
 
 def _train(args) -> int:
+    import signal
+    import threading
+
     from . import api
+    from .train import Stopped
     progress = _ProgressLine(quiet=args.quiet)
-    model = api.train(
-        args.data, label=args.label, model=args.model, categorical=args.categorical,
-        numeric=args.numeric, ignore=args.ignore, weight=args.weight, crosses=args.cross,
-        bits=args.bits, hash_seed=args.hash_seed, numeric_mode=args.numeric_mode, lr=args.lr,
-        l1=args.l1, l2=args.l2, initial_accumulator=args.initial_accumulator, epochs=args.epochs,
-        threads=args.threads, seed=args.seed, chunk_rows=args.chunk_rows, shuffle=args.shuffle,
-        on_chunk=progress)
+    stop = threading.Event()
+    received = []
+
+    def on_signal(signum, frame):  # finish the current chunk, write a checkpoint, leave
+        if received:  # asked twice: leave now
+            raise KeyboardInterrupt
+        received.append(signum)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        model = api.train(
+            args.data, label=args.label, model=args.model, categorical=args.categorical,
+            numeric=args.numeric, ignore=args.ignore, weight=args.weight, crosses=args.cross,
+            bits=args.bits, hash_seed=args.hash_seed, numeric_mode=args.numeric_mode, lr=args.lr,
+            l1=args.l1, l2=args.l2, initial_accumulator=args.initial_accumulator, epochs=args.epochs,
+            threads=args.threads, seed=args.seed, chunk_rows=args.chunk_rows, shuffle=args.shuffle,
+            lr_decay=args.lr_decay, holdout_every=args.holdout_every, valid=args.valid,
+            eval_every_rows=args.eval_every_rows, early_stop=args.early_stop,
+            checkpoint_dir=args.checkpoint_dir, checkpoint_every_rows=args.checkpoint_every_rows,
+            checkpoint_every_seconds=args.checkpoint_every_seconds,
+            keep_checkpoints=args.keep_checkpoints, resume=args.resume, log_json=args.log_json,
+            on_chunk=progress, on_evaluation=progress.evaluation, on_note=progress.note, stop=stop)
+    except Stopped as e:
+        progress.close()
+        print(f"fastada: {e}", file=sys.stderr)
+        return 128 + (received[0] if received else signal.SIGINT)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     progress.close()
     s = model.summary
     print(f"trained {s['rows']:,} rows in {s['seconds']:.2f} s ({s['rows_per_second']:,} rows/s, "
           f"{s['threads']} threads), progressive logloss {_fmt(s['progressive_logloss'])}; "
           f"model written to {args.model}")
+    if s.get("stopped_early"):
+        print(f"stopped early: no better validation logloss in {args.early_stop} evaluations; "
+              f"kept the best model (logloss {_fmt(s['best_logloss'])} at {s['best_rows']:,} rows)")
     return 0
 
 
@@ -159,6 +215,27 @@ class _ProgressLine:
         sys.stderr.write(("\r" + line + "\x1b[K") if self.tty else line + "\n")
         sys.stderr.flush()
         self.shown = True
+
+    def evaluation(self, record: dict) -> None:
+        """One line per evaluation (always, unless --quiet): these are what a log reader wants."""
+        if self.quiet:
+            return
+        parts = [f"epoch {record['epoch']}", f"{record['rows']:,} rows", f"{record['seconds']:.1f} s",
+                 f"train logloss {_fmt(record['train_logloss'])}"]
+        for key in ("holdout_logloss", "valid_logloss", "valid_auc"):
+            if key in record:
+                parts.append(f"{key.replace('_', ' ')} {_fmt(record[key])}")
+        self._line("evaluation: " + "  ".join(parts))
+
+    def note(self, text: str) -> None:
+        if not self.quiet:
+            self._line(text)
+
+    def _line(self, text: str) -> None:
+        if self.tty and self.shown:
+            sys.stderr.write("\r\x1b[K")
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
 
     def close(self) -> None:
         if self.tty and self.shown:
@@ -217,17 +294,79 @@ def _inspect(args) -> int:
     import numpy as np
 
     from .api import load
+    from .train import describe_slots
     model = load(args.model, mmap=True)
     spec = model.spec
     w = np.asarray(model.weights[:-1])
     nonzero = int(np.count_nonzero(w))
-    print(json.dumps({"spec": spec.to_dict(), "learn": model.learn, "summary": model.summary}, indent=2))
+    summary = {k: v for k, v in model.summary.items() if k != "evaluations"}
+    evaluations = model.summary.get("evaluations") or []
+    print(json.dumps({"spec": spec.to_dict(), "learn": model.learn, "summary": summary}, indent=2))
+    if evaluations:
+        print(f"{len(evaluations)} evaluations recorded; the last: {json.dumps(evaluations[-1])}")
     print(f"bias {float(model.weights[-1]):+.6f}; non-zero weights {nonzero:,} of {w.size:,} slots")
-    top = np.argsort(-np.abs(w))[: args.top]
-    print("largest weights (slot: weight):")
+    top = np.argsort(-np.abs(w), kind="stable")[: args.top]
+    names = describe_slots(model, top, data=args.data, scan_rows=args.scan_rows)
+    print("largest weights (slot, weight, what feeds the slot):")
     for s in top:
-        print(f"  {int(s):>10}  {float(w[s]):+.6f}")
+        what = "; ".join(names[int(s)]) or ("?" if args.data else "? (pass --data to name categorical values)")
+        print(f"  {int(s):>10}  {float(w[s]):+.6f}  {what}")
     return 0
+
+
+def _plot(args) -> int:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise FastadaError("fastada plot needs matplotlib: pip install 'fastada[plot]'") from None
+    from .model import atomic_replace_target
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    drawn = 0
+    for path in args.logs:
+        records = _read_log(path)
+        label = os.path.basename(path)
+        for key, style in (("train_logloss", ":"), ("holdout_logloss", "--"), ("valid_logloss", "-")):
+            points = [(r["rows"], r[key]) for r in records if r.get(key) is not None]
+            if points:
+                ax.plot(*zip(*points), style, marker="o", markersize=3, label=f"{label}: {key.replace('_', ' ')}")
+                drawn += 1
+    if not drawn:
+        raise FastadaError(f"{', '.join(args.logs)}: no logloss values to plot")
+    ax.set_xlabel("rows seen")
+    ax.set_ylabel("logloss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    target = atomic_replace_target(args.out)
+    try:
+        fig.savefig(target.path, format="png", dpi=120)
+        target.commit()
+    finally:
+        target.discard()
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _read_log(path: str) -> list[dict]:
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise FastadaError(f"{path}: cannot read ({e.strerror or e})") from None
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            raise FastadaError(f"{path}, line {number}: not JSON (expected a --log-json file)") from None
+        if not isinstance(record, dict) or "rows" not in record:
+            raise FastadaError(f"{path}, line {number}: not an evaluation record (no 'rows')")
+        records.append(record)
+    return records
 
 
 def _demo(args) -> int:
@@ -261,7 +400,7 @@ def _fmt(x) -> str:
 
 
 _COMMANDS = {"gen": _gen, "train": _train, "eval": _eval, "predict": _predict,
-             "inspect": _inspect, "demo": _demo}
+             "inspect": _inspect, "plot": _plot, "demo": _demo}
 
 if __name__ == "__main__":
     sys.exit(main())

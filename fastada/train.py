@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from . import checkpoint, kernels
 from .config import FastadaError, FeatureSpec, LearnConfig, RunConfig
-from .features import FeatureBlock, Featurizer, labels_from_arrow, weights_from_arrow
+from .features import Featurizer, labels_from_arrow, weights_from_arrow
 from .metrics import Evaluation
 from .model import Model, atomic_write
 from .reader import DataSet, default_roles
@@ -164,7 +164,7 @@ class _State:
         return dataclasses.asdict(self)
 
 
-def fit(dataset: DataSet, spec: FeatureSpec, learn: LearnConfig, run: RunConfig = RunConfig(), *,
+def fit(dataset: DataSet, spec: FeatureSpec, learn: LearnConfig, run: RunConfig | None = None, *,
         valid: DataSet | None = None, on_chunk: Callable[[Progress], None] | None = None,
         on_evaluation: Callable[[dict], None] | None = None, on_note: Callable[[str], None] | None = None,
         stop: threading.Event | None = None) -> Model:
@@ -175,6 +175,7 @@ def fit(dataset: DataSet, spec: FeatureSpec, learn: LearnConfig, run: RunConfig 
     ``on_note`` one-line remarks (a resumed checkpoint, a skipped damaged one); setting ``stop``
     ends the run after the current chunk with a checkpoint, raising :class:`Stopped`.
     """
+    run = run or RunConfig()
     if dataset.num_rows == 0:
         raise FastadaError(f"{dataset.name(0)}: the data set has no rows")
     if run.early_stop and valid is None and not learn.holdout_every:
@@ -190,6 +191,7 @@ def fit(dataset: DataSet, spec: FeatureSpec, learn: LearnConfig, run: RunConfig 
     identity = {"spec": spec.to_dict(), "learn": {k: v for k, v in learn.to_dict().items() if k != "threads"},
                 "data": dataset.fingerprint(), "valid": valid.fingerprint() if valid is not None else None,
                 "eval_every_rows": run.eval_every_rows, "early_stop": run.early_stop}
+    identity = json.loads(json.dumps(identity))  # as a checkpoint gives it back (lists, not tuples)
     note = on_note or (lambda text: None)
 
     state = _State(next_eval=run.eval_every_rows)
@@ -325,7 +327,8 @@ def fit(dataset: DataSet, spec: FeatureSpec, learn: LearnConfig, run: RunConfig 
             if run.eval_every_rows and state.step >= state.next_eval:
                 while state.next_eval <= state.step:
                     state.next_eval += run.eval_every_rows
-                evaluate("rows", epoch)
+                if state.unit_pos < len(units):  # else the end-of-epoch evaluation follows now
+                    evaluate("rows", epoch)
             stopping = state.stopped_early or (stop is not None and stop.is_set())
             if stopping:
                 break
@@ -457,3 +460,42 @@ def evaluate_model(model: Model, data, *, label: str | None = None, threads: int
         w = weights_from_arrow(batch.column(weight), weight, *where) if weight else None
         evaluation.add(p, y, w)
     return evaluation.result()
+
+
+def describe_slots(model: Model, slots: Sequence[int], data=None, scan_rows: int = 200_000) -> dict[int, list[str]]:
+    """What feeds each of ``slots``: features known from the spec alone (each column's null or
+    missing feature, each numeric column's value feature) and, given ``data``, the first values
+    found in up to ``scan_rows`` rows (a slot can hold several features: hashing collides)."""
+    spec = model.spec
+    mask = spec.slots - 1
+    featurizer = Featurizer(spec)
+    wanted = {int(s) for s in slots}
+    found: dict[int, list[str]] = {s: [] for s in wanted}
+
+    def add(slot: int, text: str) -> None:
+        if slot in wanted and text not in found[slot] and len(found[slot]) < 3:
+            found[slot].append(text)
+
+    for name in spec.feature_columns:
+        add(featurizer.null_hash[name] & mask, f"{name} = null/missing")
+    for name in spec.numeric:
+        if featurizer.value_column[name] >= 0:
+            add(featurizer.value_hash[name] & mask, f"{name} (value feature, log1p)")
+    if data is None:
+        return found
+    dataset = data if isinstance(data, DataSet) else DataSet(data)
+    names = list(spec.categorical) + [f"{c} (log bucket)" for c in spec.numeric
+                                      if featurizer.bucket_column[c] >= 0] + [f"{a}*{b}" for a, b in spec.crosses]
+    sources = [[c] for c in spec.categorical] + [[c] for c in spec.numeric if featurizer.bucket_column[c] >= 0] \
+        + [[a, b] for a, b in spec.crosses]
+    seen_rows = 0
+    for chunk in dataset.chunks(spec.feature_columns, 65536, None, _string_columns(dataset, spec)):
+        block = featurizer(chunk.batch, chunk.where, with_labels=False)
+        hits = np.isin(block.cat & np.uint32(mask), np.fromiter(wanted, np.uint32, len(wanted)))
+        for r, j in zip(*np.nonzero(hits)):
+            values = ", ".join(repr(chunk.batch.column(c)[int(r)].as_py())[:40] for c in sources[j])
+            add(int(block.cat[r, j] & mask), f"{names[j]} = {values}")
+        seen_rows += block.rows
+        if seen_rows >= scan_rows:
+            break
+    return found

@@ -112,6 +112,13 @@ BAD_INPUT = {
     "lr zero": (lambda d: [write(d / "x.parquet", pa.table({"label": [0, 1], "c": ["a", "b"]}))], ["--lr", "0"], "lr must be a positive number"),
     "negative l1": (lambda d: [write(d / "x.parquet", pa.table({"label": [0, 1], "c": ["a", "b"]}))], ["--l1", "-1"], "l1 must be a number >= 0"),
     "negative l2": (lambda d: [write(d / "x.parquet", pa.table({"label": [0, 1], "c": ["a", "b"]}))], ["--l2", "-0.1"], "l2 must be a number >= 0"),
+    "holdout of every row": (lambda d: [write(d / "x.parquet", pa.table({"label": [0, 1], "c": ["a", "b"]}))], ["--holdout-every", "1"], "holdout_every must be an integer in 2.."),
+    "lr decay zero": (lambda d: [write(d / "x.parquet", pa.table({"label": [0, 1], "c": ["a", "b"]}))], ["--lr-decay", "0"], "lr_decay must be a number in (0, 1]"),
+    "resume without a folder": (lambda d: [write(d / "x.parquet", pa.table({"label": [0, 1], "c": ["a", "b"]}))], ["--resume"], "resume needs the checkpoint folder"),
+    "checkpoints without a folder": (lambda d: [write(d / "x.parquet", pa.table({"label": [0, 1], "c": ["a", "b"]}))], ["--checkpoint-every-rows", "10"], "need a checkpoint folder"),
+    "early stop with nothing to validate on": (lambda d: [write(d / "x.parquet", pa.table({"label": [0, 1], "c": ["a", "b"]}))], ["--early-stop", "2"], "early stopping needs validation data"),
+    "validation data without the label": (lambda d: [write(d / "x.parquet", pa.table({"label": [0, 1], "c": ["a", "b"]})),
+                                                      "--valid", write(d / "v.parquet", pa.table({"c": ["a", "b"]}))], [], "v.parquet: label column 'label' not found"),
     "column missing in a later file": (lambda d: [write(d / "a.parquet", pa.table({"label": [0, 1], "c": ["a", "b"]})),
                                                    write(d / "b.parquet", pa.table({"label": [0, 1], "d": ["a", "b"]}))], [], "b.parquet: column 'c' is missing"),
 }
@@ -135,3 +142,30 @@ def test_a_failed_run_keeps_the_previous_model_intact(data, tmp_path, capsys):
     run_error(["train", bad, "--model", str(model)], capsys)
     assert model.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.parquet", "m"]
+
+
+def test_validation_log_plot_and_inspect(data, tmp_path, capsys):
+    model, log, png = tmp_path / "m", tmp_path / "log.jsonl", tmp_path / "curve.png"
+    assert main(["train", str(data / "train.parquet"), "--model", str(model), "--bits", "16",
+                 "--valid", str(data / "test.parquet"), "--holdout-every", "10", "--eval-every-rows", "8000",
+                 "--epochs", "2", "--chunk-rows", "4000", "--log-json", str(log)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("evaluation: epoch") == 6  # at 8k, 16k, 20k (epoch end), 24k, 32k, 40k rows
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["kind"] for r in records] == ["rows", "rows", "epoch"] * 2
+    assert all(0.3 < r["valid_logloss"] < 0.7 and 0.3 < r["holdout_logloss"] < 0.8 for r in records)
+    assert main(["plot", str(log), "--out", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    capsys.readouterr()
+    assert main(["inspect", str(model), "--top", "8", "--data", str(data / "test.parquet")]) == 0
+    lines = capsys.readouterr().out.split("largest weights")[1].splitlines()[1:]
+    assert len(lines) == 8
+    columns = {f"C{i}" for i in range(1, 27)} | {f"I{i}" for i in range(1, 14)}
+    assert all(line.split()[2].split("*")[0] in columns for line in lines), lines
+
+
+def test_plot_refuses_a_file_that_is_not_a_log(tmp_path, capsys):
+    bad = tmp_path / "x.jsonl"
+    bad.write_text("not json\n")
+    err = run_error(["plot", str(bad), "--out", str(tmp_path / "c.png")], capsys)
+    assert "x.jsonl, line 1: not JSON" in err

@@ -1,0 +1,239 @@
+"""The training driver: holdout, validation, early stopping, checkpoints and exact resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import fastada
+from conftest import small_table
+from fastada import checkpoint
+from fastada.config import FastadaError
+from fastada.train import Stopped
+
+
+def parquet_data(tmp_path, rng, files=2, rows=3000, row_group=700):
+    """A data set of several files and row groups, so positions cross file and group edges."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for i in range(files):
+        pq.write_table(small_table(rng, n=rows), folder / f"part-{i}.parquet", row_group_size=row_group)
+    return folder
+
+
+# Every feature of the driver at once: shuffling, several epochs, lr decay, L1/L2, holdout,
+# validation every N rows, checkpoints; chunks smaller than row groups.
+SETTINGS = dict(label="label", bits=12, lr=0.2, l1=1e-4, l2=1e-3, epochs=3, shuffle=True, seed=7,
+                lr_decay=0.7, holdout_every=5, eval_every_rows=2500, chunk_rows=256, threads=1)
+
+
+def test_holdout_rows_are_scored_never_learned(rng):
+    n, k = 1000, 4
+    table = small_table(rng, n=n)
+    held = (np.arange(n) % k) == k - 1
+    tag = pa.array([f"held-{i}" if h else "learned" for i, h in enumerate(held)])
+    table = table.append_column("tag", tag)
+    model = fastada.train(table, label="label", bits=16, holdout_every=k, threads=1, chunk_rows=128,
+                          shuffle=True, epochs=2)
+    featurizer = fastada.features.Featurizer(model.spec)
+    probe = pa.table({"tag": ["held-3", "held-7", "held-999", "learned"]})
+    column = model.spec.categorical.index("tag")
+    hashes = np.array([featurizer._hash_values(probe.column("tag").combine_chunks(), "tag", "probe")])[0]
+    held_slots, learned_slot = hashes[:3] & (model.spec.slots - 1), hashes[3] & (model.spec.slots - 1)
+    assert column >= 0
+    assert np.all(model.accumulators[held_slots] == 0) and np.all(model.weights[held_slots] == 0)
+    assert model.accumulators[learned_slot] > 0
+    last = model.summary["evaluations"][-1]
+    assert last["holdout_logloss"] is not None and 0.3 < last["holdout_logloss"] < 1.0
+    assert model.summary["rows"] == 2 * n
+
+
+def test_early_stopping_keeps_the_best_model_on_data_built_to_overfit(tmp_path, rng):
+    # Each row has its own id, labels are coin flips: more epochs memorise noise, so the
+    # validation loss must start to rise, and the run must stop and return its best model.
+    def noise(n, offset):
+        return pa.table({"label": rng.integers(0, 2, n).astype(np.int8),
+                         "id": pa.array([f"r{offset + i}" for i in range(n)]),
+                         "code": rng.integers(0, 3, n)})
+    train, valid = noise(2000, 0), noise(2000, 10**6)
+    model = fastada.train(train, label="label", categorical=["id", "code"], bits=16, lr=0.5,
+                          epochs=30, valid=valid, early_stop=2, threads=1)
+    history = model.summary["evaluations"]
+    assert model.summary["stopped_early"] and len(history) < 30
+    best = min(h["valid_logloss"] for h in history)
+    assert history[-1]["valid_logloss"] > best and history[-2]["valid_logloss"] > best
+    assert model.summary["best_logloss"] == best
+    assert model.evaluate(valid)["logloss"] == pytest.approx(best, abs=1e-6)
+
+
+def test_early_stopping_needs_something_to_validate_on(rng):
+    with pytest.raises(FastadaError, match="early stopping needs validation data"):
+        fastada.train(small_table(rng), label="label", early_stop=2, threads=1)
+
+
+def test_lr_decays_each_epoch(rng):
+    model = fastada.train(small_table(rng), label="label", bits=10, epochs=3, lr=0.2, lr_decay=0.5,
+                          threads=1, holdout_every=4)
+    assert [h["lr"] for h in model.summary["evaluations"]] == pytest.approx([0.2, 0.1, 0.05])
+
+
+def uninterrupted(data, tmp_path, **extra):
+    return fastada.train(str(data), **SETTINGS, valid=str(data / "part-0.parquet"),
+                         checkpoint_dir=tmp_path / "ck-ref", checkpoint_every_rows=1000, **extra)
+
+
+@pytest.fixture(scope="module")
+def resume_case(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("resume")
+    data = parquet_data(tmp, np.random.default_rng(3))
+    return tmp, data, uninterrupted(data, tmp, log_json=tmp / "ref.jsonl")
+
+
+@pytest.mark.parametrize("stop_after_chunks", [1, 9, 36, 50, 71])
+def test_stopped_and_resumed_run_equals_uninterrupted_bit_for_bit(resume_case, tmp_path, stop_after_chunks):
+    _, data, reference = resume_case
+    stop, seen = threading.Event(), []
+
+    def count(progress):
+        seen.append(progress.rows)
+        if len(seen) == stop_after_chunks:
+            stop.set()
+
+    kwargs = dict(**SETTINGS, valid=str(data / "part-0.parquet"), checkpoint_dir=tmp_path / "ck",
+                  checkpoint_every_rows=1000, log_json=tmp_path / "log.jsonl")
+    with pytest.raises(Stopped, match="checkpoint written"):
+        fastada.train(str(data), **kwargs, on_chunk=count, stop=stop)
+    notes = []
+    resumed = fastada.train(str(data), **kwargs, resume=True, on_note=notes.append)
+    assert any(n.startswith("resumed from") for n in notes)
+    assert np.array_equal(resumed.weights, reference.weights)
+    assert np.array_equal(resumed.accumulators, reference.accumulators)
+    assert resumed.summary["progressive_logloss"] == reference.summary["progressive_logloss"]
+    without_time = lambda records: [{k: v for k, v in r.items() if k != "seconds"} for r in records]  # noqa: E731
+    assert without_time(resumed.summary["evaluations"]) == without_time(reference.summary["evaluations"])
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert without_time(log) == without_time(reference.summary["evaluations"])
+
+
+def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(resume_case, tmp_path):
+    _, data, reference = resume_case
+    stop = threading.Event()
+    kwargs = dict(**SETTINGS, valid=str(data / "part-0.parquet"), checkpoint_dir=tmp_path / "ck",
+                  checkpoint_every_rows=1000)
+    calls = []
+    with pytest.raises(Stopped):
+        fastada.train(str(data), **kwargs, stop=stop,
+                      on_chunk=lambda p: (calls.append(1), len(calls) == 40 and stop.set()))
+    files = sorted((tmp_path / "ck").glob("checkpoint-*.fastada"))
+    assert len(files) == 3  # keep_checkpoints
+    raw = bytearray(files[-1].read_bytes())  # a kill half-way through a write leaves at most a
+    files[-1].write_bytes(bytes(raw[: len(raw) // 2]))  # temporary file; be harsher: damage the newest
+    (tmp_path / "ck" / ".checkpoint-00000000000000099999.fastada.x.tmp").write_bytes(b"partial")
+    notes = []
+    resumed = fastada.train(str(data), **kwargs, resume=True, on_note=notes.append)
+    assert any("skipped a damaged checkpoint" in n and "truncated" in n for n in notes)
+    assert np.array_equal(resumed.weights, reference.weights)
+    assert not list((tmp_path / "ck").glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(bits=13), "other features"),
+    (dict(lr=0.3), r"other learning settings \(lr: checkpoint 0.2, this run 0.3\)"),
+    (dict(data="part-1"), "other training data"),
+])
+def test_resume_refuses_a_checkpoint_of_another_run(resume_case, change, message):
+    tmp, data, _ = resume_case
+    settings = {**SETTINGS, **{k: v for k, v in change.items() if k != "data"}}
+    source = str(data / "part-1.parquet") if "data" in change else str(data)
+    with pytest.raises(FastadaError, match=message):
+        fastada.train(source, **settings, valid=str(data / "part-0.parquet"),
+                      checkpoint_dir=tmp / "ck-ref", checkpoint_every_rows=1000, resume=True)
+
+
+def test_resume_without_a_checkpoint_starts_from_the_beginning(resume_case, tmp_path):
+    _, data, reference = resume_case
+    notes = []
+    model = fastada.train(str(data), **SETTINGS, valid=str(data / "part-0.parquet"),
+                          checkpoint_dir=tmp_path / "empty", checkpoint_every_rows=1000, resume=True,
+                          on_note=notes.append)
+    assert notes and "starting from the beginning" in notes[0]
+    assert np.array_equal(model.weights, reference.weights)
+
+
+def test_checkpoint_files_are_listed_and_rotated(resume_case):
+    tmp, _, reference = resume_case
+    files = sorted(os.listdir(tmp / "ck-ref"))
+    assert len(files) == 3 and all(f.startswith("checkpoint-") for f in files)
+    found, skipped = checkpoint.newest(str(tmp / "ck-ref"))
+    assert not skipped and found.state["progress"]["step"] == reference.summary["rows"]
+
+
+# -- the command line, killed for real -----------------------------------------------------------
+
+def cli(*args):
+    return [sys.executable, "-m", "fastada.cli", *args]
+
+
+def train_command(data, model, ck):
+    # 2^18 slots: each checkpoint writes 4 MB, so random kills often land inside a write
+    return cli("train", str(data), "--model", str(model), "--bits", "18", "--threads", "1", "--epochs", "2",
+               "--shuffle", "--holdout-every", "7", "--l2", "1e-4", "--chunk-rows", "500",
+               "--checkpoint-dir", str(ck), "--checkpoint-every-rows", "4000", "--quiet")
+
+
+@pytest.fixture(scope="module")
+def kill_case(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("kill")
+    data = parquet_data(tmp, np.random.default_rng(5), files=3, rows=20000, row_group=6000)
+    start = time.monotonic()
+    subprocess.run(train_command(data, tmp / "ref.fastada", tmp / "ck-ref"), check=True, timeout=300)
+    return tmp, data, fastada.load(tmp / "ref.fastada"), time.monotonic() - start
+
+
+def test_sigkill_at_random_moments_then_resume_gives_the_same_model(kill_case, tmp_path):
+    _, data, reference, wall = kill_case
+    ck, model = tmp_path / "ck", tmp_path / "m.fastada"
+    rng = np.random.default_rng(0)
+    kills = 0
+    for attempt in range(6):
+        proc = subprocess.Popen(train_command(data, model, ck) + ["--resume"])
+        time.sleep(rng.uniform(0.1, 0.9) * wall)  # start-up, reading, learning or a checkpoint write
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+            print("killed with checkpoints", sorted(p.name[11:31] for p in ck.glob("*checkpoint-*")))
+        proc.wait(timeout=60)
+        if model.exists():
+            break
+    assert kills >= 1
+    if not model.exists():
+        subprocess.run(train_command(data, model, ck) + ["--resume"], check=True, timeout=300)
+    resumed = fastada.load(model)
+    assert np.array_equal(resumed.weights, reference.weights)
+    assert np.array_equal(resumed.accumulators, reference.accumulators)
+
+
+def test_sigterm_stops_cleanly_with_a_final_checkpoint(kill_case, tmp_path):
+    _, data, reference, _ = kill_case
+    ck, model = tmp_path / "ck", tmp_path / "m.fastada"
+    proc = subprocess.Popen(train_command(data, model, ck)[:-1], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(ck.glob("checkpoint-*")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("training finished before the signal arrived")
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert "checkpoint written" in err and "--resume" in err and "Traceback" not in err
+    assert not model.exists()
+    subprocess.run(train_command(data, model, ck) + ["--resume"], check=True, timeout=300)
+    assert np.array_equal(fastada.load(model).weights, reference.weights)
