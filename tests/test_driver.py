@@ -237,3 +237,18 @@ def test_sigterm_stops_cleanly_with_a_final_checkpoint(kill_case, tmp_path):
     assert not model.exists()
     subprocess.run(train_command(data, model, ck) + ["--resume"], check=True, timeout=300)
     assert np.array_equal(fastada.load(model).weights, reference.weights)
+
+
+def test_hogwild_resume_reaches_the_quality_of_an_uninterrupted_run(resume_case, tmp_path):
+    _, data, _ = resume_case
+    settings = {**SETTINGS, "threads": 2}
+    valid = str(data / "part-0.parquet")
+    whole = fastada.train(str(data), **settings, valid=valid)
+    stop, calls = threading.Event(), []
+    kwargs = dict(**settings, valid=valid, checkpoint_dir=tmp_path / "ck", checkpoint_every_rows=1000)
+    with pytest.raises(Stopped):
+        fastada.train(str(data), **kwargs, stop=stop,
+                      on_chunk=lambda p: (calls.append(1), len(calls) == 30 and stop.set()))
+    resumed = fastada.train(str(data), **kwargs, resume=True)
+    # Hogwild with 2 threads is not bit-for-bit repeatable; the tolerance is that of Hogwild itself
+    assert resumed.evaluate(valid)["logloss"] == pytest.approx(whole.evaluate(valid)["logloss"], abs=0.005)
