@@ -10,7 +10,7 @@ import threading
 from typing import Callable, Sequence
 
 from . import model as _model
-from .config import FastadaError, FeatureSpec, LearnConfig, RunConfig
+from .config import FastadaError, FeatureSpec, LearnConfig, RunConfig, default_threads
 from .model import Model
 from .reader import DataSet
 from .train import Progress, fit, resolve_spec
@@ -36,7 +36,7 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
     data: Parquet file(s), folder(s), glob(s), filesystem URI(s), or a ``pyarrow.Table``.
     Columns not named in ``categorical``/``numeric``/``ignore`` take a role by Arrow type
     (strings, binaries, dictionaries, bools: categorical; integers, floats: numeric).
-    ``threads=1`` is sequential and bit-for-bit repeatable; ``threads=None`` uses every core.
+    ``threads=1`` is sequential and bit-for-bit repeatable; ``threads=None`` uses half the cores (the rest read and hash).
     ``model``: if given, the trained model is also written there (atomically).
 
     Validation: ``valid`` (data evaluated at the end of each epoch and every ``eval_every_rows``
@@ -51,7 +51,7 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
     >>> m.evaluate("test.parquet")["logloss"]                         # doctest: +SKIP
     """
     learn = LearnConfig(lr=lr, l1=l1, l2=l2, eps=eps, initial_accumulator=initial_accumulator,
-                        epochs=epochs, threads=threads if threads is not None else os.cpu_count() or 1,
+                        epochs=epochs, threads=threads if threads is not None else default_threads(),
                         seed=seed, chunk_rows=chunk_rows, shuffle=shuffle, lr_decay=lr_decay,
                         holdout_every=holdout_every)
     run = RunConfig(eval_every_rows=eval_every_rows, early_stop=early_stop,

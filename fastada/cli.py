@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--initial-accumulator", type=float, default=0.0)
     t.add_argument("--epochs", type=int, default=1)
     t.add_argument("--shuffle", action="store_true", help="shuffle row groups and rows in each chunk, per epoch")
-    t.add_argument("--threads", type=int, default=None, help="Hogwild threads (default: all cores; 1 = deterministic)")
+    t.add_argument("--threads", type=int, default=None, help="Hogwild threads (default: half the cores, the rest read and hash; 1 = deterministic)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--chunk-rows", type=int, default=LearnConfig.chunk_rows)
     t.add_argument("--lr-decay", type=float, default=1.0,
@@ -256,6 +256,8 @@ def _eval(args) -> int:
 
 
 def _predict(args) -> int:
+    from concurrent.futures import ThreadPoolExecutor
+
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -267,6 +269,9 @@ def _predict(args) -> int:
     writer = None
     rows = 0
     start = time.perf_counter()
+    # Parquet encoding releases the GIL: a writer thread encodes chunk k while chunk k+1 is scored
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastada-write")
+    pending: list = []
     try:
         for p, kept, _ in predict_batches(model, args.data, threads=args.threads,
                                           chunk_rows=args.chunk_rows, keep=args.keep):
@@ -274,14 +279,21 @@ def _predict(args) -> int:
                                                names=["prediction", *kept.schema.names])
             if writer is None:
                 writer = pq.ParquetWriter(tmp.path, batch.schema)
-            writer.write_batch(batch)
+            pending.append(pool.submit(writer.write_batch, batch))
+            if len(pending) > 2:
+                pending.pop(0).result()
             rows += batch.num_rows
+        for f in pending:
+            f.result()
         if writer is None:
             raise FastadaError("no rows to predict")
         writer.close()
         writer = None
         tmp.commit()
+    except (OSError, pa.ArrowException) as e:
+        raise FastadaError(f"{args.out}: cannot write ({_first_line(e)}); no output was left") from None
     finally:
+        pool.shutdown(wait=True)
         if writer is not None:
             writer.close()
         tmp.discard()
@@ -393,6 +405,11 @@ def _demo(args) -> int:
     print(f"  {'train rows/s':<22}{s['rows_per_second']:>10,}")
     print(f"\n  model: {model_path}; try: fastada eval --model {model_path} {args.out}/test.parquet")
     return 0
+
+
+def _first_line(e: Exception) -> str:
+    text = (getattr(e, "strerror", None) or str(e)).strip().splitlines()
+    return text[0] if text else type(e).__name__
 
 
 def _fmt(x) -> str:

