@@ -56,6 +56,7 @@ class Featurizer:
         n_cat = len(spec.categorical)
         bucketed = mode in ("bucket", "both")
         self.bucket_column = {c: (n_cat + i if bucketed else -1) for i, c in enumerate(spec.numeric)}
+        self.bucket_tables = {c: _bucket_table(seeds[c] ^ 0x5BD1E995) for c in spec.numeric}
         self.value_column = {c: (i if mode in ("value", "both") else -1) for i, c in enumerate(spec.numeric)}
         n_cat_block = n_cat + (len(spec.numeric) if bucketed else 0)
         self.cross_columns = [
@@ -161,13 +162,22 @@ class Featurizer:
             raise FastadaError(f"{where}: column {name!r} is numeric but has type {t}; "
                                f"name it with --categorical or leave it out")
         validity, offset = _validity(arr)
-        seed = self.seeds[name]
         hashing.numeric_column(
             _values(arr), validity, offset, np.uint32(self.value_hash[name]),
-            np.uint32(self.null_hash[name]), np.uint32(seed ^ 0x5BD1E995),
+            np.uint32(self.null_hash[name]), self.bucket_tables[name],
             num, num_values, self.value_column[name], cat, self.bucket_column[name])
 
     # -- labels and weights --------------------------------------------------------------------
+
+_BUCKET_TABLES: dict[int, np.ndarray] = {}
+
+
+def _bucket_table(seed: int) -> np.ndarray:
+    """:func:`hashing.bucket_hashes` for ``seed``, made once per process (8k hashes)."""
+    if seed not in _BUCKET_TABLES:
+        _BUCKET_TABLES[seed] = hashing.bucket_hashes(seed)
+    return _BUCKET_TABLES[seed]
+
 
 def labels_from_arrow(arr: pa.Array, name: str, where: str, seen: set | None = None,
                       first_row: int = 0) -> np.ndarray:

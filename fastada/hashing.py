@@ -145,8 +145,23 @@ def hash_integer_column(values, validity, offset, seed, null_hash, out, column):
             out[i, column] = null_hash
 
 
+BUCKET_OFFSET = 4096  # bins of finite float64 values lie in -2840..2839
+
+
+def bucket_hashes(bucket_seed: int) -> np.ndarray:
+    """Hash of every bin ``b`` a finite number can fall in, at index ``b + BUCKET_OFFSET``, and of
+    the missing bin (``1 << 40``, which no finite value reaches) at the last index: a table
+    lookup per row instead of a hash."""
+    seed = np.uint32(bucket_seed)
+    table = np.empty(2 * BUCKET_OFFSET + 1, dtype=np.uint32)
+    for i in range(2 * BUCKET_OFFSET):
+        table[i] = murmur3_u64(np.int64(i - BUCKET_OFFSET), seed)
+    table[-1] = murmur3_u64(np.int64(1) << np.int64(40), seed)
+    return table
+
+
 @njit(cache=True, nogil=True)
-def numeric_column(values, validity, offset, value_hash, missing_hash, bucket_seed,
+def numeric_column(values, validity, offset, value_hash, missing_hash, bucket_table,
                    value_hashes, value_values, value_column, bucket_hashes, bucket_column):
     """Features of a numeric column, one row at a time.
 
@@ -154,26 +169,29 @@ def numeric_column(values, validity, offset, value_hash, missing_hash, bucket_se
     ``log1p(max(x, 0))``; a null, NaN or infinite ``x`` instead gives slot ``missing_hash`` with
     value 1. Bucket feature (when ``bucket_column >= 0``): a categorical feature for the bin
     ``sign(x) * floor(4 * log1p(|x|))`` (integers 0..3 each get their own bin, larger values
-    four bins per e-fold), or a "missing" bin of its own.
+    four bins per e-fold; negative bins are ``-b - 1``), hashed as an int64 with the column's
+    bucket seed, or a "missing" bin of its own (``bucket_table`` from :func:`bucket_hashes`).
     """
+    missing_bucket = bucket_table[bucket_table.size - 1]
     for i in range(values.size):
         x = np.float64(values[i])
         present = is_valid(validity, offset, i) and np.isfinite(x)
-        if value_column >= 0:
-            if present:
-                value_hashes[i, value_column] = value_hash
-                value_values[i, value_column] = np.float32(np.log1p(max(x, 0.0)))
-            else:
+        if not present:
+            if value_column >= 0:
                 value_hashes[i, value_column] = missing_hash
                 value_values[i, value_column] = np.float32(1.0)
+            if bucket_column >= 0:
+                bucket_hashes[i, bucket_column] = missing_bucket
+            continue
+        log = np.log1p(abs(x))
+        if value_column >= 0:
+            value_hashes[i, value_column] = value_hash
+            value_values[i, value_column] = np.float32(log if x > 0 else 0.0)
         if bucket_column >= 0:
-            if present:
-                b = np.floor(4.0 * np.log1p(abs(x)))
-                if x < 0:
-                    b = -b - 1.0
-                bucket_hashes[i, bucket_column] = murmur3_u64(np.int64(b), bucket_seed)
-            else:  # a bin no finite value reaches, so it does not share the value feature's slot
-                bucket_hashes[i, bucket_column] = murmur3_u64(np.int64(1) << np.int64(40), bucket_seed)
+            b = np.int64(np.floor(4.0 * log))
+            if x < 0:
+                b = -b - 1
+            bucket_hashes[i, bucket_column] = bucket_table[b + BUCKET_OFFSET]
 
 
 @njit(cache=True, nogil=True)
