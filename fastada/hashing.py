@@ -152,7 +152,11 @@ def bucket_hashes(bucket_seed: int) -> np.ndarray:
     """Hash of every bin ``b`` a finite number can fall in, at index ``b + BUCKET_OFFSET``, and of
     the missing bin (``1 << 40``, which no finite value reaches) at the last index: a table
     lookup per row instead of a hash."""
-    seed = np.uint32(bucket_seed)
+    return _bucket_hashes(np.uint32(bucket_seed & 0xFFFFFFFF))
+
+
+@njit(cache=True)
+def _bucket_hashes(seed):
     table = np.empty(2 * BUCKET_OFFSET + 1, dtype=np.uint32)
     for i in range(2 * BUCKET_OFFSET):
         table[i] = murmur3_u64(np.int64(i - BUCKET_OFFSET), seed)
