@@ -23,7 +23,8 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
           numeric_mode: str = "both", lr: float = LearnConfig.lr, l1: float = 0.0, l2: float = 0.0,
           eps: float = LearnConfig.eps, initial_accumulator: float = 0.0, epochs: int = 1,
           threads: int | None = None, seed: int = 0, chunk_rows: int = LearnConfig.chunk_rows,
-          shuffle: bool = False, lr_decay: float = 1.0, holdout_every: int = 0, valid=None,
+          shuffle: bool = False, lr_decay: float = 1.0, holdout_every: int = 0,
+          bad_rows: str = "fail", valid=None,
           eval_every_rows: int = 0, early_stop: int = 0,
           checkpoint_dir: str | os.PathLike | None = None, checkpoint_every_rows: int = 0,
           checkpoint_every_seconds: float = 0.0, keep_checkpoints: int = 3, resume: bool = False,
@@ -45,7 +46,9 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
     else the holdout's) and returns the best model. ``checkpoint_dir`` (+ ``checkpoint_every_rows``
     / ``checkpoint_every_seconds``, ``keep_checkpoints``) writes the training state; ``resume``
     continues from the newest one (with ``threads=1``: the same model, bit for bit, as a run
-    never interrupted). ``log_json``: one JSON line per evaluation.
+    never interrupted). ``log_json``: one JSON line per evaluation. ``bad_rows="skip"`` learns
+    nothing from rows with a bad label or weight and from unreadable files or row groups, and
+    counts them in ``model.summary`` (default "fail": stop with an error naming the first).
 
     >>> m = fastada.train("train.parquet", label="label", bits=20)   # doctest: +SKIP
     >>> m.evaluate("test.parquet")["logloss"]                         # doctest: +SKIP
@@ -53,7 +56,7 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
     learn = LearnConfig(lr=lr, l1=l1, l2=l2, eps=eps, initial_accumulator=initial_accumulator,
                         epochs=epochs, threads=threads if threads is not None else default_threads(),
                         seed=seed, chunk_rows=chunk_rows, shuffle=shuffle, lr_decay=lr_decay,
-                        holdout_every=holdout_every)
+                        holdout_every=holdout_every, bad_rows=bad_rows)
     run = RunConfig(eval_every_rows=eval_every_rows, early_stop=early_stop,
                     checkpoint_dir=os.fspath(checkpoint_dir) if checkpoint_dir is not None else None,
                     checkpoint_every_rows=checkpoint_every_rows,
@@ -67,7 +70,7 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
         dataset = data
     else:
         FeatureSpec(label=label, bits=bits, hash_seed=hash_seed, numeric_mode=numeric_mode)  # check early
-        dataset = DataSet(data)
+        dataset = DataSet(data, skip_unreadable=bad_rows == "skip")
     spec = resolve_spec(dataset, label=label, categorical=categorical, numeric=numeric, ignore=ignore,
                         weight=weight, crosses=crosses, bits=bits, hash_seed=hash_seed,
                         numeric_mode=numeric_mode)

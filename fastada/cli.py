@@ -82,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--keep-checkpoints", type=int, default=3, metavar="K")
     c.add_argument("--resume", action="store_true",
                    help="continue from the newest valid checkpoint in --checkpoint-dir (if there is one)")
+    t.add_argument("--on-bad-rows", choices=("fail", "skip"), default="fail",
+                   help="rows with a bad label or weight, unreadable files or row groups: stop with an "
+                        "error (default) or skip them, counted")
     t.add_argument("--quiet", action="store_true")
 
     e = sub.add_parser("eval", help="logloss, AUC, normalised entropy and calibration of a model")
@@ -170,7 +173,8 @@ def _train(args) -> int:
             bits=args.bits, hash_seed=args.hash_seed, numeric_mode=args.numeric_mode, lr=args.lr,
             l1=args.l1, l2=args.l2, initial_accumulator=args.initial_accumulator, epochs=args.epochs,
             threads=args.threads, seed=args.seed, chunk_rows=args.chunk_rows, shuffle=args.shuffle,
-            lr_decay=args.lr_decay, holdout_every=args.holdout_every, valid=args.valid,
+            lr_decay=args.lr_decay, holdout_every=args.holdout_every, bad_rows=args.on_bad_rows,
+            valid=args.valid,
             eval_every_rows=args.eval_every_rows, early_stop=args.early_stop,
             checkpoint_dir=args.checkpoint_dir, checkpoint_every_rows=args.checkpoint_every_rows,
             checkpoint_every_seconds=args.checkpoint_every_seconds,
@@ -188,6 +192,10 @@ def _train(args) -> int:
     print(f"trained {s['rows']:,} rows in {s['seconds']:.2f} s ({s['rows_per_second']:,} rows/s, "
           f"{s['threads']} threads), progressive logloss {_fmt(s['progressive_logloss'])}; "
           f"model written to {args.model}")
+    if s.get("bad_rows") or s.get("skipped_rows") or s.get("skipped_files"):
+        print(f"skipped (--on-bad-rows skip): {s['bad_rows']:,} rows with a bad label or weight, "
+              f"{s['skipped_rows']:,} rows of {s['skipped_row_groups']:,} unreadable row groups, "
+              f"{s['skipped_files']:,} unreadable files")
     if s.get("stopped_early"):
         print(f"stopped early: no better validation logloss in {args.early_stop} evaluations; "
               f"kept the best model (logloss {_fmt(s['best_logloss'])} at {s['best_rows']:,} rows)")

@@ -18,6 +18,14 @@ class FastadaError(Exception):
     """A problem with the user's input, data or files; the message says which and what to do."""
 
 
+class UnreadableData(FastadaError):
+    """A file or row group that cannot be read (corrupt, truncated, removed): the data, not the
+    settings, are at fault, so ``bad_rows="skip"`` may skip it."""
+
+
+BAD_ROWS = ("fail", "skip")
+
+
 @dataclass(frozen=True)
 class FeatureSpec:
     """Which columns become which features, and how they are hashed.
@@ -88,7 +96,9 @@ class LearnConfig:
     multiplied by this at the start of every epoch after the first (1 = no decay; Adagrad already
     shrinks each slot's steps). holdout_every: every K-th row of the data set (file order, the
     same rows every epoch) is held out of learning and scored instead, as Vowpal Wabbit does
-    (0 = none). threads: Hogwild threads (1 = sequential, deterministic). chunk_rows: rows read,
+    (0 = none). bad_rows: "fail" stops at the first bad row (null or out-of-set label, null,
+    negative or non-finite weight) or unreadable row group; "skip" learns nothing from them, counts
+    them and goes on. threads: Hogwild threads (1 = sequential, deterministic). chunk_rows: rows read,
     hashed and learned at a time. shuffle: row groups in a new order each epoch and rows in a new
     order within each chunk (out of core: never the whole data set), seeded by ``seed``.
     """
@@ -105,6 +115,7 @@ class LearnConfig:
     shuffle: bool = True
     lr_decay: float = 1.0
     holdout_every: int = 0
+    bad_rows: str = "fail"
 
     def __post_init__(self):
         if not (_is_number(self.lr) and self.lr > 0):
@@ -121,6 +132,8 @@ class LearnConfig:
         _check_int("chunk_rows", self.chunk_rows, 1, 2**26)
         if not (_is_number(self.lr_decay) and 0 < self.lr_decay <= 1):
             raise FastadaError(f"lr_decay must be a number in (0, 1], got {self.lr_decay!r}")
+        if self.bad_rows not in BAD_ROWS:
+            raise FastadaError(f"bad_rows must be one of {BAD_ROWS}, got {self.bad_rows!r}")
         if self.holdout_every != 0:
             _check_int("holdout_every", self.holdout_every, 2, 2**62)
 

@@ -37,6 +37,7 @@ class FeatureBlock:
     num_values: np.ndarray
     labels: np.ndarray | None
     weights: np.ndarray | None
+    bad_rows: int = 0  # rows given weight 0 because their label or weight was bad (skip mode)
 
     @property
     def rows(self) -> int:
@@ -44,10 +45,16 @@ class FeatureBlock:
 
 
 class Featurizer:
-    """Hashes batches for one :class:`FeatureSpec`; keeps the per-column dictionary caches."""
+    """Hashes batches for one :class:`FeatureSpec`; keeps the per-column dictionary caches.
 
-    def __init__(self, spec: FeatureSpec):
+    ``skip_bad_rows``: a row whose label is null or out of set, or whose weight is null, negative
+    or not finite, gets weight 0 (learns nothing) and is counted in ``FeatureBlock.bad_rows``,
+    instead of stopping with an error.
+    """
+
+    def __init__(self, spec: FeatureSpec, skip_bad_rows: bool = False):
         self.spec = spec
+        self.skip_bad_rows = skip_bad_rows
         seeds = {c: hashing.column_seed(c, spec.hash_seed) for c in spec.feature_columns}
         self.seeds = seeds
         self.null_hash = {c: hashing.hash_bytes(hashing.NULL_TAG, s) for c, s in seeds.items()}
@@ -97,12 +104,19 @@ class Featurizer:
         for left, right, column, seed in self.cross_columns:
             hashing.cross_columns(cat, left, right, np.uint32(seed), column)
         labels = weights = None
+        bad = None
         if with_labels:
-            labels = labels_from_arrow(_column(batch, spec.label, where), spec.label, where,
-                                       self._label_kinds, first_row)
-            if spec.weight:
-                weights = weights_from_arrow(_column(batch, spec.weight, where), spec.weight, where, first_row)
-        return FeatureBlock(cat, num, num_values, labels, weights)
+            label = _column(batch, spec.label, where)
+            weight = _column(batch, spec.weight, where) if spec.weight else None
+            if self.skip_bad_rows:
+                label, weight, bad = _without_bad_rows(label, weight)
+            labels = labels_from_arrow(label, spec.label, where, self._label_kinds, first_row)
+            if weight is not None:
+                weights = weights_from_arrow(weight, spec.weight, where, first_row)
+            if bad is not None:
+                weights = np.ones(n, np.float32) if weights is None else weights
+                weights[bad] = 0.0
+        return FeatureBlock(cat, num, num_values, labels, weights, 0 if bad is None else int(bad.sum()))
 
     # -- categorical ---------------------------------------------------------------------------
 
@@ -177,6 +191,37 @@ def _bucket_table(seed: int) -> np.ndarray:
     if seed not in _BUCKET_TABLES:
         _BUCKET_TABLES[seed] = hashing.bucket_hashes(seed)
     return _BUCKET_TABLES[seed]
+
+
+def _without_bad_rows(label: pa.Array, weight: pa.Array | None):
+    """(label, weight, bad) with bad rows' label set to 0 and weight to 0; bad is None if none.
+
+    Bad: a null label, a numeric label not in {-1, 0, 1}, a null, negative or non-finite weight.
+    Problems of a whole column (its type) are left for the strict readers to report.
+    """
+    t = label.type
+    if pa.types.is_dictionary(t):
+        label = label.cast(t.value_type)
+        t = label.type
+    bad = np.asarray(pc.is_null(label).to_numpy(zero_copy_only=False), dtype=bool)
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        y = label.to_numpy(zero_copy_only=False)
+        with np.errstate(invalid="ignore"):
+            bad |= ~((y == 0) | (y == 1) | (y == -1))
+    elif not pa.types.is_boolean(t):
+        return label, weight, None
+    if weight is not None and (pa.types.is_integer(weight.type) or pa.types.is_floating(weight.type)):
+        w = weight.to_numpy(zero_copy_only=False).astype(np.float64)  # nulls become NaN
+        with np.errstate(invalid="ignore"):
+            bad_weight = ~np.isfinite(w) | (w < 0)
+        bad |= bad_weight
+        if bad_weight.any():
+            weight = pa.array(np.where(bad_weight, 0.0, w))
+    if not bad.any():
+        return label, weight, None
+    mask = pa.array(bad)
+    zero = pa.scalar(False if pa.types.is_boolean(t) else 0, type=t)
+    return pc.if_else(mask, zero, label), weight, bad
 
 
 def labels_from_arrow(arr: pa.Array, name: str, where: str, seen: set | None = None,

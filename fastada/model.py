@@ -186,8 +186,10 @@ def load(path: str | os.PathLike, *, mmap: bool = False, verify: bool | None = N
         raise FastadaError(f"{path}: is a fastada {kind} file, not a model")
     try:
         spec = FeatureSpec.from_dict(header["spec"])
-    except (KeyError, TypeError) as e:
+    except FastadaError as e:
         raise FastadaError(f"{path}: corrupt model header ({e})") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise FastadaError(f"{path}: corrupt model header (spec: {type(e).__name__}: {e})") from None
     weights = read("weights", (spec.slots + 1,))
     accumulators = read("accumulators", (spec.slots + 1,)) if "accumulators" in header["arrays"] else None
     return Model(spec, weights, accumulators, learn=header.get("learn"), summary=header.get("summary"))

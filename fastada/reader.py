@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from .config import FastadaError
+from .config import FastadaError, UnreadableData
 
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
 
@@ -47,8 +47,11 @@ class Chunk:
 class DataSet:
     """Parquet files (local paths, folders, globs or filesystem URIs) or an Arrow table."""
 
-    def __init__(self, data):
+    def __init__(self, data, skip_unreadable: bool = False):
+        """``skip_unreadable``: leave out files whose footer cannot be read (listed in
+        ``unreadable`` as messages) instead of raising :class:`UnreadableData`."""
         self._table: pa.Table | None = None
+        self.unreadable: list[str] = []
         self.files: list[tuple[pafs.FileSystem | None, str]] = []
         if isinstance(data, pa.RecordBatch):
             data = pa.Table.from_batches([data])
@@ -61,7 +64,7 @@ class DataSet:
             for p in paths:
                 self.files.extend(_resolve(os.fspath(p)))
         self._metadata: list[pq.FileMetaData] = []
-        self.schema = self._read_schema()
+        self.schema = self._read_schema(skip_unreadable)
         self.units = self._list_units()
         self.num_rows = sum(u.rows for u in self.units)
 
@@ -75,21 +78,51 @@ class DataSet:
                 return pq.ParquetFile(path, **kwargs)
             return pq.ParquetFile(fs.open_input_file(path), **kwargs)
         except FileNotFoundError:
-            raise FastadaError(f"{path}: file not found (was it removed?)") from None
+            raise UnreadableData(f"{path}: file not found (was it removed?)") from None
         except (pa.ArrowException, OSError) as e:
-            raise FastadaError(f"{path}: not a readable Parquet file ({_first_line(e)})") from None
+            raise UnreadableData(f"{path}: not a readable Parquet file ({_first_line(e)})") from None
 
-    def _read_schema(self) -> pa.Schema:
+    def _read_schema(self, skip_unreadable: bool) -> pa.Schema:
         if self._table is not None:
             return self._table.schema
-        schema = None
+        readable = []
         for i in range(len(self.files)):
-            pf = self._open(i)
-            self._metadata.append(pf.metadata)
-            file_schema = pf.schema_arrow
-            if schema is None:
-                schema = file_schema
+            try:
+                pf = self._open(i)
+                metadata = pf.metadata
+            except UnreadableData as e:
+                if not skip_unreadable:
+                    raise
+                self.unreadable.append(str(e))
+                continue
+            readable.append(self.files[i])
+            self._metadata.append(metadata)
+        if not readable:
+            raise UnreadableData(f"no readable Parquet file among {len(self.files)}: {self.unreadable[0]}")
+        self.files = readable
+        schema = self._metadata[0].schema.to_arrow_schema()
+        names = schema.names
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise FastadaError(f"{self.files[0][1]}: column name {duplicated[0]!r} appears more than once")
         return schema
+
+    def check_columns(self, kinds: dict[str, set[str]]) -> None:
+        """Refuse, before any reading, a file that lacks one of the columns or stores it with a type
+        of another kind. ``kinds``: column -> the type kinds it may have (see :func:`type_kind`)."""
+        for file in range(len(self.files) if self._table is None else 0):
+            schema = self.file_schema(file)
+            for name, allowed in kinds.items():
+                i = schema.get_field_index(name)
+                if i < 0:
+                    raise FastadaError(f"{self.files[file][1]}: column {name!r} is missing (the file has "
+                                       f"{', '.join(schema.names[:12])}{'...' if len(schema) > 12 else ''})")
+                kind = type_kind(schema.field(i).type)
+                if kind not in allowed:
+                    first = self.schema.field(name).type
+                    raise FastadaError(f"{self.files[file][1]}: column {name!r} has type {schema.field(i).type} "
+                                       f"but {first} in {self.files[0][1]}; a column must keep its kind "
+                                       f"({' or '.join(sorted(allowed - {'null'}))}) in every file")
 
     def _list_units(self) -> list[Unit]:
         if self._table is not None:
@@ -159,9 +192,9 @@ class DataSet:
                 yield Chunk(batch, unit, row, where)
                 row += batch.num_rows
         except FileNotFoundError:
-            raise FastadaError(f"{path}: file not found (was it removed?)") from None
+            raise UnreadableData(f"{path}: file not found (was it removed?)") from None
         except (pa.ArrowException, OSError) as e:
-            raise FastadaError(f"{where}: cannot be read ({_first_line(e)})") from None
+            raise UnreadableData(f"{where}: cannot be read ({_first_line(e)})") from None
 
 
 def _from(chunk: Chunk, start_row: int) -> Chunk:
@@ -215,6 +248,28 @@ def _resolve(spec: str) -> list[tuple[pafs.FileSystem | None, str]]:
 def _is_parquet_name(path: str) -> bool:
     base = os.path.basename(path)
     return not base.startswith((".", "_")) and base.lower().endswith(PARQUET_SUFFIXES)
+
+
+def type_kind(t: pa.DataType) -> str:
+    """The kind of an Arrow type as features see it: string, binary, integer, float, bool, null
+    or other (dictionaries by their values; large and view types like the plain ones)."""
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if (pa.types.is_string(t) or pa.types.is_large_string(t)
+            or getattr(pa.types, "is_string_view", lambda _: False)(t)):
+        return "string"
+    if (pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t)
+            or getattr(pa.types, "is_binary_view", lambda _: False)(t)):
+        return "binary"
+    if pa.types.is_integer(t):
+        return "integer"
+    if pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return "float"
+    if pa.types.is_boolean(t):
+        return "bool"
+    if pa.types.is_null(t):
+        return "null"
+    return "other"
 
 
 def default_roles(schema: pa.Schema, exclude: Sequence[str]) -> tuple[list[str], list[str]]:

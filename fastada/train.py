@@ -22,11 +22,11 @@ import numpy as np
 import pyarrow as pa
 
 from . import checkpoint, kernels
-from .config import FastadaError, FeatureSpec, LearnConfig, RunConfig, default_threads
+from .config import FastadaError, FeatureSpec, LearnConfig, RunConfig, UnreadableData, default_threads
 from .features import Featurizer, labels_from_arrow, weights_from_arrow
 from .metrics import Evaluation
 from .model import Model, atomic_write
-from .reader import DataSet, default_roles
+from .reader import DataSet, default_roles, type_kind
 
 
 def resolve_spec(dataset: DataSet, *, label: str, categorical: Sequence[str] | None = None,
@@ -73,6 +73,23 @@ def set_threads(threads: int | None) -> int:
     n = min(default_threads(), available) if threads is None else max(1, min(int(threads), available))
     numba.set_num_threads(n)
     return n
+
+
+def check_data(dataset: DataSet, spec: FeatureSpec, with_labels: bool = True) -> None:
+    """Every file has every column the spec reads, each of one kind across files: said before
+    hours of training, not when the reader reaches the file."""
+    numeric = {"integer", "float", "bool", "null"}
+    kinds: dict[str, set[str]] = {}
+    for name in spec.categorical:
+        i = dataset.schema.get_field_index(name)
+        kinds[name] = {type_kind(dataset.schema.field(i).type), "null"} if i >= 0 else {"null"}
+    for name in spec.numeric:
+        kinds[name] = numeric
+    if with_labels:
+        kinds[spec.label] = numeric
+        if spec.weight:
+            kinds[spec.weight] = numeric
+    dataset.check_columns(kinds)
 
 
 def _string_columns(dataset: DataSet, spec: FeatureSpec) -> list[str]:
@@ -193,6 +210,9 @@ class _State:
     best_rows: int = 0
     since_best: int = 0
     stopped_early: bool = False
+    bad_rows: int = 0                # rows learned with weight 0 (bad label or weight; skip mode)
+    skipped_rows: int = 0            # rows of row groups that could not be read (skip mode)
+    skipped_row_groups: int = 0
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -214,8 +234,12 @@ def fit(dataset: DataSet, spec: FeatureSpec, learn: LearnConfig, run: RunConfig 
         raise FastadaError(f"{dataset.name(0)}: the data set has no rows")
     if run.early_stop and valid is None and not learn.holdout_every:
         raise FastadaError("early stopping needs validation data (--valid) or a holdout (--holdout-every)")
+    check_data(dataset, spec)
+    if valid is not None:
+        check_data(valid, spec)
     threads = set_threads(learn.threads)
-    featurizer = Featurizer(spec)
+    skip = learn.bad_rows == "skip"
+    featurizer = Featurizer(spec, skip_bad_rows=skip)
     mask = np.uint32(spec.slots - 1)
     block_loss = np.zeros((threads, 4), dtype=np.float64)
     block_bias = np.zeros((threads, 2), dtype=np.float32)
@@ -227,6 +251,8 @@ def fit(dataset: DataSet, spec: FeatureSpec, learn: LearnConfig, run: RunConfig 
                 "eval_every_rows": run.eval_every_rows, "early_stop": run.early_stop}
     identity = json.loads(json.dumps(identity))  # as a checkpoint gives it back (lists, not tuples)
     note = on_note or (lambda text: None)
+    for problem in dataset.unreadable:
+        note(f"skipped an unreadable file: {problem}")
 
     state = _State(next_eval=run.eval_every_rows)
     table = best_table = None
@@ -308,13 +334,20 @@ def fit(dataset: DataSet, spec: FeatureSpec, learn: LearnConfig, run: RunConfig 
         return bool((every_rows and state.step - last_checkpoint[0] >= every_rows)
                     or (every_seconds and time.perf_counter() - last_checkpoint[1] >= every_seconds))
 
-    featurizers = [featurizer] + [Featurizer(spec) for _ in range(read_workers(threads) - 1)]
+    featurizers = [featurizer] + [Featurizer(spec, skip) for _ in range(read_workers(threads) - 1)]
 
     def blocks(task, worker: int) -> Iterator:
-        """The chunks of one row group from ``row`` on, hashed by this worker's featurizer."""
+        """The chunks of one row group from ``row`` on, hashed by this worker's featurizer; in
+        skip mode, an unreadable rest of the row group gives ``(None, error, pos, row)``."""
         pos, unit, row = task
-        for chunk in dataset.unit_chunks(unit, featurizer.columns, learn.chunk_rows, dictionary, row):
-            yield featurizers[worker](chunk.batch, chunk.where, first_row=chunk.row), chunk.where, pos, chunk.row
+        try:
+            for chunk in dataset.unit_chunks(unit, featurizer.columns, learn.chunk_rows, dictionary, row):
+                yield featurizers[worker](chunk.batch, chunk.where, first_row=chunk.row), chunk.where, pos, chunk.row
+                row = chunk.row + chunk.batch.num_rows
+        except UnreadableData as e:
+            if not skip:
+                raise
+            yield None, str(e), pos, row
 
     total_rows = dataset.num_rows * learn.epochs
     while state.epoch < learn.epochs and not state.stopped_early:
@@ -326,8 +359,15 @@ def fit(dataset: DataSet, spec: FeatureSpec, learn: LearnConfig, run: RunConfig 
         tasks = [(pos, units[pos], state.row if pos == state.unit_pos else 0)
                  for pos in range(state.unit_pos, len(units))]
         for block, where, pos, row in read_ahead(tasks, blocks, len(featurizers)):
-            n = block.rows
             unit = units[pos]
+            if block is None:  # skip mode: the rest of this row group cannot be read
+                note(f"skipped {unit.rows - row:,} rows: {where}")
+                state.skipped_rows += unit.rows - row
+                state.skipped_row_groups += 1
+                state.unit_pos, state.row = pos + 1, 0
+                continue
+            n = block.rows
+            state.bad_rows += block.bad_rows
             if n:
                 cat, num, values, labels = block.cat, block.num, block.num_values, block.labels
                 weights = block.weights if block.weights is not None else np.ones(n, np.float32)
@@ -385,6 +425,9 @@ def fit(dataset: DataSet, spec: FeatureSpec, learn: LearnConfig, run: RunConfig 
             save_checkpoint()
     if state.stopped_early and run.checkpoint_dir is not None:
         save_checkpoint()
+    if state.step == 0:
+        raise FastadaError(f"{dataset.name(0)}: no rows could be read "
+                           f"({state.skipped_row_groups} row groups skipped as unreadable)")
     final_epoch = min(state.epoch, learn.epochs - 1)
     settle(final_epoch)
     if not np.isfinite(table[:, kernels.WEIGHT]).all():
@@ -401,6 +444,10 @@ def fit(dataset: DataSet, spec: FeatureSpec, learn: LearnConfig, run: RunConfig 
         "progressive_logloss": state.train_loss / state.train_weight if state.train_weight else None,
         "threads": threads,
         "stopped_early": state.stopped_early,
+        "bad_rows": state.bad_rows,
+        "skipped_rows": state.skipped_rows,
+        "skipped_row_groups": state.skipped_row_groups,
+        "skipped_files": len(dataset.unreadable),
         "evaluations": state.history,
     }
     if run.early_stop:
@@ -462,6 +509,7 @@ def predict_batches(model: Model, data, *, threads: int | None = None, chunk_row
             raise FastadaError(f"{dataset.name(0)}: column {c!r} to keep not found "
                                f"(columns: {_list(dataset.schema.names)})")
     columns = list(dict.fromkeys([*spec.feature_columns, *keep]))
+    check_data(dataset, spec, with_labels=False)
     mask = np.uint32(spec.slots - 1)
     weights = np.asarray(model.weights)
 

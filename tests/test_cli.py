@@ -118,7 +118,7 @@ BAD_INPUT = {
     "checkpoints without a folder": (lambda d: [write(d / "x.parquet", pa.table({"label": [0, 1], "c": ["a", "b"]}))], ["--checkpoint-every-rows", "10"], "need a checkpoint folder"),
     "early stop with nothing to validate on": (lambda d: [write(d / "x.parquet", pa.table({"label": [0, 1], "c": ["a", "b"]}))], ["--early-stop", "2"], "early stopping needs validation data"),
     "validation data without the label": (lambda d: [write(d / "x.parquet", pa.table({"label": [0, 1], "c": ["a", "b"]})),
-                                                      "--valid", write(d / "v.parquet", pa.table({"c": ["a", "b"]}))], [], "v.parquet: label column 'label' not found"),
+                                                      "--valid", write(d / "v.parquet", pa.table({"c": ["a", "b"]}))], [], "v.parquet: column 'label' is missing"),
     "column missing in a later file": (lambda d: [write(d / "a.parquet", pa.table({"label": [0, 1], "c": ["a", "b"]})),
                                                    write(d / "b.parquet", pa.table({"label": [0, 1], "d": ["a", "b"]}))], [], "b.parquet: column 'c' is missing"),
 }
