@@ -268,7 +268,7 @@ def weights_from_arrow(arr: pa.Array, name: str, where: str, first_row: int = 0)
     bad = ~np.isfinite(w) | (w < 0)
     if bad.any():
         i = int(np.argmax(bad))
-        raise FastadaError(f"{where}, row {first_row + i}: weight column {name!r} has value {w[i]!r}; "
+        raise FastadaError(f"{where}, row {first_row + i}: weight column {name!r} has value {w[i].item()!r}; "
                            f"weights must be finite and >= 0")
     return w.astype(np.float32)
 

@@ -107,12 +107,13 @@ class DataSet:
             raise FastadaError(f"{self.files[0][1]}: column name {duplicated[0]!r} appears more than once")
         return schema
 
-    def check_columns(self, kinds: dict[str, set[str]]) -> None:
+    def check_columns(self, kinds: dict[str, tuple[set[str], str]]) -> None:
         """Refuse, before any reading, a file that lacks one of the columns or stores it with a type
-        of another kind. ``kinds``: column -> the type kinds it may have (see :func:`type_kind`)."""
+        of another kind. ``kinds``: column -> (the type kinds it may have, see :func:`type_kind`;
+        its role, for messages)."""
         for file in range(len(self.files) if self._table is None else 0):
             schema = self.file_schema(file)
-            for name, allowed in kinds.items():
+            for name, (allowed, role) in kinds.items():
                 i = schema.get_field_index(name)
                 if i < 0:
                     raise FastadaError(f"{self.files[file][1]}: column {name!r} is missing (the file has "
@@ -120,6 +121,10 @@ class DataSet:
                 kind = type_kind(schema.field(i).type)
                 if kind not in allowed:
                     first = self.schema.field(name).type
+                    if type_kind(first) == kind:
+                        raise FastadaError(f"{self.files[file][1]}: {role} column {name!r} has type "
+                                           f"{schema.field(i).type}; it must be "
+                                           f"{' or '.join(sorted(allowed - {'null'}))}")
                     raise FastadaError(f"{self.files[file][1]}: column {name!r} has type {schema.field(i).type} "
                                        f"but {first} in {self.files[0][1]}; a column must keep its kind "
                                        f"({' or '.join(sorted(allowed - {'null'}))}) in every file")

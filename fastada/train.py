@@ -79,16 +79,16 @@ def check_data(dataset: DataSet, spec: FeatureSpec, with_labels: bool = True) ->
     """Every file has every column the spec reads, each of one kind across files: said before
     hours of training, not when the reader reaches the file."""
     numeric = {"integer", "float", "bool", "null"}
-    kinds: dict[str, set[str]] = {}
+    kinds: dict[str, tuple[set[str], str]] = {}
     for name in spec.categorical:
         i = dataset.schema.get_field_index(name)
-        kinds[name] = {type_kind(dataset.schema.field(i).type), "null"} if i >= 0 else {"null"}
+        kinds[name] = ({type_kind(dataset.schema.field(i).type), "null"} if i >= 0 else {"null"}, "categorical")
     for name in spec.numeric:
-        kinds[name] = numeric
+        kinds[name] = (numeric, "numeric")
     if with_labels:
-        kinds[spec.label] = numeric
+        kinds[spec.label] = (numeric, "label")
         if spec.weight:
-            kinds[spec.weight] = numeric
+            kinds[spec.weight] = (numeric, "weight")
     dataset.check_columns(kinds)
 
 
@@ -385,11 +385,13 @@ def fit(dataset: DataSet, spec: FeatureSpec, learn: LearnConfig, run: RunConfig 
                 status = kernels.train_chunk(cat, num, values, labels, weights, held, table, clock, mask,
                                              np.int64(state.step), lr, learn.l1, learn.l2, learn.eps,
                                              threads, block_loss, block_bias, scores)
-                if status != kernels.STATUS_OK:
-                    raise FastadaError(f"{where}: training diverged (the loss is no longer finite) after "
-                                       f"{state.step:,} rows; lower --lr (now {learn.lr})")
-                state.step += n
                 sums = block_loss.sum(axis=0)
+                if status != kernels.STATUS_OK or sums[0] > DIVERGED_LOSS * sums[1]:
+                    what = "is no longer finite" if status != kernels.STATUS_OK else \
+                        f"averages {sums[0] / sums[1]:.3g} nats a row"
+                    raise FastadaError(f"{where}: training diverged (the progressive loss {what} in the "
+                                       f"chunk after {state.step:,} rows); lower --lr (now {lr:g})")
+                state.step += n
                 state.train_loss += float(sums[0])
                 state.train_weight += float(sums[1])
                 state.interval = [x + float(y) for x, y in zip(state.interval, sums)]
@@ -458,6 +460,10 @@ def fit(dataset: DataSet, spec: FeatureSpec, learn: LearnConfig, run: RunConfig 
 
 
 _NO_HOLDOUT = np.zeros(0, dtype=np.uint8)
+
+# A chunk whose rows lose more than this on average (the true label given probability e^-50)
+# is divergence, not learning: a model starts at log 2 = 0.69 nats a row.
+DIVERGED_LOSS = 50.0
 
 
 def _finite_or_none(x):

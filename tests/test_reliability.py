@@ -1,0 +1,365 @@
+"""Bad input, faults and hostile files: a clear one-line error or a documented, counted skip.
+
+Each case below is a promise listed in the README's "Reliability" section.
+"""
+
+import json
+import os
+import resource
+import signal
+import struct
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import fastada
+from fastada.cli import main
+from fastada.config import FastadaError
+from fastada.reader import DataSet
+
+
+def write(path, table, **kwargs):
+    pq.write_table(table, path, **kwargs)
+    return str(path)
+
+
+def two(**columns):
+    return pa.table({"label": pa.array([0, 1], pa.int8()), **columns})
+
+
+def run_cli(argv, capsys):
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err.strip()
+
+
+def many_rows(n=60_000):
+    rng = np.random.default_rng(0)
+    return pa.table({"label": rng.integers(0, 2, n).astype(np.int8),
+                     "c": pa.array([f"v{i % 5000}" for i in range(n)]), "x": rng.normal(size=n)})
+
+
+def raw_file(path, content: bytes) -> str:
+    path.write_bytes(content)
+    return str(path)
+
+
+def corrupt_middle(path):
+    raw = bytearray(open(path, "rb").read())
+    for i in range(len(raw) // 3, len(raw) // 3 + 3000, 7):
+        raw[i] ^= 0xFF
+    open(path, "wb").write(bytes(raw))
+    return path
+
+
+# -- data that fastada refuses: (files maker, extra options, message) ----------------------------
+
+REFUSED = {
+    "type changes int -> string between files": (
+        lambda d: [write(d / "a.parquet", two(c=[1, 2])), write(d / "b.parquet", two(c=["x", "y"]))], [],
+        "b.parquet: column 'c' has type string but int64 in"),
+    "type changes string -> int between files": (
+        lambda d: [write(d / "a.parquet", two(c=["x", "y"])), write(d / "b.parquet", two(c=[1, 2]))], [],
+        "b.parquet: column 'c' has type int64 but string in"),
+    "a list column named as a feature": (
+        lambda d: [write(d / "a.parquet", two(c=pa.array([[1], [2]])))], ["--categorical", "c"],
+        "column 'c' has type list<element: int64>, which cannot be a feature"),
+    "a struct column named numeric": (
+        lambda d: [write(d / "a.parquet", two(c=pa.array([{"a": 1}, {"a": 2}])))], ["--numeric", "c"],
+        "a.parquet: numeric column 'c' has type struct<a: int64>; it must be bool or float or integer"),
+    "duplicate column names": (
+        lambda d: [write(d / "a.parquet", pa.Table.from_arrays(
+            [pa.array([0, 1]), pa.array(["a", "b"]), pa.array(["c", "d"])], names=["label", "c", "c"]))], [],
+        "a.parquet: column name 'c' appears more than once"),
+    "a truncated Parquet file": (
+        lambda d: [raw_file(d / "a.parquet", open(write(d / "g.parquet", two(c=["x", "y"])), "rb").read()[:-30])],
+        [], "a.parquet: not a readable Parquet file"),
+    "a corrupted page": (
+        lambda d: [corrupt_middle(write(d / "a.parquet", many_rows(), row_group_size=20_000))], [],
+        "a.parquet, row group 1: cannot be read"),
+    "a label of text": (
+        lambda d: [write(d / "a.parquet", pa.table({"label": ["yes", "no"], "c": ["x", "y"]}))], [],
+        "a.parquet: label column 'label' has type string; it must be bool or float or integer"),
+    "a negative weight": (
+        lambda d: [write(d / "a.parquet", two(c=["x", "y"], w=[1.0, -2.0]))], ["--weight", "w"],
+        "row 1: weight column 'w' has value -2.0"),
+    "a NaN label": (
+        lambda d: [write(d / "a.parquet", pa.table({"label": [0.0, np.nan], "c": ["x", "y"]}))], [],
+        "row 1: label column 'label' has value nan"),
+    "every file unreadable": (
+        lambda d: [raw_file(d / "a.parquet", b"PAR1 garbage PAR1")],
+        ["--on-bad-rows", "skip"], "no readable Parquet file among 1"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_refused_input_gives_one_line_and_leaves_nothing(case, tmp_path, capsys):
+    make, extra, message = REFUSED[case]
+    out = tmp_path / "out"
+    out.mkdir()
+    code, _, err = run_cli(["train", *make(tmp_path), "--model", str(out / "m"), "--bits", "10", *extra], capsys)
+    assert code == 2
+    assert err.startswith("fastada: error: ") and "\n" not in err and "Traceback" not in err
+    assert message in err
+    assert list(out.iterdir()) == []
+
+
+# -- data that fastada accepts, and what it makes of it ------------------------------------------
+
+ACCEPTED = {
+    "extra columns in a later file are ignored": lambda d: [
+        write(d / "a.parquet", two(c=["x", "y"])), write(d / "b.parquet", two(c=["x", "y"], extra=[1, 2]))],
+    "an all-null column is a constant null feature": lambda d: [write(d / "a.parquet", two(c=["x", "y"], n=pa.array([None, None])))],
+    "NaN, inf and 1e308 are the missing feature or a bin": lambda d: [
+        write(d / "a.parquet", pa.table({"label": [0, 1, 1, 0], "x": [np.nan, np.inf, -np.inf, 1e308],
+                                         "y": [-1e308, 5e-324, 0.0, -0.0]}))],
+    "empty, 1 MB and non-UTF-8 values are hashed as bytes": lambda d: [
+        write(d / "a.parquet", pa.table({"label": [0, 1, 1], "s": ["", "x" * (1 << 20), "ünï"],
+                                         "b": pa.array([b"\xff\xfe", b"", b"\x00\x00"], pa.binary())}))],
+    "zero-row files and row groups are skipped": lambda d: [
+        write(d / "a.parquet", pa.table({"label": pa.array([], pa.int8()), "c": pa.array([], pa.string())})),
+        write(d / "b.parquet", pa.concat_tables([two(c=["x", "y"]).slice(0, 0), two(c=["x", "y"])]), row_group_size=2)],
+}
+
+
+@pytest.mark.parametrize("case", sorted(ACCEPTED))
+def test_accepted_input_trains_and_scores_finite(case, tmp_path, capsys):
+    files = ACCEPTED[case](tmp_path)
+    model = tmp_path / "m"
+    code, out, err = run_cli(["train", *files, "--model", str(model), "--bits", "12", "--quiet"], capsys)
+    assert code == 0, err
+    m = fastada.load(model)
+    assert np.isfinite(m.weights).all()
+    p = m.predict(files)
+    assert np.isfinite(p).all() and ((p > 0) & (p < 1)).all()
+
+
+# -- skip mode: counted, reported, and the good rows learned -------------------------------------
+
+def test_skip_mode_counts_bad_rows_and_unreadable_files_and_row_groups(tmp_path, capsys):
+    good = many_rows(40_000)
+    files = [
+        write(tmp_path / "a.parquet", good, row_group_size=10_000),
+        corrupt_middle(write(tmp_path / "b.parquet", many_rows(), row_group_size=20_000)),
+        write(tmp_path / "c.parquet", pa.table({"label": pa.array([0, 1, None, 7, 0, 1], pa.int64()),
+                                                "c": ["a", "b", "c", "d", "e", "f"], "x": [1.0] * 6})),
+    ]
+    (tmp_path / "d.parquet").write_bytes(b"not parquet at all")
+    files.append(str(tmp_path / "d.parquet"))
+    code, out, err = run_cli(["train", *files, "--model", str(tmp_path / "m"), "--bits", "14",
+                              "--on-bad-rows", "skip", "--threads", "1"], capsys)
+    assert code == 0, err
+    s = fastada.load(tmp_path / "m").summary
+    assert s["bad_rows"] == 2  # the null label and the 7
+    assert s["skipped_files"] == 1 and s["skipped_row_groups"] == 1 and s["skipped_rows"] == 20_000
+    assert s["rows"] == 40_000 + 40_000 + 6
+    assert "skipped an unreadable file: " in err and "d.parquet" in err
+    assert "b.parquet, row group 1: cannot be read" in err
+    assert "skipped (--on-bad-rows skip): 2 rows with a bad label or weight, 20,000 rows of 1 " in out
+
+
+def test_skip_mode_gives_bad_rows_no_weight(tmp_path):
+    table = pa.table({"label": pa.array([1, None, 5, 0], pa.int64()), "c": ["a", "only-bad-1", "only-bad-2", "b"]})
+    model = fastada.train(table, label="label", bits=16, threads=1, bad_rows="skip")
+    clean = fastada.train(table.filter(pa.array([True, False, False, True])), label="label", bits=16, threads=1)
+    assert model.summary["bad_rows"] == 2
+    np.testing.assert_array_equal(model.weights, clean.weights)
+
+
+def test_a_file_removed_while_training_is_named(tmp_path):
+    files = [write(tmp_path / f"{i}.parquet", two(c=["x", "y"])) for i in range(3)]
+    dataset = DataSet(files)
+    os.unlink(files[2])
+    with pytest.raises(FastadaError, match=r"2.parquet: file not found \(was it removed\?\)"):
+        fastada.train(dataset, label="label", bits=8, threads=1)
+    model = fastada.train(dataset, label="label", bits=8, threads=1, bad_rows="skip")
+    assert model.summary["skipped_row_groups"] == 1 and model.summary["rows"] == 4
+
+
+# -- model and checkpoint files --------------------------------------------------------------------
+
+@pytest.fixture
+def model_file(tmp_path, rng):
+    from conftest import small_table
+    path = tmp_path / "m.fastada"
+    fastada.train(small_table(rng), label="label", bits=10, threads=1).save(path)
+    return path
+
+
+def rewrite_header(path, change):
+    raw = path.read_bytes()
+    n = struct.unpack("<Q", raw[8:16])[0]
+    header = json.loads(raw[20:20 + n])
+    change(header)
+    body = json.dumps(header).encode().ljust(n)
+    path.write_bytes(raw[:8] + struct.pack("<QI", len(body), zlib.crc32(body)) + body + raw[20 + n:])
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda h: h.update(format_version=2), "format version 2 is not supported"),
+    (lambda h: h["arrays"]["weights"].update(shape=[10**14], nbytes=4 * 10**14), r"expected float32 \(1025,\)"),
+    (lambda h: h["arrays"]["weights"].update(offset=-64), "truncated file"),
+    (lambda h: h["arrays"]["weights"].update(offset=10**15), "truncated file"),
+    (lambda h: h["spec"].update(bits=40), "bits must be an integer in 1..31"),
+    (lambda h: h.update(spec="nonsense"), "corrupt model header"),
+    (lambda h: h.update(kind="checkpoint"), "is a fastada checkpoint file, not a model"),
+    (lambda h: h["arrays"].pop("weights"), "no weights array"),
+])
+def test_altered_model_headers_are_refused(model_file, change, message):
+    rewrite_header(model_file, change)
+    with pytest.raises(FastadaError, match=message):
+        fastada.load(model_file)
+
+
+def test_a_model_of_another_configuration_is_refused_by_predict(model_file, tmp_path, capsys):
+    other = write(tmp_path / "other.parquet", pa.table({"label": [0, 1], "zz": ["a", "b"]}))
+    code, _, err = run_cli(["predict", "--model", str(model_file), other, "--out", str(tmp_path / "p.parquet")], capsys)
+    assert code == 2 and "other.parquet: column 'word' is missing" in err
+    assert not (tmp_path / "p.parquet").exists()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_damaged_model_files_are_refused_or_read_exactly(model_file, data):
+    raw = model_file.read_bytes()
+    original = fastada.load(model_file)
+    kind = data.draw(st.sampled_from(["truncate", "flip", "random"]))
+    if kind == "truncate":
+        damaged = raw[: data.draw(st.integers(0, len(raw) - 1))]
+    elif kind == "flip":
+        i = data.draw(st.integers(0, len(raw) - 1))
+        damaged = raw[:i] + bytes([raw[i] ^ data.draw(st.integers(1, 255))]) + raw[i + 1:]
+    else:
+        damaged = data.draw(st.binary(max_size=400))
+    path = model_file.with_suffix(".damaged")
+    path.write_bytes(damaged)
+    try:
+        loaded = fastada.load(path)
+    except FastadaError:
+        return
+    # only bytes no checksum covers (padding between arrays) may change without an error
+    np.testing.assert_array_equal(loaded.weights, original.weights)
+
+
+# -- hostile schemas and values, generated -----------------------------------------------------
+
+ARROW_TYPES = [pa.int8(), pa.int32(), pa.int64(), pa.uint64(), pa.float32(), pa.float64(), pa.string(),
+               pa.large_string(), pa.binary(), pa.bool_(), pa.dictionary(pa.int32(), pa.string()), pa.null()]
+
+
+def values_of(t):
+    if pa.types.is_dictionary(t) or pa.types.is_string(t) or pa.types.is_large_string(t):
+        return st.one_of(st.none(), st.text(max_size=30))
+    if pa.types.is_binary(t):
+        return st.one_of(st.none(), st.binary(max_size=30))
+    if pa.types.is_boolean(t):
+        return st.one_of(st.none(), st.booleans())
+    if pa.types.is_floating(t):
+        return st.one_of(st.none(), st.floats(width=t.bit_width, allow_nan=True, allow_infinity=True))
+    if pa.types.is_null(t):
+        return st.none()
+    info = np.iinfo(t.to_pandas_dtype())
+    return st.one_of(st.none(), st.integers(int(info.min), int(info.max)))
+
+
+@st.composite
+def hostile_tables(draw):
+    n = draw(st.integers(1, 40))
+    columns = {"label": pa.array(draw(st.lists(st.sampled_from([0, 1]), min_size=n, max_size=n)), pa.int8())}
+    for i in range(draw(st.integers(1, 5))):
+        t = draw(st.sampled_from(ARROW_TYPES))
+        values = draw(st.lists(values_of(t), min_size=n, max_size=n))
+        if pa.types.is_dictionary(t):
+            columns[f"c{i}"] = pa.array(values, pa.string()).dictionary_encode()
+        else:
+            columns[f"c{i}"] = pa.array(values, t)
+    return pa.table(columns)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(table=hostile_tables())
+def test_any_schema_and_values_train_or_give_a_clear_error(tmp_path, table):
+    path = write(tmp_path / "h.parquet", table, row_group_size=max(1, table.num_rows // 3))
+    try:
+        model = fastada.train(path, label="label", bits=8, threads=1, chunk_rows=7, crosses=[])
+    except FastadaError as e:
+        assert "h.parquet" in str(e) or "column" in str(e)
+        return
+    assert np.isfinite(model.weights).all()
+    p = model.predict(path)
+    assert p.shape == (table.num_rows,) and np.isfinite(p).all()
+
+
+# -- faults ----------------------------------------------------------------------------------
+
+def small_file_limit():
+    """In the child: writes past 256 KiB fail with EFBIG, as a full disk fails them with ENOSPC."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, 256 * 1024))
+
+
+def test_a_full_disk_keeps_the_previous_model_and_says_so(tmp_path):
+    data = write(tmp_path / "d.parquet", many_rows(2000))
+    model = tmp_path / "m.fastada"
+    base = [sys.executable, "-m", "fastada.cli", "train", data, "--model", str(model), "--quiet", "--threads", "1"]
+    subprocess.run(base + ["--bits", "12"], check=True)  # 32 KiB: fits
+    before = model.read_bytes()
+    proc = subprocess.run(base + ["--bits", "20"], preexec_fn=small_file_limit, capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert "m.fastada: cannot write (File too large); the previous file is unchanged" in proc.stderr
+    assert model.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.parquet", "m.fastada"]
+
+
+def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one_and_resume_is_exact(tmp_path, monkeypatch):
+    from fastada import checkpoint
+    data = write(tmp_path / "d.parquet", many_rows(20_000))
+    settings = dict(label="label", bits=12, threads=1, chunk_rows=2000, checkpoint_every_rows=4000,
+                    shuffle=True, epochs=2)
+    reference = fastada.train(data, **settings, checkpoint_dir=tmp_path / "ref")
+    real_fsync, calls = os.fsync, []
+
+    def fsync_fails_after_three(fd):  # delayed-allocation filesystems report ENOSPC at fsync
+        calls.append(fd)
+        if len(calls) > 3:
+            raise OSError(28, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync_fails_after_three)
+    with pytest.raises(FastadaError, match="cannot write .No space left on device.; the previous file is unchanged"):
+        fastada.train(data, **settings, checkpoint_dir=tmp_path / "ck")
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert not list((tmp_path / "ck").glob(".*tmp"))
+    found, skipped = checkpoint.newest(str(tmp_path / "ck"))
+    assert found is not None and not skipped
+    resumed = fastada.train(data, **settings, checkpoint_dir=tmp_path / "ck", resume=True)
+    assert np.array_equal(resumed.weights, reference.weights)
+
+
+@pytest.mark.parametrize("lr", [1e30, 3e38])
+def test_a_diverging_learning_rate_is_reported_not_saved(tmp_path, capsys, lr):
+    # 1e30 keeps every number finite (a loss of ~1e30 nats a row); 3e38 overflows float32
+    data = write(tmp_path / "d.parquet", pa.table({"label": [0, 1] * 500, "x": [1e30] * 1000}))
+    code, _, err = run_cli(["train", data, "--model", str(tmp_path / "m"), "--lr", str(lr), "--bits", "8"], capsys)
+    assert code == 2 and "training diverged" in err and "lower --lr" in err
+    assert not (tmp_path / "m").exists()
+
+
+def test_sigmoid_and_loss_stay_finite_for_any_margin():
+    from fastada import kernels
+    for z in (-np.inf, -1e308, -745.0, -1.0, 0.0, 1.0, 745.0, 1e308, np.inf):
+        for y in (0.0, 1.0):
+            if np.isfinite(z):
+                assert np.isfinite(kernels.logistic_loss(z, y))
+    p = np.empty(3)
+    kernels.predict_chunk(np.zeros((3, 1), np.uint32), np.zeros((3, 1), np.uint32),
+                          np.array([[1e38], [-1e38], [0]], np.float32),
+                          np.array([3e38, 3e38], np.float32), np.uint32(0), 1, p)
+    assert np.isfinite(p).all() and p[0] == 1.0 and p[1] == 0.0
