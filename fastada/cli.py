@@ -312,6 +312,8 @@ def _predict(args) -> int:
 
 def _inspect(args) -> int:
     import numpy as np
+    if args.top < 0 or args.scan_rows < 0:
+        raise FastadaError("--top and --scan-rows must be >= 0")
 
     from .api import load
     from .train import describe_slots

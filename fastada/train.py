@@ -70,6 +70,8 @@ def _list(names) -> str:
 def set_threads(threads: int | None) -> int:
     """Use ``threads`` Numba threads (capped at NUMBA_NUM_THREADS, fixed at start-up)."""
     available = numba.config.NUMBA_NUM_THREADS
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise FastadaError(f"threads must be an integer >= 1, got {threads!r}")
     n = min(default_threads(), available) if threads is None else max(1, min(int(threads), available))
     numba.set_num_threads(n)
     return n
@@ -505,6 +507,8 @@ class _JsonLog:
 def predict_batches(model: Model, data, *, threads: int | None = None, chunk_rows: int = 65536,
                     keep: Sequence[str] = ()) -> Iterator[tuple[np.ndarray, pa.RecordBatch, str]]:
     """(probabilities, batch of the ``keep`` columns, (where, first row)) per chunk, in order."""
+    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or not 1 <= chunk_rows <= 2**26:
+        raise FastadaError(f"chunk_rows must be an integer in 1..{2**26}, got {chunk_rows!r}")
     dataset = data if isinstance(data, DataSet) else DataSet(data)
     blocks = set_threads(threads)
     spec = model.spec

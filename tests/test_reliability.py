@@ -363,3 +363,43 @@ def test_sigmoid_and_loss_stay_finite_for_any_margin():
                           np.array([[1e38], [-1e38], [0]], np.float32),
                           np.array([3e38, 3e38], np.float32), np.uint32(0), 1, p)
     assert np.isfinite(p).all() and p[0] == 1.0 and p[1] == 0.0
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "{d}", "--epochs", "0"], "epochs must be an integer in 1..1000000, got 0"),
+    (["train", "{d}", "--threads", "0"], "threads must be an integer in 1..4096, got 0"),
+    (["train", "{d}", "--chunk-rows", "0"], "chunk_rows must be an integer in 1.."),
+    (["train", "{d}", "--bits", "32"], "bits must be an integer in 1..31"),
+    (["train", "{d}", "--hash-seed", "-1"], "hash_seed must be an integer in 0..4294967295"),
+    (["train", "{d}", "--lr", "nan"], "lr must be a positive number, got nan"),
+    (["train", "{d}", "--lr", "inf"], "lr must be a positive number, got inf"),
+    (["train", "{d}", "--l2", "inf"], "l2 must be a number >= 0, got inf"),
+    (["train", "{d}", "--initial-accumulator", "-1"], "initial_accumulator must be a number >= 0"),
+    (["train", "{d}", "--lr-decay", "1.5"], "lr_decay must be a number in (0, 1]"),
+    (["train", "{d}", "--holdout-every", "-3"], "holdout_every must be an integer in 2.."),
+    (["train", "{d}", "--eval-every-rows", "-1"], "eval_every_rows must be an integer in 0.."),
+    (["train", "{d}", "--early-stop", "-1"], "early_stop must be an integer in 0..1000000"),
+    (["train", "{d}", "--checkpoint-dir", "{t}/ck", "--keep-checkpoints", "0"], "keep_checkpoints must be an integer in 1.."),
+    (["train", "{d}", "--checkpoint-dir", "{t}/ck", "--checkpoint-every-seconds", "-1"], "checkpoint_every_seconds must be a number >= 0"),
+    (["train", "{d}", "--categorical", "c", "--numeric", "c"], "column 'c' is named both categorical and numeric"),
+    (["train", "{d}", "--label", "c"], "label column 'c' has type string"),
+    (["train", "{d}", "--weight", "nope"], "weight column 'nope' not found"),
+    (["train", "{d}", "--cross", "c*zz"], "cross c*zz: column 'zz' is not a categorical or numeric feature"),
+    (["train", "{d}", "--model", "{t}/no/such/folder/m"], "folder {t}/no/such/folder does not exist"),
+    (["eval", "{d}", "--threads", "0"], "threads must be an integer >= 1, got 0"),
+    (["predict", "{d}", "--out", "{t}/p.parquet", "--chunk-rows", "0"], "chunk_rows must be an integer in 1.."),
+    (["inspect", "{t}/m", "--top", "-1"], "--top and --scan-rows must be >= 0"),
+    (["gen", "--rows", "-1", "--out", "{t}/g"], "--rows and --test-rows must be >= 0"),
+])
+def test_options_out_of_range_or_in_conflict_are_refused(tmp_path, capsys, argv, message):
+    d = write(tmp_path / "d.parquet", two(c=["x", "y"]))
+    assert main(["train", d, "--model", str(tmp_path / "m"), "--quiet"]) == 0
+    before = (tmp_path / "m").read_bytes()
+    capsys.readouterr()
+    argv = [a.format(d=d, t=tmp_path) for a in argv]
+    if argv[0] in ("eval", "predict") or (argv[0] == "train" and "--model" not in argv):
+        argv += ["--model", str(tmp_path / "m")]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and err.startswith("fastada: error: ") and "\n" not in err
+    assert message.format(t=tmp_path) in err
+    assert (tmp_path / "m").read_bytes() == before
