@@ -190,7 +190,7 @@ def _train(args) -> int:
     progress.close()
     s = model.summary
     print(f"trained {s['rows']:,} rows in {s['seconds']:.2f} s ({s['rows_per_second']:,} rows/s, "
-          f"{s['threads']} threads), progressive logloss {_fmt(s['progressive_logloss'])}; "
+          f"{_threads(s['threads'])}), progressive logloss {_fmt(s['progressive_logloss'])}; "
           f"model written to {args.model}")
     if s.get("bad_rows") or s.get("skipped_rows") or s.get("skipped_files"):
         print(f"skipped (--on-bad-rows skip): {s['bad_rows']:,} rows with a bad label or weight, "
@@ -403,7 +403,7 @@ def _demo(args) -> int:
     model = api.train(os.path.join(args.out, "train.parquet"), label="label", model=model_path,
                       threads=args.threads)
     s = model.summary
-    print(f"  trained in {s['seconds']:.2f} s: {s['rows_per_second']:,} rows/s on {s['threads']} threads "
+    print(f"  trained in {s['seconds']:.2f} s: {s['rows_per_second']:,} rows/s on {_threads(s['threads'])} "
           f"(one pass, 2^{model.spec.bits} slots)")
     result = model.evaluate(os.path.join(args.out, "test.parquet"), threads=args.threads)
     print()
@@ -415,6 +415,10 @@ def _demo(args) -> int:
     print(f"  {'train rows/s':<22}{s['rows_per_second']:>10,}")
     print(f"\n  model: {model_path}; try: fastada eval --model {model_path} {args.out}/test.parquet")
     return 0
+
+
+def _threads(n: int) -> str:
+    return f"{n} thread" + ("" if n == 1 else "s")
 
 
 def _first_line(e: Exception) -> str:
