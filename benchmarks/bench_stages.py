@@ -105,7 +105,7 @@ def main():
             n = blk.rows
             kernels.train_chunk(blk.cat, blk.num, blk.num_values, blk.labels, np.ones(n, np.float32),
                                 np.zeros(0, np.uint8), table, clock, mask, np.int64(step), 0.1, 0.0, 0.0,
-                                1e-8, threads, loss, bias, np.empty(n, np.float32))
+                                1e-8, threads, loss, bias)
             step += n
 
     def ceiling(threads):

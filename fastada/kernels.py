@@ -108,15 +108,14 @@ def _adagrad(table, slot, g, lr, eps):
 
 @njit(cache=True, parallel=True, nogil=True)
 def train_chunk(cat, num, num_values, labels, row_weights, held, table, clock, mask, step0,
-                lr, l1, l2, eps, blocks, block_loss, block_bias, scores):
+                lr, l1, l2, eps, blocks, block_loss, block_bias):
     """Learn one chunk; row r of the chunk is global step ``step0 + r + 1``.
 
     cat: uint32 (rows, k_cat) hashes of features with value 1; num / num_values: uint32 hashes and
     float32 values (rows, k_num); labels and row_weights: float32 (rows,). ``held``: uint8 (rows,)
     or empty; a row with ``held[r] != 0`` is held out: scored, never learned (it still counts as a
     step, an example with zero gradient). ``mask`` is ``slots - 1``.
-    Outputs: ``scores[r]`` (float32) the probability row r received before it was learned;
-    ``block_loss[b] = (weighted loss, weight) of learned rows, then (weighted loss, weight) of
+    Outputs: ``block_loss[b] = (weighted loss, weight) of learned rows, then (weighted loss, weight) of
     held-out rows`` for block b; ``block_bias`` (blocks, 2) is scratch for each block's final bias
     and its accumulator. Returns a status.
     """
@@ -153,15 +152,13 @@ def train_chunk(cat, num, num_values, labels, row_weights, held, table, clock, m
                 z += table[s, WEIGHT] * num_values[r, j]
             y = np.float64(labels[r])
             rw = np.float64(row_weights[r])
-            p = _sigmoid(z)
-            scores[r] = p
             if holdout and held[r] != 0:
                 held_loss += rw * logistic_loss(z, y)
                 held_weight += rw
                 continue
             loss_sum += rw * logistic_loss(z, y)
             weight_sum += rw
-            g0 = (p - y) * rw
+            g0 = (_sigmoid(z) - y) * rw
             bias_g += np.float32(g0 * g0)
             bias_w -= np.float32(lr * g0 / (np.sqrt(np.float64(bias_g)) + eps))
             for j in range(cat.shape[1]):

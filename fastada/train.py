@@ -383,10 +383,9 @@ def fit(dataset: DataSet, spec: FeatureSpec, learn: LearnConfig, run: RunConfig 
                     cat, num, values, labels, weights = cat[order], num[order], values[order], labels[order], weights[order]
                     if held.size:
                         held = held[order]
-                scores = np.empty(n, np.float32)
                 status = kernels.train_chunk(cat, num, values, labels, weights, held, table, clock, mask,
                                              np.int64(state.step), lr, learn.l1, learn.l2, learn.eps,
-                                             threads, block_loss, block_bias, scores)
+                                             threads, block_loss, block_bias)
                 sums = block_loss.sum(axis=0)
                 if status != kernels.STATUS_OK or sums[0] > DIVERGED_LOSS * sums[1]:
                     what = "is no longer finite" if status != kernels.STATUS_OK else \
