@@ -101,9 +101,11 @@ def _settle(table, clock, slot, now, lr, l1, l2, eps):
 
 @njit(cache=True, inline="always")
 def _adagrad(table, slot, g, lr, eps):
-    acc = table[slot, ACCUMULATOR] + np.float32(g * g)
+    # float32 arithmetic: the state is float32, and float32 sqrt/divide have twice the throughput
+    g32 = np.float32(g)
+    acc = table[slot, ACCUMULATOR] + g32 * g32
     table[slot, ACCUMULATOR] = acc
-    table[slot, WEIGHT] -= np.float32(lr * g / (np.sqrt(np.float64(acc)) + eps))
+    table[slot, WEIGHT] -= np.float32(lr) * g32 / (np.sqrt(acc) + np.float32(eps))
 
 
 @njit(cache=True, parallel=True, nogil=True)
