@@ -146,6 +146,7 @@ def hash_integer_column(values, validity, offset, seed, null_hash, out, column):
 
 
 BUCKET_OFFSET = 4096  # bins of finite float64 values lie in -2840..2839
+_SMALL = 1024  # integers below this take log1p from a table made per call (same function)
 
 
 def bucket_hashes(bucket_seed: int) -> np.ndarray:
@@ -177,6 +178,9 @@ def numeric_column(values, validity, offset, value_hash, missing_hash, bucket_ta
     bucket seed, or a "missing" bin of its own (``bucket_table`` from :func:`bucket_hashes`).
     """
     missing_bucket = bucket_table[bucket_table.size - 1]
+    small = np.empty(_SMALL, dtype=np.float64)  # log1p of the small counts most columns hold
+    for k in range(_SMALL):
+        small[k] = np.log1p(np.float64(k))
     for i in range(values.size):
         x = np.float64(values[i])
         present = is_valid(validity, offset, i) and np.isfinite(x)
@@ -187,7 +191,9 @@ def numeric_column(values, validity, offset, value_hash, missing_hash, bucket_ta
             if bucket_column >= 0:
                 bucket_hashes[i, bucket_column] = missing_bucket
             continue
-        log = np.log1p(abs(x))
+        a = abs(x)
+        k = np.int64(a) if a < _SMALL else -1
+        log = small[k] if k >= 0 and k == a else np.log1p(a)
         if value_column >= 0:
             value_hashes[i, value_column] = value_hash
             value_values[i, value_column] = np.float32(log if x > 0 else 0.0)
