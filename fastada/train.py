@@ -266,8 +266,12 @@ def fit(dataset: DataSet, spec: FeatureSpec, learn: LearnConfig, run: RunConfig 
             note(f"no checkpoint in {run.checkpoint_dir}: starting from the beginning")
         else:
             _check_identity(found.path, found.state.get("identity", {}), identity)
-            state = _State(**found.state["progress"])
-            table = found.arrays["table"]
+            try:
+                state = _State(**found.state["progress"])
+                table = found.arrays["table"]
+            except (KeyError, TypeError) as e:
+                raise FastadaError(f"{found.path}: a checkpoint this fastada cannot resume "
+                                   f"({type(e).__name__}: {e}); was it written by another version?") from None
             best_table = found.arrays.get("best")
             note(f"resumed from {found.path}: epoch {state.epoch + 1}, {state.step:,} rows seen")
     if table is None:
