@@ -20,13 +20,13 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import time
 
 import numpy as np
+from machine import describe as describe_machine
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -201,7 +201,7 @@ def main():
             runs.append(r)
             print(f"{r['system']:<22} {r['train_rows_per_s']:>12,.0f} rows/s  logloss {r['logloss']:.4f}  "
                   f"AUC {r['auc']:.4f}  peak RSS {r['peak_rss_mb']:,.0f} MB", file=sys.stderr)
-    machine = f"{platform.machine()}, {cores} cores, {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.0f} GiB"
+    machine = describe_machine()
     result = {"date": datetime.date.today().isoformat(), "machine": machine, "rows": rows, "bits": args.bits, "runs": runs}
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(result, f, indent=2)

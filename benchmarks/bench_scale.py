@@ -17,7 +17,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import tempfile
 import time
 
 import pyarrow.parquet as pq
+from machine import describe as describe_machine
 
 
 def run(argv, env=None) -> tuple[float, str]:
@@ -66,7 +66,7 @@ def main():
     work = tempfile.mkdtemp(prefix="fastada-scale-")
     model = os.path.join(work, "m.fastada")
     report = {"date": datetime.date.today().isoformat(),
-              "machine": f"{platform.machine()}, {cores} cores, {_ram_gib():.0f} GiB", "rows": rows}
+              "machine": describe_machine(), "rows": rows}
 
     # memory: N rows vs 10 N rows (the file ten times)
     ten = os.path.join(work, "ten")
@@ -117,13 +117,6 @@ def main():
     c = report["cold_start_seconds"]
     print(f"\ncold start: first `fastada train` on 1,000 rows {c['first_train_compiling']} s (compiling), "
           f"second {c['second_train_cached']} s (cached); `import fastada` {c['import_fastada']} s")
-
-
-def _ram_gib() -> float:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    except (ValueError, OSError):
-        return float("nan")
 
 
 if __name__ == "__main__":

@@ -18,12 +18,12 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import time
 
 import numba
 import numpy as np
+from machine import describe as describe_machine
 from numba import njit, prange
 
 import fastada
@@ -126,7 +126,7 @@ def main():
         results[f"learn_{t}"] = median_rate(lambda t=t: learn_all(t), rows, args.repeat)
         results[f"ceiling_{t}"] = median_rate(lambda t=t: ceiling(t), rows, args.repeat)
         results[f"end_to_end_{t}"] = median_rate(lambda t=t: end_to_end(t), rows, args.repeat)
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, {_ram_gib():.0f} GiB"
+    machine = describe_machine()
     report = {"date": datetime.date.today().isoformat(), "machine": machine, "rows": rows,
               "bits": args.bits, "features_per_row": int(blocks[0].cat.shape[1] + blocks[0].num.shape[1]),
               "rows_per_second": {k: round(v) for k, v in results.items()}}
@@ -148,13 +148,6 @@ def main():
     if "learn_2" in results:
         print(f"learning kernel, 2 threads / 1 thread: {results['learn_2'] / results['learn_1']:.2f}x; "
               f"ceiling: {results['ceiling_2'] / results['ceiling_1']:.2f}x")
-
-
-def _ram_gib() -> float:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    except (ValueError, OSError):
-        return float("nan")
 
 
 if __name__ == "__main__":
