@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from . import checkpoint, kernels
 from .config import FastadaError, FeatureSpec, LearnConfig, RunConfig, UnreadableData, default_threads
-from .features import Featurizer, labels_from_arrow, weights_from_arrow
+from .features import FeatureBlock, Featurizer, labels_from_arrow, weights_from_arrow
 from .metrics import Evaluation
 from .model import Model, atomic_write
 from .reader import DataSet, default_roles, type_kind
@@ -231,237 +231,275 @@ def fit(dataset: DataSet, spec: FeatureSpec, learn: LearnConfig, run: RunConfig 
     ``on_note`` one-line remarks (a resumed checkpoint, a skipped damaged one); setting ``stop``
     ends the run after the current chunk with a checkpoint, raising :class:`Stopped`.
     """
-    run = run or RunConfig()
-    if dataset.num_rows == 0:
-        raise FastadaError(f"{dataset.name(0)}: the data set has no rows")
-    if run.early_stop and valid is None and not learn.holdout_every:
-        raise FastadaError("early stopping needs validation data (--valid) or a holdout (--holdout-every)")
-    check_data(dataset, spec)
-    if valid is not None:
-        check_data(valid, spec)
-    threads = set_threads(learn.threads)
-    skip = learn.bad_rows == "skip"
-    featurizer = Featurizer(spec, skip_bad_rows=skip)
-    mask = np.uint32(spec.slots - 1)
-    block_loss = np.zeros((threads, 4), dtype=np.float64)
-    block_bias = np.zeros((threads, 2), dtype=np.float32)
-    dictionary = _string_columns(dataset, spec)
-    regularise = learn.l1 > 0 or learn.l2 > 0
-    unit_start = dict(zip(dataset.units, np.cumsum([0] + [u.rows for u in dataset.units]).tolist()))
-    identity = {"spec": spec.to_dict(), "learn": {k: v for k, v in learn.to_dict().items() if k != "threads"},
-                "data": dataset.fingerprint(), "valid": valid.fingerprint() if valid is not None else None,
-                "eval_every_rows": run.eval_every_rows, "early_stop": run.early_stop}
-    identity = json.loads(json.dumps(identity))  # as a checkpoint gives it back (lists, not tuples)
-    note = on_note or (lambda text: None)
-    for problem in dataset.unreadable:
-        note(f"skipped an unreadable file: {problem}")
+    return _Training(dataset, spec, learn, run or RunConfig(), valid, on_chunk, on_evaluation,
+                     on_note or (lambda text: None), stop).run()
 
-    state = _State(next_eval=run.eval_every_rows)
-    table = best_table = None
-    if run.resume:
-        found, skipped = checkpoint.newest(run.checkpoint_dir)
-        for reason in skipped:
-            note(f"skipped a damaged checkpoint: {reason}")
-        if found is None:
-            note(f"no checkpoint in {run.checkpoint_dir}: starting from the beginning")
-        else:
-            _check_identity(found.path, found.state.get("identity", {}), identity)
-            try:
-                state = _State(**found.state["progress"])
-                table = found.arrays["table"]
-            except (KeyError, TypeError) as e:
-                raise FastadaError(f"{found.path}: a checkpoint this fastada cannot resume "
-                                   f"({type(e).__name__}: {e}); was it written by another version?") from None
-            best_table = found.arrays.get("best")
-            note(f"resumed from {found.path}: epoch {state.epoch + 1}, {state.step:,} rows seen")
-    if table is None:
-        table = kernels.new_table(spec.slots, learn.initial_accumulator)
-    if table.shape != (spec.slots + 1, kernels.SLOT_WIDTH):
-        raise FastadaError(f"checkpoint table has shape {table.shape}, expected {(spec.slots + 1, kernels.SLOT_WIDTH)}")
-    clock = table.view(np.int64)
-    log = _JsonLog(run.log_json, state.history) if run.log_json else None
-    begun = time.perf_counter()
-    last_checkpoint = (state.step, begun)
 
-    def seconds() -> float:
-        return state.seconds + time.perf_counter() - begun
+class _Training:
+    """One training run: the slot table and :class:`_State`, and what happens at each chunk,
+    evaluation, epoch end and checkpoint. Everything that decides the model's bits is a function of
+    the table, the state and the data, so a run resumed from a checkpoint continues exactly."""
 
-    def rate(epoch: int) -> float:
-        return learn.lr * learn.lr_decay ** epoch
-
-    def settle(epoch: int) -> None:
-        if regularise:
-            kernels.catch_up_all(table, clock, np.int64(state.step), rate(epoch), learn.l1, learn.l2, learn.eps)
-
-    def evaluate(kind: str, epoch: int) -> None:
-        settle(epoch)
-        train_loss, train_weight, held_loss, held_weight = state.interval
-        record = {"kind": kind, "epoch": epoch + 1, "rows": state.step, "seconds": round(seconds(), 3),
-                  "lr": rate(epoch),
-                  "train_logloss": train_loss / train_weight if train_weight else None}
-        if learn.holdout_every:
-            record["holdout_logloss"] = held_loss / held_weight if held_weight else None
+    def __init__(self, dataset, spec, learn, run, valid, on_chunk, on_evaluation, note, stop):
+        if dataset.num_rows == 0:
+            raise FastadaError(f"{dataset.name(0)}: the data set has no rows")
+        if run.early_stop and valid is None and not learn.holdout_every:
+            raise FastadaError("early stopping needs validation data (--valid) or a holdout (--holdout-every)")
+        check_data(dataset, spec)
         if valid is not None:
-            result = evaluate_model(Model(spec, np.ascontiguousarray(table[:, kernels.WEIGHT])), valid, threads=threads,
-                                    chunk_rows=learn.chunk_rows)
+            check_data(valid, spec)
+        self.dataset, self.spec, self.learn, self.run_config, self.valid = dataset, spec, learn, run, valid
+        self.on_chunk, self.on_evaluation, self.note, self.stop = on_chunk, on_evaluation, note, stop
+        self.threads = set_threads(learn.threads)
+        self.skip = learn.bad_rows == "skip"
+        self.featurizers = [Featurizer(spec, self.skip) for _ in range(read_workers(self.threads))]
+        self.columns = self.featurizers[0].columns
+        self.dictionary = _string_columns(dataset, spec)
+        self.mask = np.uint32(spec.slots - 1)
+        self.block_loss = np.zeros((self.threads, 4), dtype=np.float64)
+        self.block_bias = np.zeros((self.threads, 2), dtype=np.float32)
+        self.regularise = learn.l1 > 0 or learn.l2 > 0
+        self.unit_start = dict(zip(dataset.units, np.cumsum([0] + [u.rows for u in dataset.units]).tolist()))
+        identity = {"spec": spec.to_dict(), "learn": {k: v for k, v in learn.to_dict().items() if k != "threads"},
+                    "data": dataset.fingerprint(), "valid": valid.fingerprint() if valid is not None else None,
+                    "eval_every_rows": run.eval_every_rows, "early_stop": run.early_stop}
+        self.identity = json.loads(json.dumps(identity))  # as a checkpoint gives it back (lists, not tuples)
+        for problem in dataset.unreadable:
+            note(f"skipped an unreadable file: {problem}")
+        self.state = _State(next_eval=run.eval_every_rows)
+        self.table = self.best_table = None
+        if run.resume:
+            self._resume()
+        if self.table is None:
+            self.table = kernels.new_table(spec.slots, learn.initial_accumulator)
+        if self.table.shape != (spec.slots + 1, kernels.SLOT_WIDTH):
+            raise FastadaError(f"checkpoint table has shape {self.table.shape}, "
+                               f"expected {(spec.slots + 1, kernels.SLOT_WIDTH)}")
+        self.clock = self.table.view(np.int64)
+        self.log = _JsonLog(run.log_json, self.state.history) if run.log_json else None
+        self.begun = time.perf_counter()
+        self.last_checkpoint = (self.state.step, self.begun)
+
+    def _resume(self) -> None:
+        found, skipped = checkpoint.newest(self.run_config.checkpoint_dir)
+        for reason in skipped:
+            self.note(f"skipped a damaged checkpoint: {reason}")
+        if found is None:
+            self.note(f"no checkpoint in {self.run_config.checkpoint_dir}: starting from the beginning")
+            return
+        _check_identity(found.path, found.state.get("identity", {}), self.identity)
+        try:
+            self.state = _State(**found.state["progress"])
+            self.table = found.arrays["table"]
+        except (KeyError, TypeError) as e:
+            raise FastadaError(f"{found.path}: a checkpoint this fastada cannot resume "
+                               f"({type(e).__name__}: {e}); was it written by another version?") from None
+        self.best_table = found.arrays.get("best")
+        self.note(f"resumed from {found.path}: epoch {self.state.epoch + 1}, {self.state.step:,} rows seen")
+
+    # -- the run -------------------------------------------------------------------------------
+
+    def run(self) -> Model:
+        state, learn = self.state, self.learn
+        while state.epoch < learn.epochs and not state.stopped_early:
+            self._epoch(state.epoch)
+            if state.stopped_early:
+                break
+            if self.stop is not None and self.stop.is_set():
+                self._stop()
+            self._evaluate("epoch", state.epoch)
+            self._settle(state.epoch)  # the next epoch learns at another rate (or not at all)
+            state.epoch, state.unit_pos, state.row = state.epoch + 1, 0, 0
+            if self._checkpoint_due(epoch_ended=True) or (
+                    self.run_config.checkpoint_dir is not None and state.epoch == learn.epochs):
+                self._save_checkpoint()
+        if state.stopped_early and self.run_config.checkpoint_dir is not None:
+            self._save_checkpoint()
+        if state.step == 0:
+            raise FastadaError(f"{self.dataset.name(0)}: no rows could be read "
+                               f"({state.skipped_row_groups} row groups skipped as unreadable)")
+        self._settle(min(state.epoch, learn.epochs - 1))
+        if not np.isfinite(self.table[:, kernels.WEIGHT]).all():
+            raise FastadaError(f"training diverged (non-finite weights); lower --lr (now {learn.lr})")
+        return self._model()
+
+    def _epoch(self, epoch: int) -> None:
+        """Learn the rest of ``epoch`` from the state's position, chunk by chunk, until its end,
+        early stopping or a stop request."""
+        state, learn, run = self.state, self.learn, self.run_config
+        units = list(self.dataset.units)
+        if learn.shuffle:
+            units = [units[i] for i in np.random.default_rng([learn.seed, epoch]).permutation(len(units))]
+        tasks = [(pos, units[pos], state.row if pos == state.unit_pos else 0)
+                 for pos in range(state.unit_pos, len(units))]
+        for block, where, pos, row in read_ahead(tasks, self._blocks, len(self.featurizers)):
+            unit = units[pos]
+            if block is None:  # skip mode: the rest of this row group cannot be read
+                self.note(f"skipped {unit.rows - row:,} rows: {where}")
+                state.skipped_rows += unit.rows - row
+                state.skipped_row_groups += 1
+                state.unit_pos, state.row = pos + 1, 0
+                continue
+            state.bad_rows += block.bad_rows
+            if block.rows:
+                self._learn(block, where, unit, row, epoch)
+            state.unit_pos, state.row = pos, row + block.rows
+            if state.row >= unit.rows:
+                state.unit_pos, state.row = pos + 1, 0
+            if self.on_chunk is not None:
+                self.on_chunk(Progress(epoch + 1, state.step, self._seconds(), self._progressive_logloss(),
+                                       self.dataset.num_rows * learn.epochs))
+            if run.eval_every_rows and state.step >= state.next_eval:
+                while state.next_eval <= state.step:
+                    state.next_eval += run.eval_every_rows
+                if state.unit_pos < len(units):  # else the end-of-epoch evaluation follows now
+                    self._evaluate("rows", epoch)
+            if state.stopped_early or (self.stop is not None and self.stop.is_set()):
+                return
+            if self._checkpoint_due(epoch_ended=False):
+                self._save_checkpoint()
+
+    def _blocks(self, task, worker: int) -> Iterator:
+        """The chunks of one row group from ``row`` on, hashed by this worker's featurizer; in
+        skip mode, an unreadable rest of the row group gives ``(None, error, pos, row)``."""
+        pos, unit, row = task
+        try:
+            for chunk in self.dataset.unit_chunks(unit, self.columns, self.learn.chunk_rows, self.dictionary, row):
+                block = self.featurizers[worker](chunk.batch, chunk.where, first_row=chunk.row)
+                yield block, chunk.where, pos, chunk.row
+                row = chunk.row + chunk.batch.num_rows
+        except UnreadableData as e:
+            if not self.skip:
+                raise
+            yield None, str(e), pos, row
+
+    def _learn(self, block: FeatureBlock, where: str, unit, row: int, epoch: int) -> None:
+        """One chunk through the kernel: held-out rows marked, rows shuffled, losses summed."""
+        state, learn = self.state, self.learn
+        n = block.rows
+        cat, num, values, labels = block.cat, block.num, block.num_values, block.labels
+        weights = block.weights if block.weights is not None else np.ones(n, np.float32)
+        held = _NO_HOLDOUT
+        if learn.holdout_every:
+            first = self.unit_start[unit] + row
+            held = ((np.arange(first, first + n) % learn.holdout_every) == learn.holdout_every - 1).view(np.uint8)
+        if learn.shuffle:
+            order = np.random.default_rng([learn.seed, epoch, unit.file, unit.row_group, row]).permutation(n)
+            cat, num, values, labels, weights = cat[order], num[order], values[order], labels[order], weights[order]
+            if held.size:
+                held = held[order]
+        lr = self._rate(epoch)
+        status = kernels.train_chunk(cat, num, values, labels, weights, held, self.table, self.clock, self.mask,
+                                     np.int64(state.step), lr, learn.l1, learn.l2, learn.eps,
+                                     self.threads, self.block_loss, self.block_bias)
+        sums = self.block_loss.sum(axis=0)
+        if status != kernels.STATUS_OK or sums[0] > DIVERGED_LOSS * sums[1]:
+            what = "is no longer finite" if status != kernels.STATUS_OK else \
+                f"averages {sums[0] / sums[1]:.3g} nats a row"
+            raise FastadaError(f"{where}: training diverged (the progressive loss {what} in the "
+                               f"chunk after {state.step:,} rows); lower --lr (now {lr:g})")
+        state.step += n
+        state.train_loss += float(sums[0])
+        state.train_weight += float(sums[1])
+        state.interval = [x + float(y) for x, y in zip(state.interval, sums)]
+
+    # -- evaluations, checkpoints, the result ------------------------------------------------------
+
+    def _seconds(self) -> float:
+        return self.state.seconds + time.perf_counter() - self.begun
+
+    def _rate(self, epoch: int) -> float:
+        return self.learn.lr * self.learn.lr_decay ** epoch
+
+    def _progressive_logloss(self) -> float:
+        return self.state.train_loss / self.state.train_weight if self.state.train_weight else math.nan
+
+    def _settle(self, epoch: int) -> None:
+        """Apply every slot's pending regularisation, at ``epoch``'s rate, up to now."""
+        if self.regularise:
+            learn = self.learn
+            kernels.catch_up_all(self.table, self.clock, np.int64(self.state.step), self._rate(epoch),
+                                 learn.l1, learn.l2, learn.eps)
+
+    def _evaluate(self, kind: str, epoch: int) -> None:
+        state, run = self.state, self.run_config
+        self._settle(epoch)
+        train_loss, train_weight, held_loss, held_weight = state.interval
+        record = {"kind": kind, "epoch": epoch + 1, "rows": state.step, "seconds": round(self._seconds(), 3),
+                  "lr": self._rate(epoch), "train_logloss": train_loss / train_weight if train_weight else None}
+        if self.learn.holdout_every:
+            record["holdout_logloss"] = held_loss / held_weight if held_weight else None
+        if self.valid is not None:
+            weights = np.ascontiguousarray(self.table[:, kernels.WEIGHT])
+            result = evaluate_model(Model(self.spec, weights), self.valid, threads=self.threads,
+                                    chunk_rows=self.learn.chunk_rows)
             record.update({f"valid_{k}": _finite_or_none(v) for k, v in result.items() if k != "rows"})
         state.interval = [0.0, 0.0, 0.0, 0.0]
         metric = record.get("valid_logloss", record.get("holdout_logloss"))
         if run.early_stop and metric is not None:
             if state.best is None or metric < state.best:
                 state.best, state.best_rows, state.since_best = metric, state.step, 0
-                nonlocal best_table
-                best_table = np.array(table[:, :2])
+                self.best_table = np.array(self.table[:, :2])
             else:
                 state.since_best += 1
                 state.stopped_early = state.since_best >= run.early_stop
             record["best_logloss"] = state.best
         state.history.append(record)
-        if log is not None:
-            log.write(record)
-        if on_evaluation is not None:
-            on_evaluation(record)
+        if self.log is not None:
+            self.log.write(record)
+        if self.on_evaluation is not None:
+            self.on_evaluation(record)
 
-    def save_checkpoint() -> None:
-        nonlocal last_checkpoint
-        progress = state.to_dict()
-        progress["seconds"] = seconds()
-        arrays = {"table": table} if best_table is None else {"table": table, "best": best_table}
-        checkpoint.save(run.checkpoint_dir, state.step, {"identity": identity, "progress": progress},
-                        arrays, run.keep_checkpoints)
-        last_checkpoint = (state.step, time.perf_counter())
-
-    def checkpoint_due(epoch_ended: bool) -> bool:
+    def _checkpoint_due(self, epoch_ended: bool) -> bool:
+        run = self.run_config
         if run.checkpoint_dir is None:
             return False
-        every_rows, every_seconds = run.checkpoint_every_rows, run.checkpoint_every_seconds
-        if not every_rows and not every_seconds:
+        if not run.checkpoint_every_rows and not run.checkpoint_every_seconds:
             return epoch_ended
-        return bool((every_rows and state.step - last_checkpoint[0] >= every_rows)
-                    or (every_seconds and time.perf_counter() - last_checkpoint[1] >= every_seconds))
+        rows, at = self.last_checkpoint
+        return bool((run.checkpoint_every_rows and self.state.step - rows >= run.checkpoint_every_rows)
+                    or (run.checkpoint_every_seconds and time.perf_counter() - at >= run.checkpoint_every_seconds))
 
-    featurizers = [featurizer] + [Featurizer(spec, skip) for _ in range(read_workers(threads) - 1)]
+    def _save_checkpoint(self) -> None:
+        progress = self.state.to_dict()
+        progress["seconds"] = self._seconds()
+        arrays = {"table": self.table} if self.best_table is None else {"table": self.table, "best": self.best_table}
+        checkpoint.save(self.run_config.checkpoint_dir, self.state.step,
+                        {"identity": self.identity, "progress": progress}, arrays, self.run_config.keep_checkpoints)
+        self.last_checkpoint = (self.state.step, time.perf_counter())
 
-    def blocks(task, worker: int) -> Iterator:
-        """The chunks of one row group from ``row`` on, hashed by this worker's featurizer; in
-        skip mode, an unreadable rest of the row group gives ``(None, error, pos, row)``."""
-        pos, unit, row = task
-        try:
-            for chunk in dataset.unit_chunks(unit, featurizer.columns, learn.chunk_rows, dictionary, row):
-                yield featurizers[worker](chunk.batch, chunk.where, first_row=chunk.row), chunk.where, pos, chunk.row
-                row = chunk.row + chunk.batch.num_rows
-        except UnreadableData as e:
-            if not skip:
-                raise
-            yield None, str(e), pos, row
+    def _stop(self) -> None:
+        """A stop was requested: write a checkpoint where asked, then raise :class:`Stopped`."""
+        if self.run_config.checkpoint_dir is not None:
+            self._save_checkpoint()
+            raise Stopped(f"stopped after {self.state.step:,} rows; checkpoint written to "
+                          f"{self.run_config.checkpoint_dir} (continue with --resume)")
+        raise Stopped(f"stopped after {self.state.step:,} rows (no --checkpoint-dir: nothing kept)")
 
-    total_rows = dataset.num_rows * learn.epochs
-    while state.epoch < learn.epochs and not state.stopped_early:
-        epoch = state.epoch
-        lr = rate(epoch)
-        units = list(dataset.units)
-        if learn.shuffle:
-            units = [units[i] for i in np.random.default_rng([learn.seed, epoch]).permutation(len(units))]
-        tasks = [(pos, units[pos], state.row if pos == state.unit_pos else 0)
-                 for pos in range(state.unit_pos, len(units))]
-        for block, where, pos, row in read_ahead(tasks, blocks, len(featurizers)):
-            unit = units[pos]
-            if block is None:  # skip mode: the rest of this row group cannot be read
-                note(f"skipped {unit.rows - row:,} rows: {where}")
-                state.skipped_rows += unit.rows - row
-                state.skipped_row_groups += 1
-                state.unit_pos, state.row = pos + 1, 0
-                continue
-            n = block.rows
-            state.bad_rows += block.bad_rows
-            if n:
-                cat, num, values, labels = block.cat, block.num, block.num_values, block.labels
-                weights = block.weights if block.weights is not None else np.ones(n, np.float32)
-                held = _NO_HOLDOUT
-                if learn.holdout_every:
-                    first = unit_start[unit] + row
-                    held = ((np.arange(first, first + n) % learn.holdout_every)
-                            == learn.holdout_every - 1).view(np.uint8)
-                if learn.shuffle:
-                    order = np.random.default_rng([learn.seed, epoch, unit.file, unit.row_group, row]).permutation(n)
-                    cat, num, values, labels, weights = cat[order], num[order], values[order], labels[order], weights[order]
-                    if held.size:
-                        held = held[order]
-                status = kernels.train_chunk(cat, num, values, labels, weights, held, table, clock, mask,
-                                             np.int64(state.step), lr, learn.l1, learn.l2, learn.eps,
-                                             threads, block_loss, block_bias)
-                sums = block_loss.sum(axis=0)
-                if status != kernels.STATUS_OK or sums[0] > DIVERGED_LOSS * sums[1]:
-                    what = "is no longer finite" if status != kernels.STATUS_OK else \
-                        f"averages {sums[0] / sums[1]:.3g} nats a row"
-                    raise FastadaError(f"{where}: training diverged (the progressive loss {what} in the "
-                                       f"chunk after {state.step:,} rows); lower --lr (now {lr:g})")
-                state.step += n
-                state.train_loss += float(sums[0])
-                state.train_weight += float(sums[1])
-                state.interval = [x + float(y) for x, y in zip(state.interval, sums)]
-            state.unit_pos, state.row = pos, row + n
-            if state.row >= unit.rows:
-                state.unit_pos, state.row = pos + 1, 0
-            if on_chunk is not None:
-                on_chunk(Progress(epoch + 1, state.step, seconds(),
-                                  state.train_loss / state.train_weight if state.train_weight else math.nan,
-                                  total_rows))
-            if run.eval_every_rows and state.step >= state.next_eval:
-                while state.next_eval <= state.step:
-                    state.next_eval += run.eval_every_rows
-                if state.unit_pos < len(units):  # else the end-of-epoch evaluation follows now
-                    evaluate("rows", epoch)
-            stopping = state.stopped_early or (stop is not None and stop.is_set())
-            if stopping:
-                break
-            if checkpoint_due(False):
-                save_checkpoint()
-        if state.stopped_early:
-            break
-        if stop is not None and stop.is_set():
-            if run.checkpoint_dir is not None:
-                save_checkpoint()
-                raise Stopped(f"stopped after {state.step:,} rows; checkpoint written to "
-                              f"{run.checkpoint_dir} (continue with --resume)")
-            raise Stopped(f"stopped after {state.step:,} rows (no --checkpoint-dir: nothing kept)")
-        evaluate("epoch", epoch)
-        settle(epoch)  # the next epoch learns at another rate (or not at all): settle at this one
-        state.epoch, state.unit_pos, state.row = epoch + 1, 0, 0
-        if checkpoint_due(True) or run.checkpoint_dir is not None and state.epoch == learn.epochs:
-            save_checkpoint()
-    if state.stopped_early and run.checkpoint_dir is not None:
-        save_checkpoint()
-    if state.step == 0:
-        raise FastadaError(f"{dataset.name(0)}: no rows could be read "
-                           f"({state.skipped_row_groups} row groups skipped as unreadable)")
-    final_epoch = min(state.epoch, learn.epochs - 1)
-    settle(final_epoch)
-    if not np.isfinite(table[:, kernels.WEIGHT]).all():
-        raise FastadaError(f"training diverged (non-finite weights); lower --lr (now {learn.lr})")
-    total_seconds = seconds()
-    kept = table[:, :2]
-    if run.early_stop and best_table is not None:
-        kept = best_table
-    summary = {
-        "rows": state.step,
-        "epochs": state.epoch if not state.stopped_early else state.epoch + 1,
-        "seconds": round(total_seconds, 3),
-        "rows_per_second": round(state.step / total_seconds) if total_seconds > 0 else None,
-        "progressive_logloss": state.train_loss / state.train_weight if state.train_weight else None,
-        "threads": threads,
-        "stopped_early": state.stopped_early,
-        "bad_rows": state.bad_rows,
-        "skipped_rows": state.skipped_rows,
-        "skipped_row_groups": state.skipped_row_groups,
-        "skipped_files": len(dataset.unreadable),
-        "evaluations": state.history,
-    }
-    if run.early_stop:
-        summary["best_logloss"] = state.best
-        summary["best_rows"] = state.best_rows
-    return Model(spec, np.ascontiguousarray(kept[:, kernels.WEIGHT]),
-                 np.ascontiguousarray(kept[:, kernels.ACCUMULATOR]), learn=learn.to_dict(), summary=summary)
+    def _model(self) -> Model:
+        state = self.state
+        seconds = self._seconds()
+        kept = self.best_table if self.run_config.early_stop and self.best_table is not None else self.table[:, :2]
+        summary = {
+            "rows": state.step,
+            "epochs": state.epoch if not state.stopped_early else state.epoch + 1,
+            "seconds": round(seconds, 3),
+            "rows_per_second": round(state.step / seconds) if seconds > 0 else None,
+            "progressive_logloss": state.train_loss / state.train_weight if state.train_weight else None,
+            "threads": self.threads,
+            "stopped_early": state.stopped_early,
+            "bad_rows": state.bad_rows,
+            "skipped_rows": state.skipped_rows,
+            "skipped_row_groups": state.skipped_row_groups,
+            "skipped_files": len(self.dataset.unreadable),
+            "evaluations": state.history,
+        }
+        if self.run_config.early_stop:
+            summary["best_logloss"] = state.best
+            summary["best_rows"] = state.best_rows
+        return Model(self.spec, np.ascontiguousarray(kept[:, kernels.WEIGHT]),
+                     np.ascontiguousarray(kept[:, kernels.ACCUMULATOR]), learn=self.learn.to_dict(),
+                     summary=summary)
 
 
 _NO_HOLDOUT = np.zeros(0, dtype=np.uint8)
