@@ -117,7 +117,7 @@ class DataSet:
                 i = schema.get_field_index(name)
                 if i < 0:
                     raise FastadaError(f"{self.files[file][1]}: column {name!r} is missing (the file has "
-                                       f"{', '.join(schema.names[:12])}{'...' if len(schema) > 12 else ''})")
+                                       f"{column_list(schema.names)})")
                 kind = type_kind(schema.field(i).type)
                 if kind not in allowed:
                     first = self.schema.field(name).type
@@ -183,7 +183,7 @@ class DataSet:
         missing = [c for c in columns if schema.get_field_index(c) < 0]
         if missing:
             raise FastadaError(f"{path}: column {missing[0]!r} is missing "
-                               f"(the file has {', '.join(schema.names[:12])}{'...' if len(schema) > 12 else ''})")
+                               f"(the file has {column_list(schema.names)})")
         read_dictionary = [c for c in dictionary if c in schema.names]
         # metadata: the footer read when the data set was opened (no second read per row group);
         # pre_buffer=False: faster here, and its cache would keep every row group read so far
@@ -211,6 +211,12 @@ def _from(chunk: Chunk, start_row: int) -> Chunk:
     if skip <= 0:
         return chunk
     return Chunk(chunk.batch.slice(skip), chunk.unit, start_row, chunk.where)
+
+
+def column_list(names) -> str:
+    """The first dozen column names, for messages that say what a file has."""
+    names = list(names)
+    return ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
 
 
 def _first_line(e: Exception) -> str:

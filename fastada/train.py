@@ -26,7 +26,7 @@ from .config import FastadaError, FeatureSpec, LearnConfig, RunConfig, Unreadabl
 from .features import FeatureBlock, Featurizer, labels_from_arrow, weights_from_arrow
 from .metrics import Evaluation
 from .model import Model, atomic_write
-from .reader import DataSet, default_roles, type_kind
+from .reader import DataSet, column_list, default_roles, type_kind
 
 
 def resolve_spec(dataset: DataSet, *, label: str, categorical: Sequence[str] | None = None,
@@ -37,15 +37,15 @@ def resolve_spec(dataset: DataSet, *, label: str, categorical: Sequence[str] | N
     names = dataset.schema.names
     where = dataset.name(0)
     if label not in names:
-        raise FastadaError(f"{where}: label column {label!r} not found (columns: {_list(names)})")
+        raise FastadaError(f"{where}: label column {label!r} not found (columns: {column_list(names)})")
     if weight is not None and weight not in names:
-        raise FastadaError(f"{where}: weight column {weight!r} not found (columns: {_list(names)})")
+        raise FastadaError(f"{where}: weight column {weight!r} not found (columns: {column_list(names)})")
     categorical = list(categorical or ())
     numeric = list(numeric or ())
     for option, columns in (("--categorical", categorical), ("--numeric", numeric), ("--ignore", ignore)):
         for c in columns:
             if c not in names:
-                raise FastadaError(f"{where}: column {c!r} named in {option} not found (columns: {_list(names)})")
+                raise FastadaError(f"{where}: column {c!r} named in {option} not found (columns: {column_list(names)})")
     both = set(categorical) & set(numeric)
     if both:
         raise FastadaError(f"column {sorted(both)[0]!r} is named both categorical and numeric")
@@ -55,16 +55,11 @@ def resolve_spec(dataset: DataSet, *, label: str, categorical: Sequence[str] | N
     cat = [n for n in names if n in named_cat or n in default_cat]
     num = [n for n in names if n in named_num or n in default_num]
     if not cat and not num:
-        raise FastadaError(f"{where}: no feature columns (columns: {_list(names)}); "
+        raise FastadaError(f"{where}: no feature columns (columns: {column_list(names)}); "
                            f"name them with --categorical / --numeric")
     return FeatureSpec(label=label, categorical=tuple(cat), numeric=tuple(num), weight=weight,
                        crosses=tuple(tuple(c) for c in crosses), bits=bits, hash_seed=hash_seed,
                        numeric_mode=numeric_mode)
-
-
-def _list(names) -> str:
-    names = list(names)
-    return ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
 
 
 def set_threads(threads: int | None) -> int:
@@ -558,7 +553,7 @@ def predict_batches(model: Model, data, *, threads: int | None = None, chunk_row
     for c in keep:
         if c not in dataset.schema.names:
             raise FastadaError(f"{dataset.name(0)}: column {c!r} to keep not found "
-                               f"(columns: {_list(dataset.schema.names)})")
+                               f"(columns: {column_list(dataset.schema.names)})")
     columns = list(dict.fromkeys([*spec.feature_columns, *keep]))
     check_data(dataset, spec, with_labels=False)
     mask = np.uint32(spec.slots - 1)
@@ -586,7 +581,7 @@ def evaluate_model(model: Model, data, *, label: str | None = None, threads: int
     label = label or model.spec.label
     if label not in dataset.schema.names:
         raise FastadaError(f"{dataset.name(0)}: label column {label!r} not found "
-                           f"(columns: {_list(dataset.schema.names)})")
+                           f"(columns: {column_list(dataset.schema.names)})")
     if dataset.num_rows == 0:
         raise FastadaError(f"{dataset.name(0)}: the data set has no rows")
     weight = model.spec.weight if model.spec.weight in dataset.schema.names else None
