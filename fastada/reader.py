@@ -137,10 +137,15 @@ class DataSet:
                 for f, md in enumerate(self._metadata) for rg in range(md.num_row_groups)]
 
     def fingerprint(self) -> dict:
-        """What identifies this data set for a resumed run: its files, row groups and schema."""
+        """What identifies this data set for a resumed run: its files and their sizes, row groups
+        and schema (a file rewritten with the same row counts changes its size, almost always)."""
         digest = hashlib.sha256()
         for fs, path in self.files:
-            digest.update((os.path.abspath(path) if fs is None else path).encode() + b"\0")
+            try:
+                size = os.path.getsize(path) if fs is None else fs.get_file_info(path).size
+            except OSError:
+                size = -1  # gone: the reader will say so when it gets there
+            digest.update((os.path.abspath(path) if fs is None else path).encode() + b"\0%d\0" % size)
         digest.update(str(self.schema).encode())
         digest.update(b",".join(b"%d:%d:%d" % (u.file, u.row_group, u.rows) for u in self.units))
         return {"files": len(self.files) if self._table is None else 0, "rows": self.num_rows,

@@ -156,6 +156,17 @@ def test_resume_refuses_a_checkpoint_of_another_run(resume_case, change, message
                       checkpoint_dir=tmp / "ck-ref", checkpoint_every_rows=1000, resume=True)
 
 
+def test_resume_refuses_data_rewritten_under_the_same_name(tmp_path, rng):
+    path = tmp_path / "d.parquet"
+    pq.write_table(small_table(rng, n=500), path)
+    settings = dict(label="label", bits=10, threads=1, chunk_rows=100, checkpoint_dir=tmp_path / "ck",
+                    checkpoint_every_rows=100)
+    fastada.train(str(path), **settings)
+    pq.write_table(small_table(rng, n=500, with_nulls=False), path)  # same rows, other values
+    with pytest.raises(FastadaError, match="other training data"):
+        fastada.train(str(path), **settings, resume=True)
+
+
 def test_resume_without_a_checkpoint_starts_from_the_beginning(resume_case, tmp_path):
     _, data, reference = resume_case
     notes = []
