@@ -40,6 +40,10 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--test-rows", type=int, default=200_000)
     g.add_argument("--out", required=True, help="folder for train.parquet, test.parquet, truth.json")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--zipf", type=_zipf_range, default=(1.05, 1.5),
+                   help="Zipf exponents of the string columns: A (all the same) or A,B (drawn from [A, B]); "
+                        "1.05 is as flat as real logs get (default 1.05,1.5)")
+    g.add_argument("--compression", default="snappy", choices=("snappy", "zstd", "gzip", "lz4", "none"))
 
     t = sub.add_parser("train", help="train a model on Parquet data")
     t.add_argument("data", nargs="+", help="Parquet files, folders, globs or URIs")
@@ -136,12 +140,25 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _zipf_range(text: str) -> tuple[float, float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or not 1.0 < values[0] <= values[1] <= 10.0:
+        raise argparse.ArgumentTypeError(f"expected A or A,B with 1 < A <= B <= 10, got {text!r}")
+    return values[0], values[1]
+
+
 def _gen(args) -> int:
     from .synth import generate
     if args.rows < 0 or args.test_rows < 0:
         raise FastadaError("--rows and --test-rows must be >= 0")
     start = time.perf_counter()
-    truth = generate(args.out, rows=args.rows, test_rows=args.test_rows, seed=args.seed)
+    truth = generate(args.out, rows=args.rows, test_rows=args.test_rows, seed=args.seed,
+                     zipf=args.zipf, compression=args.compression)
     seconds = time.perf_counter() - start
     print(f"wrote {args.rows:,} train + {args.test_rows:,} test rows to {args.out} in {seconds:.1f} s "
           f"({(args.rows + args.test_rows) / seconds:,.0f} rows/s); Bayes test logloss "

@@ -18,7 +18,7 @@ the tail), because Parquet hands every batch a fresh copy of its row group's dic
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -38,6 +38,7 @@ class FeatureBlock:
     labels: np.ndarray | None
     weights: np.ndarray | None
     bad_rows: int = 0  # rows given weight 0 because their label or weight was bad (skip mode)
+    held: np.ndarray = field(default_factory=lambda: _NO_NULLS)  # uint8 (rows,) or empty: rows held out of learning (set by the driver)
 
     @property
     def rows(self) -> int:

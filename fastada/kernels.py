@@ -25,9 +25,13 @@ O(features in the row).
 Hogwild: :func:`train_chunk` splits a chunk's rows into ``blocks`` contiguous ranges, one per
 thread, that read and write the table without locks. Races lose an update now and then, which
 Hogwild tolerates; with ``blocks == 1`` the kernel is sequential and bit-for-bit repeatable.
+Slots that nearly every row writes (:class:`HotSlots`) would make every write a cache-line
+transfer between cores, so each block learns them in a private copy merged after the chunk.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from numba import njit, prange
@@ -108,50 +112,210 @@ def _adagrad(table, slot, g, lr, eps):
     table[slot, WEIGHT] -= np.float32(lr) * g32 / (np.sqrt(acc) + np.float32(eps))
 
 
+# Hot slots: a slot that more than HOT_SHARE of the rows write (the bias, each numeric column's
+# value and missing features, low-cardinality values). Shared by Hogwild threads, each such write
+# moves a cache line between cores: measured on 16 cores (shared/DESIGN-NOTES.md), a shared
+# gather/scatter fell to 0.6x of one thread at 16 threads, and rose to 13.6x with the ~2,100 slots
+# above 1 row in 1,000 kept per thread.
+HOT_SHARE = 1e-3
+HOT_CAP = 4096  # at most this many hot slots (64 KiB of private state a thread)
+HOT_SAMPLE_ROWS = 32768  # rows counted to choose them
+# Rows a thread learns between folding its hot-slot changes into the table: writes to a hot line
+# drop this many times, while other threads see the changes at most this many of its rows late.
+FLUSH_ROWS = 64
+
+
+@dataclass(frozen=True)
+class HotSlots:
+    """The slots learned in private copies, and a lookup from slot to its position.
+
+    ``slots`` (int64): table rows, ``slots[0]`` always the bias. ``bitmap`` (uint8, one bit a slot
+    of the table): set for every hot slot, so a cold slot costs one bit test. ``keys`` / ``index``:
+    an open-addressing table (size a power of two, empty keys -1) from slot to position.
+    """
+
+    slots: np.ndarray
+    bitmap: np.ndarray
+    keys: np.ndarray
+    index: np.ndarray
+
+    @property
+    def count(self) -> int:
+        return int(self.slots.shape[0])
+
+
+def hot_slots(table_rows: int, slots=()) -> HotSlots:
+    """A :class:`HotSlots` for a table of ``table_rows`` rows (the last the bias) holding the bias
+    and ``slots`` (hashed slots, each once)."""
+    bias = table_rows - 1
+    chosen = np.concatenate([[bias], np.asarray([s for s in slots if s != bias], dtype=np.int64)]).astype(np.int64)
+    bitmap = np.zeros((table_rows + 7) // 8, dtype=np.uint8)
+    size = 1 << max(3, int(2 * chosen.shape[0] - 1).bit_length())
+    keys = np.full(size, -1, dtype=np.int64)
+    index = np.zeros(size, dtype=np.int32)
+    _fill_hot(chosen, bitmap, keys, index)
+    return HotSlots(chosen, bitmap, keys, index)
+
+
+def choose_hot_slots(cat: np.ndarray, num: np.ndarray, mask: int, table_rows: int,
+                     share: float = HOT_SHARE, cap: int = HOT_CAP) -> HotSlots:
+    """Hot slots counted on a sample of rows (``cat``/``num`` hash matrices, up to
+    :data:`HOT_SAMPLE_ROWS` of their first rows): every slot written by more than ``share`` of the
+    rows, most written first, at most ``cap``; plus the bias. Chosen from the data, so it holds for
+    any column layout or value skew."""
+    rows = min(cat.shape[0], HOT_SAMPLE_ROWS)
+    found = np.concatenate([(cat[:rows] & np.uint32(mask)).ravel(), (num[:rows] & np.uint32(mask)).ravel()])
+    if rows == 0 or found.size == 0:
+        return hot_slots(table_rows)
+    values, counts = np.unique(found, return_counts=True)
+    hot = counts > share * rows
+    values, counts = values[hot], counts[hot]
+    order = np.argsort(-counts, kind="stable")[:max(0, cap - 1)]
+    return hot_slots(table_rows, values[order].astype(np.int64))
+
+
+@njit(cache=True)
+def _fill_hot(slots, bitmap, keys, index):
+    for h in range(slots.shape[0]):
+        s = slots[h]
+        bitmap[s >> 3] |= np.uint8(1 << (s & 7))
+        i = s & (keys.shape[0] - 1)
+        while keys[i] >= 0:
+            i = (i + 1) & (keys.shape[0] - 1)
+        keys[i] = s
+        index[i] = h
+
+
+@njit(cache=True, inline="always")
+def _hot_position(s, bitmap, keys, index):
+    """Position of slot ``s`` among the hot slots, or -1 for a cold slot."""
+    if (bitmap[s >> 3] >> (s & 7)) & 1 == 0:
+        return -1
+    i = s & (keys.shape[0] - 1)
+    while keys[i] != s:
+        i = (i + 1) & (keys.shape[0] - 1)
+    return index[i]
+
+
+def private_state(blocks: int, hot: HotSlots) -> tuple[np.ndarray, np.ndarray]:
+    """Scratch for :func:`train_chunk`: each block's view of every hot slot (weight, G, and both
+    as last folded) and its list of slots touched since, blocks a cache line apart."""
+    width = (hot.count + 15) // 16 * 16
+    return np.zeros((blocks, width, 4), dtype=np.float32), np.zeros((blocks, width + 16), dtype=np.int32)
+
+
+@njit(cache=True, inline="always")
+def _fold(table, clock, hot, mine, touched, shared, before, lr, l1, l2, eps):
+    """Add a block's hot-slot changes since they entered its view to the table, and empty the
+    view (the next use reads the table, which holds the other blocks' changes too).
+
+    ``shared``: other blocks may write the same slots (a racy read-modify-write, as Hogwild's);
+    without them the view is copied back exactly, so one block is the sequential update."""
+    bias = table.shape[0] - 1
+    for i in range(touched[0]):
+        h = touched[1 + i]
+        s = hot[h]
+        if not shared:
+            table[s, WEIGHT] = mine[h, 0]
+            table[s, ACCUMULATOR] = mine[h, 1]
+        else:
+            if s != bias and (l1 > 0.0 or l2 > 0.0):
+                _settle(table, clock, s, before, lr, l1, l2, eps)
+            table[s, WEIGHT] += mine[h, 0] - mine[h, 2]
+            table[s, ACCUMULATOR] += mine[h, 1] - mine[h, 3]
+        mine[h, 3] = -1.0
+    touched[0] = 0
+
+
+@njit(cache=True, inline="always")
+def _use_hot(table, clock, hot, h, mine, touched, before, lr, l1, l2, eps):
+    """Make hot position ``h`` part of the block's view before its first use since a fold."""
+    if mine[h, 3] < 0.0:  # not in the view: take it from the table
+        s = hot[h]
+        if s != table.shape[0] - 1 and (l1 > 0.0 or l2 > 0.0):
+            _settle(table, clock, s, before, lr, l1, l2, eps)
+        mine[h, 0] = table[s, WEIGHT]
+        mine[h, 1] = table[s, ACCUMULATOR]
+        mine[h, 2] = mine[h, 0]
+        mine[h, 3] = mine[h, 1]
+        touched[1 + touched[0]] = h
+        touched[0] += 1
+
+
 @njit(cache=True, parallel=True, nogil=True)
 def train_chunk(cat, num, num_values, labels, row_weights, held, table, clock, mask, step0,
-                lr, l1, l2, eps, blocks, block_loss, block_bias):
+                lr, l1, l2, eps, blocks, block_loss, hot, hot_bitmap, hot_keys, hot_index,
+                private, touched, flush_rows):
     """Learn one chunk; row r of the chunk is global step ``step0 + r + 1``.
 
     cat: uint32 (rows, k_cat) hashes of features with value 1; num / num_values: uint32 hashes and
     float32 values (rows, k_num); labels and row_weights: float32 (rows,). ``held``: uint8 (rows,)
     or empty; a row with ``held[r] != 0`` is held out: scored, never learned (it still counts as a
     step, an example with zero gradient). ``mask`` is ``slots - 1``.
-    Outputs: ``block_loss[b] = (weighted loss, weight) of learned rows, then (weighted loss, weight) of
-    held-out rows`` for block b; ``block_bias`` (blocks, 2) is scratch for each block's final bias
-    and its accumulator. Returns a status.
+    ``hot``, ``hot_bitmap``, ``hot_keys``, ``hot_index``: a :class:`HotSlots`' arrays;
+    ``private``, ``touched``: from :func:`private_state`. Outputs: ``block_loss[b] = (weighted
+    loss, weight) of learned rows, then (weighted loss, weight) of held-out rows`` for block b.
+    Returns a status.
+
+    Hot slots (always the bias) are learned in each block's private view: the block reads and
+    updates its own copy (weight and G, so its own steps are never stale), and every
+    ``flush_rows`` rows adds what changed (dw, dG) to the table and re-reads the table, which holds
+    the other blocks' changes too. That is Hogwild with every block's hot-slot updates delivered
+    in batches of ``flush_rows`` rows: the same sum of updates, seen up to ``blocks *
+    flush_rows`` rows late instead of a few, and ``flush_rows`` times fewer writes to lines that
+    every core wants. Their L1/L2 steps are settled at each fold. With one block the view is the
+    sequential update, bit for bit.
     """
     rows = labels.shape[0]
-    bias = table.shape[0] - 1
     regularise = l1 > 0.0 or l2 > 0.0
     holdout = held.shape[0] > 0
-    bias_w0 = table[bias, WEIGHT]
-    bias_g0 = table[bias, ACCUMULATOR]
+    lookup = hot.shape[0] > 1
+    shared = blocks > 1
+    k_cat = cat.shape[1]
+    k_num = num.shape[1]
     for b in prange(blocks):
         lo = rows * b // blocks
         hi = rows * (b + 1) // blocks
+        mine = private[b]
+        mine_touched = touched[b]
+        for h in range(hot.shape[0]):
+            mine[h, 3] = -1.0  # nothing in the view yet
+        mine_touched[0] = 0
+        where = np.empty(k_cat + k_num, dtype=np.int64)  # each feature's slot, or -1 - hot position
         loss_sum = 0.0
         weight_sum = 0.0
         held_loss = 0.0
         held_weight = 0.0
-        # Every row updates the bias, so a shared bias would bounce its cache line between cores
-        # on every row. Each block learns its own copy from the chunk's starting value instead,
-        # and the copies are merged after the chunk (with one block: the sequential update).
-        bias_w = bias_w0
-        bias_g = bias_g0
         for r in range(lo, hi):
             before = step0 + r  # steps whose regularisation a slot must have before this row
-            z = np.float64(bias_w)
-            for j in range(cat.shape[1]):
+            if (r - lo) % flush_rows == 0 and r > lo:
+                _fold(table, clock, hot, mine, mine_touched, shared, before, lr, l1, l2, eps)
+            _use_hot(table, clock, hot, 0, mine, mine_touched, before, lr, l1, l2, eps)
+            z = np.float64(mine[0, WEIGHT])  # the bias
+            for j in range(k_cat):
                 s = np.int64(cat[r, j] & mask)
-                if regularise:
-                    _settle(table, clock, s, before, lr, l1, l2, eps)
-                z += table[s, WEIGHT]
-            for j in range(num.shape[1]):
+                h = _hot_position(s, hot_bitmap, hot_keys, hot_index) if lookup else -1
+                if h >= 0:
+                    _use_hot(table, clock, hot, h, mine, mine_touched, before, lr, l1, l2, eps)
+                    where[j] = -1 - h
+                    z += mine[h, WEIGHT]
+                else:
+                    where[j] = s
+                    if regularise:
+                        _settle(table, clock, s, before, lr, l1, l2, eps)
+                    z += table[s, WEIGHT]
+            for j in range(k_num):
                 s = np.int64(num[r, j] & mask)
-                if regularise:
-                    _settle(table, clock, s, before, lr, l1, l2, eps)
-                z += table[s, WEIGHT] * num_values[r, j]
+                h = _hot_position(s, hot_bitmap, hot_keys, hot_index) if lookup else -1
+                if h >= 0:
+                    _use_hot(table, clock, hot, h, mine, mine_touched, before, lr, l1, l2, eps)
+                    where[k_cat + j] = -1 - h
+                    z += mine[h, WEIGHT] * num_values[r, j]
+                else:
+                    where[k_cat + j] = s
+                    if regularise:
+                        _settle(table, clock, s, before, lr, l1, l2, eps)
+                    z += table[s, WEIGHT] * num_values[r, j]
             y = np.float64(labels[r])
             rw = np.float64(row_weights[r])
             if holdout and held[r] != 0:
@@ -161,28 +325,25 @@ def train_chunk(cat, num, num_values, labels, row_weights, held, table, clock, m
             loss_sum += rw * logistic_loss(z, y)
             weight_sum += rw
             g0 = (_sigmoid(z) - y) * rw
-            bias_g += np.float32(g0 * g0)
-            bias_w -= np.float32(lr * g0 / (np.sqrt(np.float64(bias_g)) + eps))
-            for j in range(cat.shape[1]):
-                _adagrad(table, np.int64(cat[r, j] & mask), g0, lr, eps)
-            for j in range(num.shape[1]):
-                _adagrad(table, np.int64(num[r, j] & mask), g0 * num_values[r, j], lr, eps)
+            _adagrad(mine, 0, g0, lr, eps)
+            for j in range(k_cat):
+                t = where[j]
+                if t < 0:
+                    _adagrad(mine, -1 - t, g0, lr, eps)
+                else:
+                    _adagrad(table, t, g0, lr, eps)
+            for j in range(k_num):
+                t = where[k_cat + j]
+                g = g0 * num_values[r, j]
+                if t < 0:
+                    _adagrad(mine, -1 - t, g, lr, eps)
+                else:
+                    _adagrad(table, t, g, lr, eps)
+        _fold(table, clock, hot, mine, mine_touched, shared, step0 + hi, lr, l1, l2, eps)
         block_loss[b, 0] = loss_sum
         block_loss[b, 1] = weight_sum
         block_loss[b, 2] = held_loss
         block_loss[b, 3] = held_weight
-        block_bias[b, 0] = bias_w
-        block_bias[b, 1] = bias_g
-    # Every block saw every other feature move, so each block's bias is an estimate of the same
-    # quantity: average them (summing their changes over-corrects: calibration 1.031 vs 1.016 on
-    # generated data), and sum the accumulators, which count every row's gradient.
-    new_w = 0.0
-    new_g = bias_g0
-    for b in range(blocks):  # one block: exactly its sequential result
-        new_w += block_bias[b, 0] / blocks
-        new_g += block_bias[b, 1] - bias_g0
-    table[bias, WEIGHT] = block_bias[0, 0] if blocks == 1 else new_w
-    table[bias, ACCUMULATOR] = block_bias[0, 1] if blocks == 1 else new_g
     total = 0.0
     for b in range(blocks):
         total += block_loss[b, 0] + block_loss[b, 2]

@@ -73,11 +73,11 @@ def _add_effect(z, effect, ids):
 class _Truth:
     """The planted model and the distributions of every column, drawn from one seed."""
 
-    def __init__(self, seed: int):
+    def __init__(self, seed: int, zipf: tuple[float, float] = (1.05, 1.5)):
         rng = np.random.default_rng(seed)
         self.cardinality = np.rint(np.geomspace(3, 1_000_000, N_CATEGORICAL)).astype(np.int64)
         rng.shuffle(self.cardinality)
-        self.zipf = rng.uniform(1.05, 1.5, N_CATEGORICAL)
+        self.zipf = rng.uniform(zipf[0], zipf[1], N_CATEGORICAL)
         self.cat_null = np.where(rng.random(N_CATEGORICAL) < 0.4, rng.uniform(0.01, 0.45, N_CATEGORICAL), 0.0)
         self.cat_scale = rng.uniform(0.1, 0.4, N_CATEGORICAL)
         self.cdf, self.guide, self.rank_to_id, self.effect, self.dictionary = [], [], [], [], []
@@ -163,21 +163,28 @@ def column_names() -> list[str]:
     return ["label"] + [f"I{i + 1}" for i in range(N_NUMERIC)] + [f"C{c + 1}" for c in range(N_CATEGORICAL)]
 
 
-def generate(out: str, rows: int = 1_000_000, test_rows: int = 200_000, seed: int = 0) -> dict:
+def generate(out: str, rows: int = 1_000_000, test_rows: int = 200_000, seed: int = 0,
+             zipf: tuple[float, float] = (1.05, 1.5), compression: str = "snappy") -> dict:
     """Write ``out``/train.parquet, ``out``/test.parquet and ``out``/truth.json; return the truth.
+
+    ``zipf``: the range the columns' Zipf exponents are drawn from (``(1.05, 1.05)``: every column
+    as flat as real logs get, touching the most distinct slots); ``compression``: the Parquet codec
+    (snappy, zstd, gzip, lz4, none).
 
     truth.json holds the Bayes-optimal test metrics (the planted probabilities scored against the
     drawn test labels), the base rate and the generator's settings.
     """
     os.makedirs(out, exist_ok=True)
-    truth = _Truth(seed)
+    truth = _Truth(seed, zipf)
     rng = np.random.default_rng([seed, 2])
-    _write(os.path.join(out, "train.parquet"), truth, rng, rows)
-    probabilities, labels = _write(os.path.join(out, "test.parquet"), truth, rng, test_rows, keep=True)
+    _write(os.path.join(out, "train.parquet"), truth, rng, rows, compression)
+    probabilities, labels = _write(os.path.join(out, "test.parquet"), truth, rng, test_rows, compression, keep=True)
     bayes = evaluate(probabilities, labels) if test_rows else {}
     result = {
         "generator": "fastada.synth criteo-like v1",
         "seed": seed,
+        "zipf": list(zipf),
+        "compression": compression,
         "train_rows": rows,
         "test_rows": test_rows,
         "test_base_rate": float(labels.mean()) if test_rows else None,
@@ -197,7 +204,7 @@ def _entropy(p):
     return -(p * np.log(p) + (1 - p) * np.log1p(-p))
 
 
-def _write(path, truth, rng, rows, keep=False):
+def _write(path, truth, rng, rows, compression, keep=False):
     """Generate ``rows`` rows into ``path``; the previous row group is written (on a thread,
     Arrow releases the GIL) while the next one is generated."""
     kept_p, kept_y = [], []
@@ -209,7 +216,7 @@ def _write(path, truth, rng, rows, keep=False):
             n = min(ROW_GROUP, rows - start)
             batch, p, y = truth.batch(rng, max(n, 0))
             if writer is None:
-                writer = pq.ParquetWriter(tmp, batch.schema, compression="snappy")
+                writer = pq.ParquetWriter(tmp, batch.schema, compression=compression)
             if pending is not None:
                 pending.join()
             pending = threading.Thread(target=writer.write_batch, args=(batch,),

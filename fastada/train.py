@@ -252,7 +252,7 @@ class _Training:
         self.dictionary = _string_columns(dataset, spec)
         self.mask = np.uint32(spec.slots - 1)
         self.block_loss = np.zeros((self.threads, 4), dtype=np.float64)
-        self.block_bias = np.zeros((self.threads, 2), dtype=np.float32)
+        self.hot = self.private = self.touched = None  # chosen from the first chunk learned (kernels.HotSlots)
         self.regularise = learn.l1 > 0 or learn.l2 > 0
         self.unit_start = dict(zip(dataset.units, np.cumsum([0] + [u.rows for u in dataset.units]).tolist()))
         identity = {"spec": spec.to_dict(), "learn": {k: v for k, v in learn.to_dict().items() if k != "threads"},
@@ -325,7 +325,7 @@ class _Training:
         units = list(self.dataset.units)
         if learn.shuffle:
             units = [units[i] for i in np.random.default_rng([learn.seed, epoch]).permutation(len(units))]
-        tasks = [(pos, units[pos], state.row if pos == state.unit_pos else 0)
+        tasks = [(epoch, pos, units[pos], state.row if pos == state.unit_pos else 0)
                  for pos in range(state.unit_pos, len(units))]
         for block, where, pos, row in read_ahead(tasks, self._blocks, len(self.featurizers)):
             unit = units[pos]
@@ -337,7 +337,7 @@ class _Training:
                 continue
             state.bad_rows += block.bad_rows
             if block.rows:
-                self._learn(block, where, unit, row, epoch)
+                self._learn(block, where, epoch)
             state.unit_pos, state.row = pos, row + block.rows
             if state.row >= unit.rows:
                 state.unit_pos, state.row = pos + 1, 0
@@ -355,38 +355,55 @@ class _Training:
                 self._save_checkpoint()
 
     def _blocks(self, task, worker: int) -> Iterator:
-        """The chunks of one row group from ``row`` on, hashed by this worker's featurizer; in
-        skip mode, an unreadable rest of the row group gives ``(None, error, pos, row)``."""
-        pos, unit, row = task
+        """The chunks of one row group from ``row`` on, hashed by this worker's featurizer, with
+        their held-out rows marked and (with shuffling) their rows in the chunk's own random order:
+        all the per-chunk work but learning runs here, on the reader threads. In skip mode, an
+        unreadable rest of the row group gives ``(None, error, pos, row)``."""
+        epoch, pos, unit, row = task
         try:
             for chunk in self.dataset.unit_chunks(unit, self.columns, self.learn.chunk_rows, self.dictionary, row):
                 block = self.featurizers[worker](chunk.batch, chunk.where, first_row=chunk.row)
-                yield block, chunk.where, pos, chunk.row
+                yield self._arrange(block, epoch, unit, chunk.row), chunk.where, pos, chunk.row
                 row = chunk.row + chunk.batch.num_rows
         except UnreadableData as e:
             if not self.skip:
                 raise
             yield None, str(e), pos, row
 
-    def _learn(self, block: FeatureBlock, where: str, unit, row: int, epoch: int) -> None:
-        """One chunk through the kernel: held-out rows marked, rows shuffled, losses summed."""
-        state, learn = self.state, self.learn
+    def _arrange(self, block: FeatureBlock, epoch: int, unit, row: int) -> FeatureBlock:
+        """``block`` ready to learn: weights filled in, held-out rows marked, rows shuffled."""
+        learn = self.learn
         n = block.rows
-        cat, num, values, labels = block.cat, block.num, block.num_values, block.labels
         weights = block.weights if block.weights is not None else np.ones(n, np.float32)
         held = _NO_HOLDOUT
         if learn.holdout_every:
             first = self.unit_start[unit] + row
             held = ((np.arange(first, first + n) % learn.holdout_every) == learn.holdout_every - 1).view(np.uint8)
+        cat, num, values, labels = block.cat, block.num, block.num_values, block.labels
         if learn.shuffle:
             order = np.random.default_rng([learn.seed, epoch, unit.file, unit.row_group, row]).permutation(n)
             cat, num, values, labels, weights = cat[order], num[order], values[order], labels[order], weights[order]
             if held.size:
                 held = held[order]
+        return dataclasses.replace(block, cat=cat, num=num, num_values=values, labels=labels, weights=weights,
+                                   held=held)
+
+    def _learn(self, block: FeatureBlock, where: str, epoch: int) -> None:
+        """One chunk (from :meth:`_arrange`) through the kernel; losses summed."""
+        state, learn = self.state, self.learn
+        n = block.rows
+        if self.hot is None:
+            rows = self.table.shape[0]
+            self.hot = (kernels.choose_hot_slots(block.cat, block.num, int(self.mask), rows)
+                        if self.threads > 1 else kernels.hot_slots(rows))
+            self.private, self.touched = kernels.private_state(self.threads, self.hot)
+        hot = self.hot
         lr = self._rate(epoch)
-        status = kernels.train_chunk(cat, num, values, labels, weights, held, self.table, self.clock, self.mask,
-                                     np.int64(state.step), lr, learn.l1, learn.l2, learn.eps,
-                                     self.threads, self.block_loss, self.block_bias)
+        status = kernels.train_chunk(block.cat, block.num, block.num_values, block.labels, block.weights,
+                                     block.held, self.table, self.clock, self.mask, np.int64(state.step), lr,
+                                     learn.l1, learn.l2, learn.eps, self.threads, self.block_loss,
+                                     hot.slots, hot.bitmap, hot.keys, hot.index, self.private, self.touched,
+                                     kernels.FLUSH_ROWS)
         sums = self.block_loss.sum(axis=0)
         if status != kernels.STATUS_OK or sums[0] > DIVERGED_LOSS * sums[1]:
             what = "is no longer finite" if status != kernels.STATUS_OK else \
