@@ -120,9 +120,19 @@ def _adagrad(table, slot, g, lr, eps):
 HOT_SHARE = 1e-3
 HOT_CAP = 4096  # at most this many hot slots (64 KiB of private state a thread)
 HOT_SAMPLE_ROWS = 32768  # rows counted to choose them
-# Rows a thread learns between folding its hot-slot changes into the table: writes to a hot line
-# drop this many times, while other threads see the changes at most this many of its rows late.
-FLUSH_ROWS = 64
+# Updates of a hot slot a thread learns in its own view before adding them to the table: writes
+# to a hot line drop this many times, and other threads see them at most this many updates late.
+FOLD_UPDATES = 256
+# Rows after which a thread hands back and re-takes all its views: a hot slot seen once in 1,000
+# rows is then at most ~16 of its updates behind the other threads'.
+REFRESH_ROWS = 16384
+
+
+def refresh_rows(step: int, threads: int) -> int:
+    """How many of its rows a thread learns between refreshing all its views: early in a run,
+    when Adagrad's steps are large and stale views cost most, after 1/4 of its share of the rows
+    seen so far; later every :data:`REFRESH_ROWS` rows (and never fewer than 256)."""
+    return int(min(REFRESH_ROWS, max(256, step // (4 * threads))))
 
 
 @dataclass(frozen=True)
@@ -148,7 +158,10 @@ def hot_slots(table_rows: int, slots=()) -> HotSlots:
     """A :class:`HotSlots` for a table of ``table_rows`` rows (the last the bias) holding the bias
     and ``slots`` (hashed slots, each once)."""
     bias = table_rows - 1
-    chosen = np.concatenate([[bias], np.asarray([s for s in slots if s != bias], dtype=np.int64)]).astype(np.int64)
+    hashed = np.asarray([s for s in slots if s != bias], dtype=np.int64)
+    chosen = np.concatenate([[bias], hashed]).astype(np.int64)
+    if hashed.size == 0:  # nothing to look up
+        return HotSlots(chosen, np.zeros(0, np.uint8), np.zeros(0, np.int64), np.zeros(0, np.int32))
     bitmap = np.zeros((table_rows + 7) // 8, dtype=np.uint8)
     size = 1 << max(3, int(2 * chosen.shape[0] - 1).bit_length())
     keys = np.full(size, -1, dtype=np.int64)
@@ -176,7 +189,7 @@ def choose_hot_slots(cat: np.ndarray, num: np.ndarray, mask: int, table_rows: in
 
 @njit(cache=True)
 def _fill_hot(slots, bitmap, keys, index):
-    for h in range(slots.shape[0]):
+    for h in range(1, slots.shape[0]):  # not the bias (slots[0]), which no hash reaches
         s = slots[h]
         bitmap[s >> 3] |= np.uint8(1 << (s & 7))
         i = s & (keys.shape[0] - 1)
@@ -197,125 +210,166 @@ def _hot_position(s, bitmap, keys, index):
     return index[i]
 
 
+@njit(cache=True, nogil=True)
+def locate(cat, num, mask, hot_bitmap, hot_keys, hot_index, out):
+    """Where each feature of a chunk learns: ``out`` (int32, rows x (k_cat + k_num), the
+    categorical features then the numeric ones) holds the slot (``hash & mask``) of a cold
+    feature and ``-1 - position`` of a hot one. Pure and serial: the reader threads run it, so
+    the learning kernel looks nothing up."""
+    k_cat = cat.shape[1]
+    lookup = hot_keys.shape[0] > 0
+    for r in range(cat.shape[0]):
+        for j in range(k_cat + num.shape[1]):
+            s = np.int64((cat[r, j] if j < k_cat else num[r, j - k_cat]) & mask)
+            h = _hot_position(s, hot_bitmap, hot_keys, hot_index) if lookup else -1
+            out[r, j] = s if h < 0 else -1 - h
+
+
+# Fields of a block's private view of a hot slot (``private[b, h]``).
+_W, _G, _W0, _G0, _UPDATES = 0, 1, 2, 3, 4
+_VIEW_WIDTH = 8
+
+
 def private_state(blocks: int, hot: HotSlots) -> tuple[np.ndarray, np.ndarray]:
-    """Scratch for :func:`train_chunk`: each block's view of every hot slot (weight, G, and both
-    as last folded) and its list of slots touched since, blocks a cache line apart."""
-    width = (hot.count + 15) // 16 * 16
-    return np.zeros((blocks, width, 4), dtype=np.float32), np.zeros((blocks, width + 16), dtype=np.int32)
+    """State for :func:`train_chunk` and :func:`fold_views`: each block's view of every hot slot
+    (weight and G, both as last taken from the table, updates since), and whether the block holds
+    views (``taken[b, 0]``); blocks a cache line apart."""
+    return (np.zeros((blocks, (hot.count + 7) // 8 * 8, _VIEW_WIDTH), dtype=np.float32),
+            np.zeros((blocks, 16), dtype=np.int32))
 
 
 @njit(cache=True, inline="always")
-def _fold(table, clock, hot, mine, touched, shared, before, lr, l1, l2, eps):
-    """Add a block's hot-slot changes since they entered its view to the table, and empty the
-    view (the next use reads the table, which holds the other blocks' changes too).
+def _take(table, clock, hot, mine, h, before, lr, l1, l2, eps):
+    """Load hot slot ``h`` from the table into the block's view."""
+    s = hot[h]
+    if s != table.shape[0] - 1 and (l1 > 0.0 or l2 > 0.0):
+        _settle(table, clock, s, before, lr, l1, l2, eps)
+    mine[h, _W] = table[s, WEIGHT]
+    mine[h, _G] = table[s, ACCUMULATOR]
+    mine[h, _W0] = mine[h, _W]
+    mine[h, _G0] = mine[h, _G]
+    mine[h, _UPDATES] = 0.0
 
-    ``shared``: other blocks may write the same slots (a racy read-modify-write, as Hogwild's);
+
+@njit(cache=True, inline="always")
+def _fold(table, clock, hot, mine, h, shared, before, lr, l1, l2, eps):
+    """Add the block's changes to hot slot ``h`` since it was taken to the table, and take it
+    again (the table holds the other blocks' changes too; the line was just written here).
+
+    ``shared``: other blocks may write the same slot (a racy read-modify-write, as Hogwild's);
     without them the view is copied back exactly, so one block is the sequential update."""
-    bias = table.shape[0] - 1
-    for i in range(touched[0]):
-        h = touched[1 + i]
-        s = hot[h]
-        if not shared:
-            table[s, WEIGHT] = mine[h, 0]
-            table[s, ACCUMULATOR] = mine[h, 1]
-        else:
-            if s != bias and (l1 > 0.0 or l2 > 0.0):
-                _settle(table, clock, s, before, lr, l1, l2, eps)
-            table[s, WEIGHT] += mine[h, 0] - mine[h, 2]
-            table[s, ACCUMULATOR] += mine[h, 1] - mine[h, 3]
-        mine[h, 3] = -1.0
-    touched[0] = 0
+    _give(table, clock, hot, mine, h, shared, before, lr, l1, l2, eps)
+    if shared:
+        _take(table, clock, hot, mine, h, before, lr, l1, l2, eps)
+    else:
+        mine[h, _UPDATES] = 0.0
 
 
 @njit(cache=True, inline="always")
-def _use_hot(table, clock, hot, h, mine, touched, before, lr, l1, l2, eps):
-    """Make hot position ``h`` part of the block's view before its first use since a fold."""
-    if mine[h, 3] < 0.0:  # not in the view: take it from the table
-        s = hot[h]
-        if s != table.shape[0] - 1 and (l1 > 0.0 or l2 > 0.0):
-            _settle(table, clock, s, before, lr, l1, l2, eps)
-        mine[h, 0] = table[s, WEIGHT]
-        mine[h, 1] = table[s, ACCUMULATOR]
-        mine[h, 2] = mine[h, 0]
-        mine[h, 3] = mine[h, 1]
-        touched[1 + touched[0]] = h
-        touched[0] += 1
+def _give(table, clock, hot, mine, h, shared, before, lr, l1, l2, eps):
+    """The table gets the block's view of hot slot ``h``: its changes added, or (not
+    ``shared``) the view itself."""
+    s = hot[h]
+    if not shared:
+        table[s, WEIGHT] = mine[h, _W]
+        table[s, ACCUMULATOR] = mine[h, _G]
+        return
+    if s != table.shape[0] - 1 and (l1 > 0.0 or l2 > 0.0):
+        _settle(table, clock, s, before, lr, l1, l2, eps)
+    table[s, WEIGHT] += mine[h, _W] - mine[h, _W0]
+    table[s, ACCUMULATOR] += mine[h, _G] - mine[h, _G0]
+
+
+@njit(cache=True, nogil=True)
+def fold_views(table, clock, hot, private, taken, shared, now, lr, l1, l2, eps):
+    """Give the table every block's views (see :func:`train_chunk`) and drop them, so the table
+    is the whole model; call before reading or saving it. The next chunk takes views anew."""
+    for b in range(private.shape[0]):
+        if taken[b, 0] == 0:
+            continue
+        for h in range(hot.shape[0]):
+            if private[b, h, _UPDATES] > 0.0:
+                _give(table, clock, hot, private[b], h, shared, now, lr, l1, l2, eps)
+        taken[b, 0] = 0
+
+
+@njit(cache=True, inline="always")
+def _learn_hot(table, clock, hot, mine, h, g, lr, eps, fold_updates, shared, before, l1, l2):
+    """One Adagrad step on the block's view of hot slot ``h``; fold it every ``fold_updates``."""
+    _adagrad(mine, h, g, lr, eps)
+    mine[h, _UPDATES] += 1.0
+    if mine[h, _UPDATES] >= fold_updates:
+        _fold(table, clock, hot, mine, h, shared, before, lr, l1, l2, eps)
 
 
 @njit(cache=True, parallel=True, nogil=True)
-def train_chunk(cat, num, num_values, labels, row_weights, held, table, clock, mask, step0,
-                lr, l1, l2, eps, blocks, block_loss, hot, hot_bitmap, hot_keys, hot_index,
-                private, touched, flush_rows):
+def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step0, lr, l1, l2, eps,
+                blocks, block_loss, hot, private, taken, shared, fold_updates, refresh_rows):
     """Learn one chunk; row r of the chunk is global step ``step0 + r + 1``.
 
-    cat: uint32 (rows, k_cat) hashes of features with value 1; num / num_values: uint32 hashes and
-    float32 values (rows, k_num); labels and row_weights: float32 (rows,). ``held``: uint8 (rows,)
-    or empty; a row with ``held[r] != 0`` is held out: scored, never learned (it still counts as a
-    step, an example with zero gradient). ``mask`` is ``slots - 1``.
-    ``hot``, ``hot_bitmap``, ``hot_keys``, ``hot_index``: a :class:`HotSlots`' arrays;
-    ``private``, ``touched``: from :func:`private_state`. Outputs: ``block_loss[b] = (weighted
-    loss, weight) of learned rows, then (weighted loss, weight) of held-out rows`` for block b.
-    Returns a status.
+    slots: int32 (rows, k_cat + k_num) from :func:`locate`: where each feature learns, the k_cat
+    features of value 1 first, then the k_num numeric ones with values ``num_values`` (float32,
+    rows x k_num). labels and row_weights: float32 (rows,). ``held``: uint8 (rows,) or empty; a
+    row with ``held[r] != 0`` is held out: scored, never learned (it still counts as a step, an
+    example with zero gradient). ``hot``: the :class:`HotSlots` slots; ``private``, ``taken`` from
+    :func:`private_state`; ``shared``: several blocks may hold views (any run with more than one
+    thread, even for a chunk learned by one block). Outputs: ``block_loss[b] = (weighted loss, weight) of learned rows,
+    then (weighted loss, weight) of held-out rows`` for block b. Returns a status.
 
-    Hot slots (always the bias) are learned in each block's private view: the block reads and
-    updates its own copy (weight and G, so its own steps are never stale), and every
-    ``flush_rows`` rows adds what changed (dw, dG) to the table and re-reads the table, which holds
-    the other blocks' changes too. That is Hogwild with every block's hot-slot updates delivered
-    in batches of ``flush_rows`` rows: the same sum of updates, seen up to ``blocks *
-    flush_rows`` rows late instead of a few, and ``flush_rows`` times fewer writes to lines that
-    every core wants. Their L1/L2 steps are settled at each fold. With one block the view is the
-    sequential update, bit for bit.
+    Hot slots (always the bias) are learned in each block's private view: a block takes every
+    hot slot's weight and G from the table when it has no views, learns its own copy (so its own
+    steps are never stale), and after ``fold_updates`` updates of a slot adds what changed
+    (dw, dG) to the table and takes the slot again, now with the other blocks' changes. Views
+    outlive the chunk (no per-chunk traffic on the hot lines); :func:`fold_views` hands them all
+    to the table before the model is read.
+    That is Hogwild with each block's updates of a hot slot delivered in batches of
+    ``fold_updates``: the same sum of updates, each seen by the other blocks at most
+    ``fold_updates`` of its updates late, and ``fold_updates`` times fewer writes to the lines
+    every core wants. Staleness counted in updates of the slot, not in rows, keeps the bias
+    (every row) as fresh as a slot seen once in 1,000 rows. L1/L2 steps of a hot slot are settled
+    when it is taken and folded. With one block the view is the sequential update, bit for bit.
     """
     rows = labels.shape[0]
     regularise = l1 > 0.0 or l2 > 0.0
     holdout = held.shape[0] > 0
-    lookup = hot.shape[0] > 1
-    shared = blocks > 1
-    k_cat = cat.shape[1]
-    k_num = num.shape[1]
+    k_num = num_values.shape[1]
+    k_cat = slots.shape[1] - k_num
     for b in prange(blocks):
         lo = rows * b // blocks
         hi = rows * (b + 1) // blocks
         mine = private[b]
-        mine_touched = touched[b]
-        for h in range(hot.shape[0]):
-            mine[h, 3] = -1.0  # nothing in the view yet
-        mine_touched[0] = 0
-        where = np.empty(k_cat + k_num, dtype=np.int64)  # each feature's slot, or -1 - hot position
+        age = taken[b, 1] if taken[b, 0] else refresh_rows
         loss_sum = 0.0
         weight_sum = 0.0
         held_loss = 0.0
         held_weight = 0.0
         for r in range(lo, hi):
             before = step0 + r  # steps whose regularisation a slot must have before this row
-            if (r - lo) % flush_rows == 0 and r > lo:
-                _fold(table, clock, hot, mine, mine_touched, shared, before, lr, l1, l2, eps)
-            _use_hot(table, clock, hot, 0, mine, mine_touched, before, lr, l1, l2, eps)
-            z = np.float64(mine[0, WEIGHT])  # the bias
+            if age >= refresh_rows:
+                for h in range(hot.shape[0]):
+                    if taken[b, 0] and mine[h, _UPDATES] > 0.0:
+                        _give(table, clock, hot, mine, h, shared, before, lr, l1, l2, eps)
+                    _take(table, clock, hot, mine, h, before, lr, l1, l2, eps)
+                taken[b, 0] = 1
+                age = 0
+            age += 1
+            z = np.float64(mine[0, _W])  # the bias
             for j in range(k_cat):
-                s = np.int64(cat[r, j] & mask)
-                h = _hot_position(s, hot_bitmap, hot_keys, hot_index) if lookup else -1
-                if h >= 0:
-                    _use_hot(table, clock, hot, h, mine, mine_touched, before, lr, l1, l2, eps)
-                    where[j] = -1 - h
-                    z += mine[h, WEIGHT]
+                t = np.int64(slots[r, j])
+                if t < 0:
+                    z += mine[-1 - t, _W]
                 else:
-                    where[j] = s
                     if regularise:
-                        _settle(table, clock, s, before, lr, l1, l2, eps)
-                    z += table[s, WEIGHT]
+                        _settle(table, clock, t, before, lr, l1, l2, eps)
+                    z += table[t, WEIGHT]
             for j in range(k_num):
-                s = np.int64(num[r, j] & mask)
-                h = _hot_position(s, hot_bitmap, hot_keys, hot_index) if lookup else -1
-                if h >= 0:
-                    _use_hot(table, clock, hot, h, mine, mine_touched, before, lr, l1, l2, eps)
-                    where[k_cat + j] = -1 - h
-                    z += mine[h, WEIGHT] * num_values[r, j]
+                t = np.int64(slots[r, k_cat + j])
+                if t < 0:
+                    z += mine[-1 - t, _W] * num_values[r, j]
                 else:
-                    where[k_cat + j] = s
                     if regularise:
-                        _settle(table, clock, s, before, lr, l1, l2, eps)
-                    z += table[s, WEIGHT] * num_values[r, j]
+                        _settle(table, clock, t, before, lr, l1, l2, eps)
+                    z += table[t, WEIGHT] * num_values[r, j]
             y = np.float64(labels[r])
             rw = np.float64(row_weights[r])
             if holdout and held[r] != 0:
@@ -325,21 +379,22 @@ def train_chunk(cat, num, num_values, labels, row_weights, held, table, clock, m
             loss_sum += rw * logistic_loss(z, y)
             weight_sum += rw
             g0 = (_sigmoid(z) - y) * rw
-            _adagrad(mine, 0, g0, lr, eps)
+            after = before + 1
+            _learn_hot(table, clock, hot, mine, 0, g0, lr, eps, fold_updates, shared, after, l1, l2)  # bias
             for j in range(k_cat):
-                t = where[j]
+                t = np.int64(slots[r, j])
                 if t < 0:
-                    _adagrad(mine, -1 - t, g0, lr, eps)
+                    _learn_hot(table, clock, hot, mine, -1 - t, g0, lr, eps, fold_updates, shared, after, l1, l2)
                 else:
                     _adagrad(table, t, g0, lr, eps)
             for j in range(k_num):
-                t = where[k_cat + j]
+                t = np.int64(slots[r, k_cat + j])
                 g = g0 * num_values[r, j]
                 if t < 0:
-                    _adagrad(mine, -1 - t, g, lr, eps)
+                    _learn_hot(table, clock, hot, mine, -1 - t, g, lr, eps, fold_updates, shared, after, l1, l2)
                 else:
                     _adagrad(table, t, g, lr, eps)
-        _fold(table, clock, hot, mine, mine_touched, shared, step0 + hi, lr, l1, l2, eps)
+        taken[b, 1] = age
         block_loss[b, 0] = loss_sum
         block_loss[b, 1] = weight_sum
         block_loss[b, 2] = held_loss

@@ -252,7 +252,7 @@ class _Training:
         self.dictionary = _string_columns(dataset, spec)
         self.mask = np.uint32(spec.slots - 1)
         self.block_loss = np.zeros((self.threads, 4), dtype=np.float64)
-        self.hot = self.private = self.touched = None  # chosen from the first chunk learned (kernels.HotSlots)
+        self.hot = self.private = None  # kernels.HotSlots and the threads' views of them (_choose_hot)
         self.regularise = learn.l1 > 0 or learn.l2 > 0
         self.unit_start = dict(zip(dataset.units, np.cumsum([0] + [u.rows for u in dataset.units]).tolist()))
         identity = {"spec": spec.to_dict(), "learn": {k: v for k, v in learn.to_dict().items() if k != "threads"},
@@ -296,6 +296,7 @@ class _Training:
 
     def run(self) -> Model:
         state, learn = self.state, self.learn
+        self._choose_hot()
         while state.epoch < learn.epochs and not state.stopped_early:
             self._epoch(state.epoch)
             if state.stopped_early:
@@ -370,40 +371,52 @@ class _Training:
                 raise
             yield None, str(e), pos, row
 
-    def _arrange(self, block: FeatureBlock, epoch: int, unit, row: int) -> FeatureBlock:
-        """``block`` ready to learn: weights filled in, held-out rows marked, rows shuffled."""
-        learn = self.learn
+    def _arrange(self, block: FeatureBlock, epoch: int, unit, row: int) -> "_Chunk":
+        """``block`` ready to learn: each feature's slot or hot position (:func:`kernels.locate`),
+        weights filled in, held-out rows marked, rows shuffled."""
+        learn, hot = self.learn, self.hot
         n = block.rows
+        slots = np.empty((n, block.cat.shape[1] + block.num.shape[1]), dtype=np.int32)
+        kernels.locate(block.cat, block.num, self.mask, hot.bitmap, hot.keys, hot.index, slots)
         weights = block.weights if block.weights is not None else np.ones(n, np.float32)
         held = _NO_HOLDOUT
         if learn.holdout_every:
             first = self.unit_start[unit] + row
             held = ((np.arange(first, first + n) % learn.holdout_every) == learn.holdout_every - 1).view(np.uint8)
-        cat, num, values, labels = block.cat, block.num, block.num_values, block.labels
+        values, labels = block.num_values, block.labels
         if learn.shuffle:
             order = np.random.default_rng([learn.seed, epoch, unit.file, unit.row_group, row]).permutation(n)
-            cat, num, values, labels, weights = cat[order], num[order], values[order], labels[order], weights[order]
+            slots, values, labels, weights = slots[order], values[order], labels[order], weights[order]
             if held.size:
                 held = held[order]
-        return dataclasses.replace(block, cat=cat, num=num, num_values=values, labels=labels, weights=weights,
-                                   held=held)
+        return _Chunk(slots, values, labels, weights, held, block.bad_rows)
 
-    def _learn(self, block: FeatureBlock, where: str, epoch: int) -> None:
+    def _choose_hot(self) -> None:
+        """The hot slots, counted on the first chunk of the data (see :mod:`kernels`); with one
+        thread only the bias (a sequential learner has nothing to gain)."""
+        rows = self.table.shape[0]
+        self.hot = kernels.hot_slots(rows)
+        if self.threads > 1:
+            unit = self.dataset.units[0]
+            try:
+                for chunk in self.dataset.unit_chunks(unit, self.columns, self.learn.chunk_rows, self.dictionary):
+                    block = Featurizer(self.spec, self.skip)(chunk.batch, chunk.where, first_row=chunk.row)
+                    self.hot = kernels.choose_hot_slots(block.cat, block.num, int(self.mask), rows)
+                    break
+            except UnreadableData:
+                pass  # the epoch will say so (or skip it); the bias alone is hot meanwhile
+        self.private, self.taken = kernels.private_state(self.threads, self.hot)
+
+    def _learn(self, chunk: "_Chunk", where: str, epoch: int) -> None:
         """One chunk (from :meth:`_arrange`) through the kernel; losses summed."""
         state, learn = self.state, self.learn
-        n = block.rows
-        if self.hot is None:
-            rows = self.table.shape[0]
-            self.hot = (kernels.choose_hot_slots(block.cat, block.num, int(self.mask), rows)
-                        if self.threads > 1 else kernels.hot_slots(rows))
-            self.private, self.touched = kernels.private_state(self.threads, self.hot)
-        hot = self.hot
+        n = chunk.rows
         lr = self._rate(epoch)
-        status = kernels.train_chunk(block.cat, block.num, block.num_values, block.labels, block.weights,
-                                     block.held, self.table, self.clock, self.mask, np.int64(state.step), lr,
-                                     learn.l1, learn.l2, learn.eps, self.threads, self.block_loss,
-                                     hot.slots, hot.bitmap, hot.keys, hot.index, self.private, self.touched,
-                                     kernels.FLUSH_ROWS)
+        status = kernels.train_chunk(chunk.slots, chunk.num_values, chunk.labels, chunk.weights, chunk.held,
+                                     self.table, self.clock, np.int64(state.step), lr, learn.l1, learn.l2,
+                                     learn.eps, 1 if state.step == 0 else self.threads, self.block_loss,
+                                     self.hot.slots, self.private, self.taken, self.threads > 1,
+                                     kernels.FOLD_UPDATES, kernels.refresh_rows(state.step, self.threads))
         sums = self.block_loss.sum(axis=0)
         if status != kernels.STATUS_OK or sums[0] > DIVERGED_LOSS * sums[1]:
             what = "is no longer finite" if status != kernels.STATUS_OK else \
@@ -427,11 +440,22 @@ class _Training:
         return self.state.train_loss / self.state.train_weight if self.state.train_weight else math.nan
 
     def _settle(self, epoch: int) -> None:
-        """Apply every slot's pending regularisation, at ``epoch``'s rate, up to now."""
+        """Make the table the whole model: the threads' views of the hot slots handed back and
+        every slot's pending regularisation applied, at ``epoch``'s rate, up to now."""
+        self._settle_views(epoch)
         if self.regularise:
             learn = self.learn
             kernels.catch_up_all(self.table, self.clock, np.int64(self.state.step), self._rate(epoch),
                                  learn.l1, learn.l2, learn.eps)
+
+    def _settle_views(self, epoch: int | None = None) -> None:
+        """Hand the threads' views of the hot slots back to the table (kernels.fold_views)."""
+        if self.hot is None:
+            return
+        learn = self.learn
+        epoch = min(self.state.epoch, learn.epochs - 1) if epoch is None else epoch
+        kernels.fold_views(self.table, self.clock, self.hot.slots, self.private, self.taken, self.threads > 1,
+                           np.int64(self.state.step), self._rate(epoch), learn.l1, learn.l2, learn.eps)
 
     def _evaluate(self, kind: str, epoch: int) -> None:
         state, run = self.state, self.run_config
@@ -473,6 +497,7 @@ class _Training:
                     or (run.checkpoint_every_seconds and time.perf_counter() - at >= run.checkpoint_every_seconds))
 
     def _save_checkpoint(self) -> None:
+        self._settle_views()
         progress = self.state.to_dict()
         progress["seconds"] = self._seconds()
         arrays = {"table": self.table} if self.best_table is None else {"table": self.table, "best": self.best_table}
@@ -515,6 +540,22 @@ class _Training:
 
 
 _NO_HOLDOUT = np.zeros(0, dtype=np.uint8)
+
+
+@dataclasses.dataclass
+class _Chunk:
+    """A chunk as the learning kernel takes it (see :func:`kernels.train_chunk`)."""
+
+    slots: np.ndarray
+    num_values: np.ndarray
+    labels: np.ndarray
+    weights: np.ndarray
+    held: np.ndarray
+    bad_rows: int
+
+    @property
+    def rows(self) -> int:
+        return self.slots.shape[0]
 
 # A chunk whose rows lose more than this on average (the true label given probability e^-50)
 # is divergence, not learning: a model starts at log 2 = 0.69 nats a row.

@@ -1,0 +1,245 @@
+"""How fastada scales with cores: readers by workers, the kernel and its ceiling by threads, and
+``fastada.train`` end to end with its test logloss by threads, on the same data in one process.
+
+Usage:
+  PYTHONPATH=. python benchmarks/bench_threads.py [--data DIR ...] [--threads 1,2,4,...]
+      [--workers 1,2,4,...] [--kernel-rows 2000000] [--repeat 3] [--json OUT]
+
+``--data``: folders from ``fastada gen`` (train.parquet, test.parquet). Without it, two data sets
+of ``--rows`` rows are generated into ``--out``: the generator's default (snappy, Zipf exponents
+1.05-1.5) and the hardest it makes (zstd, every string column at Zipf 1.05, cardinalities up to a
+million). Every measure is taken on each data set; the summary is the worst case.
+
+Needs only numba, numpy and pyarrow (no network, no install): run it from a checkout with
+``PYTHONPATH=.``. Writes, per data set and for the worst case,
+``{"readers": {W: rows/s}, "kernel": {T: rows/s}, "ceiling": {T: rows/s},
+"end_to_end": {T: rows/s}, "logloss": {T: value}}`` (keys are strings; "auto" is the default
+split of the cores between readers and learners).
+
+Stages: *readers* decode Parquet and hash (``read_ahead`` with W workers over the training
+file, nothing learned); *kernel* is ``kernels.train_chunk`` over hashed chunks in memory, with
+hot slots chosen as training chooses them; *ceiling* a bare gather/scatter over the same slots on
+one shared table (read every feature's slot, write it back changed): the memory-access limit of
+a shared-table learner; *end to end* ``fastada.train`` from the file, one pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import sys
+import time
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from machine import describe as describe_machine  # noqa: E402
+
+import fastada  # noqa: E402
+from fastada import kernels  # noqa: E402
+from fastada.features import Featurizer  # noqa: E402
+from fastada.reader import DataSet  # noqa: E402
+from fastada.train import _string_columns, read_ahead, resolve_spec, set_threads  # noqa: E402
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def gather_scatter(cat, num, table, mask, blocks):
+    """Touch every feature's slot like a learner must (read, then write), and nothing more."""
+    rows = cat.shape[0]
+    for b in prange(blocks):
+        for r in range(rows * b // blocks, rows * (b + 1) // blocks):
+            z = 0.0
+            for j in range(cat.shape[1]):
+                z += table[np.int64(cat[r, j] & mask), 0]
+            for j in range(num.shape[1]):
+                z += table[np.int64(num[r, j] & mask), 0]
+            g = np.float32(1e-9 * z)
+            for j in range(cat.shape[1]):
+                table[np.int64(cat[r, j] & mask), 1] += g
+            for j in range(num.shape[1]):
+                table[np.int64(num[r, j] & mask), 1] += g
+
+
+def median_rate(fn, rows, repeat):
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return rows / statistics.median(times)
+
+
+def counts(text: str, cores: int) -> list[int]:
+    if text:
+        return sorted({int(x) for x in text.split(",")})
+    return sorted({1 << k for k in range(cores.bit_length()) if 1 << k <= cores} | {cores})
+
+
+def measure(data: str, threads: list[int], workers: list[int], kernel_rows: int, bits: int,
+            repeat: int, log, stages=("readers", "kernel", "end_to_end")) -> dict:
+    train_path = os.path.join(data, "train.parquet")
+    test_path = os.path.join(data, "test.parquet")
+    dataset = DataSet(train_path)
+    spec = resolve_spec(dataset, label="label", bits=bits)
+    dictionary = _string_columns(dataset, spec)
+    chunk_rows = int(os.environ.get("CHUNK", fastada.LearnConfig.chunk_rows))
+    columns = Featurizer(spec).columns
+    result = {"readers": {}, "kernel": {}, "ceiling": {}, "end_to_end": {}, "logloss": {}}
+
+    def read_all(w):
+        featurizers = [Featurizer(spec) for _ in range(w)]
+
+        def work(unit, worker):
+            for chunk in dataset.unit_chunks(unit, columns, chunk_rows, dictionary):
+                yield featurizers[worker](chunk.batch, chunk.where).rows
+
+        return sum(read_ahead(dataset.units, work, w))
+
+    for w in workers if "readers" in stages else ():
+        read_all(w)  # warm: page cache, compiled hashing
+        result["readers"][str(w)] = median_rate(lambda w=w: read_all(w), dataset.num_rows, repeat)
+        log(f"  readers {w:>2}: {result['readers'][str(w)]:,.0f} rows/s")
+
+    featurizer = Featurizer(spec)
+    blocks, rows = [], 0
+    for chunk in dataset.chunks(columns, chunk_rows, None, dictionary):
+        blocks.append(featurizer(chunk.batch, chunk.where))
+        rows += blocks[-1].rows
+        if rows >= kernel_rows:
+            break
+    mask = np.uint32(spec.slots - 1)
+    learn = fastada.LearnConfig()
+
+    def learn_all(t):
+        table = kernels.new_table(spec.slots)
+        clock = table.view(np.int64)
+        loss = np.zeros((t, 4))
+        hot, located = hot_and_slots[t > 1]
+        private, taken = kernels.private_state(t, hot)
+        set_threads(t)
+        step = 0
+        for blk, slots in zip(blocks, located):
+            n = blk.rows
+            kernels.train_chunk(slots, blk.num_values, blk.labels, np.ones(n, np.float32), np.zeros(0, np.uint8),
+                                table, clock, np.int64(step), learn.lr, 0.0, 0.0, learn.eps, t, loss, hot.slots,
+                                private, taken, t > 1, int(os.environ.get("FOLD", kernels.FOLD_UPDATES)), int(os.environ.get("REFRESH", kernels.REFRESH_ROWS)))
+            step += n
+
+    def ceiling(t):
+        table = kernels.new_table(spec.slots)
+        set_threads(t)
+        for blk in blocks:
+            gather_scatter(blk.cat, blk.num, table, mask, t)
+
+    def locate_all(hot):
+        out = []
+        for blk in blocks:
+            slots = np.empty((blk.rows, blk.cat.shape[1] + blk.num.shape[1]), dtype=np.int32)
+            kernels.locate(blk.cat, blk.num, mask, hot.bitmap, hot.keys, hot.index, slots)
+            out.append(slots)
+        return hot, out
+
+    table_rows = spec.slots + 1
+    # as training does: one thread learns every slot in the table, several keep the hot ones apart
+    hot_and_slots = [locate_all(kernels.hot_slots(table_rows)),
+                     locate_all(kernels.choose_hot_slots(blocks[0].cat, blocks[0].num, int(mask), table_rows, share=float(os.environ.get("SHARE", 1e-3)), cap=1 << 14))]
+    log(f"  {hot_and_slots[1][0].count:,} hot slots")
+    learn_all(1)
+    ceiling(1)
+    for t in threads if "kernel" in stages else ():
+        result["kernel"][str(t)] = median_rate(lambda t=t: learn_all(t), rows, repeat)
+        result["ceiling"][str(t)] = median_rate(lambda t=t: ceiling(t), rows, repeat)
+        log(f"  kernel {t:>2}: {result['kernel'][str(t)]:,.0f} rows/s; "
+            f"ceiling {result['ceiling'][str(t)]:,.0f}")
+    del blocks
+
+    if "end_to_end" not in stages:
+        return result
+    fastada.train(train_path, bits=bits, threads=1, chunk_rows=chunk_rows)  # warm
+    for t in [*threads, "auto"]:
+        rates, model = [], None
+        for _ in range(repeat):
+            model = fastada.train(train_path, bits=bits, threads=t)
+            rates.append(model.summary["rows"] / model.summary["seconds"])
+        result["end_to_end"][str(t)] = statistics.median(rates)
+        result["logloss"][str(t)] = model.evaluate(test_path)["logloss"]
+        chosen = model.summary.get("split", "")
+        log(f"  end to end {t:>4}: {result['end_to_end'][str(t)]:,.0f} rows/s, test logloss "
+            f"{result['logloss'][str(t)]:.5f} {chosen}")
+    return result
+
+
+def worst(results: list[dict]) -> dict:
+    out = {}
+    for key in ("readers", "kernel", "ceiling", "end_to_end"):
+        out[key] = {k: min(r[key][k] for r in results) for k in results[0][key]}
+    out["logloss"] = {k: max(r["logloss"][k] for r in results) for k in results[0]["logloss"]}
+    first = out["logloss"].get("1")
+    out["logloss_gap"] = max((abs(r["logloss"][k] - r["logloss"]["1"]) for r in results for k in r["logloss"]),
+                             default=None) if first is not None else None
+    return out
+
+
+def main():
+    cores = numba.config.NUMBA_NUM_THREADS
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", nargs="*", default=None, help="folders from `fastada gen` (default: generate two)")
+    ap.add_argument("--rows", type=int, default=2_000_000, help="rows of each generated data set")
+    ap.add_argument("--threads", default="", help="learner thread counts (default: powers of two up to the cores)")
+    ap.add_argument("--workers", default="", help="reader worker counts (default: as --threads)")
+    ap.add_argument("--kernel-rows", type=int, default=2_000_000, help="rows held in memory for the kernel")
+    ap.add_argument("--bits", type=int, default=24)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--out", default="bench-out")
+    ap.add_argument("--stages", default="readers,kernel,end_to_end", help="which to measure")
+    ap.add_argument("--json", default=None, help="write the results here (default OUT/threads.json)")
+    args = ap.parse_args()
+    threads = counts(args.threads, cores)
+    workers = counts(args.workers, cores) if args.workers else threads
+    os.makedirs(args.out, exist_ok=True)
+    data = args.data
+    if not data:
+        from fastada.synth import generate
+        data = []
+        for name, kwargs in (("snappy", {}), ("zstd-zipf1.05", {"zipf": (1.05, 1.05), "compression": "zstd"})):
+            folder = os.path.join(args.out, f"threads-{name}-{args.rows}")
+            if not os.path.exists(os.path.join(folder, "test.parquet")):
+                generate(folder, rows=args.rows, test_rows=min(200_000, args.rows // 10), seed=1, **kwargs)
+            data.append(folder)
+
+    def log(text):
+        print(text, flush=True)
+
+    machine = describe_machine()
+    log(f"{datetime.date.today().isoformat()}, {machine}, numba {numba.__version__} "
+        f"({numba.config.THREADING_LAYER} threading layer), 2^{args.bits} slots")
+    per_data = {}
+    for folder in data:
+        log(f"{folder}:")
+        per_data[folder] = measure(folder, threads, workers, args.kernel_rows, args.bits, args.repeat, log,
+                                  args.stages.split(","))
+    report = {"date": datetime.date.today().isoformat(), "machine": machine, "bits": args.bits,
+              "data": per_data, **worst(list(per_data.values()))}
+    path = args.json or os.path.join(args.out, "threads.json")
+    with open(path, "w") as f:
+        json.dump(report, f, indent=2)
+    log(f"worst case over {len(data)} data sets (rows/s; logloss: the highest):")
+    for key in ("readers", "kernel", "ceiling", "end_to_end", "logloss"):
+        if not report[key]:
+            continue
+        first = report[key].get("1")
+        cells = ", ".join(f"{k}: {v:,.0f}" + (f" ({v / first:.2f}x)" if first and key != "logloss" else "")
+                          if key != "logloss" else f"{k}: {v:.5f}" for k, v in report[key].items())
+        log(f"  {key}: {cells}")
+    if report.get("logloss_gap") is not None:
+        log(f"  largest test logloss gap to 1 thread: {report['logloss_gap']:.5f}")
+    log(f"written to {path}")
+
+
+if __name__ == "__main__":
+    main()
