@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from numba import typed, types
 
 from . import hashing
 from .config import FastadaError, FeatureSpec
@@ -75,6 +76,18 @@ class Featurizer:
         self.k_num = len(spec.numeric) if mode in ("value", "both") else 0
         self._dictionary_cache: dict[str, tuple[pa.Array, np.ndarray]] = {}
         self._label_kinds: set[str] = set()
+        numeric = spec.numeric
+        self._num_value_hash = np.array([self.value_hash[c] for c in numeric], dtype=np.uint32)
+        self._num_missing_hash = np.array([self.null_hash[c] for c in numeric], dtype=np.uint32)
+        self._num_value_column = np.array([self.value_column[c] for c in numeric], dtype=np.int64)
+        self._num_bucket_column = np.array([self.bucket_column[c] for c in numeric], dtype=np.int64)
+        self._bucket_matrix = (np.stack([self.bucket_tables[c] for c in numeric]) if numeric
+                               else np.zeros((0, 2 * hashing.BUCKET_OFFSET + 1), np.uint32))
+        crosses = self.cross_columns
+        self._cross_left = np.array([c[0] for c in crosses], dtype=np.int64)
+        self._cross_right = np.array([c[1] for c in crosses], dtype=np.int64)
+        self._cross_column = np.array([c[2] for c in crosses], dtype=np.int64)
+        self._cross_seed = np.array([c[3] for c in crosses], dtype=np.uint32)
 
     def _hash_column(self, name: str) -> int:
         """Where a column's hash lives in ``cat``, for crosses (numeric: its bucket feature)."""
@@ -98,12 +111,7 @@ class Featurizer:
         cat = np.empty((n, self.k_cat), dtype=np.uint32)
         num = np.empty((n, self.k_num), dtype=np.uint32)
         num_values = np.empty((n, self.k_num), dtype=np.float32)
-        for j, name in enumerate(spec.categorical):
-            self._categorical(_column(batch, name, where), name, where, cat, j)
-        for name in spec.numeric:
-            self._numeric(_column(batch, name, where), name, where, cat, num, num_values)
-        for left, right, column, seed in self.cross_columns:
-            hashing.cross_columns(cat, left, right, np.uint32(seed), column)
+        self._hash_batch(batch, where, cat, num, num_values)
         labels = weights = None
         bad = None
         if with_labels:
@@ -118,6 +126,66 @@ class Featurizer:
                 weights = np.ones(n, np.float32) if weights is None else weights
                 weights[bad] = 0.0
         return FeatureBlock(cat, num, num_values, labels, weights, 0 if bad is None else int(bad.sum()))
+
+    def _hash_batch(self, batch, where, cat, num, num_values) -> None:
+        """Every feature of ``batch`` into ``cat``, ``num``, ``num_values``.
+
+        Python only gathers zero-copy views of the columns' buffers (and hashes a dictionary it
+        has not seen); the per-row work is one compiled call that releases the GIL, so reader
+        threads scale with cores instead of queueing for the GIL between per-column calls."""
+        spec = self.spec
+        dict_indices = typed.List.empty_list(_INT32S)
+        dict_validity = typed.List.empty_list(_BYTES)
+        dict_hashes = typed.List.empty_list(_UINT32S)
+        dict_offsets, dict_null, dict_column = [], [], []
+        dictionaries = self._string_dictionary_hashes(batch, where)
+        for j, name in enumerate(spec.categorical):
+            arr = _column(batch, name, where)
+            if not pa.types.is_dictionary(arr.type):
+                self._categorical(arr, name, where, cat, j)  # hashed per row, column by column
+                continue
+            hashes = dictionaries.get(name)
+            if hashes is None:
+                hashes = self._dictionary_hashes(name, arr.dictionary, where)
+            indices = arr.indices
+            validity, offset = _validity(indices)
+            dict_indices.append(_readonly(_values(indices), np.int32))
+            dict_validity.append(_readonly(validity, np.uint8))
+            dict_hashes.append(_readonly(hashes, np.uint32))
+            dict_offsets.append(offset)
+            dict_null.append(self.null_hash[name])
+            dict_column.append(j)
+        num_ints = typed.List.empty_list(_INT64S)
+        num_floats = typed.List.empty_list(_FLOAT64S)
+        num_validity = typed.List.empty_list(_BYTES)
+        num_kind, num_offsets = [], []
+        for name in spec.numeric:
+            arr = _numeric_array(_column(batch, name, where), name, where)
+            validity, offset = _validity(arr)
+            values = _values(arr)
+            if values.dtype.kind == "i" or values.dtype.kind == "u" and values.dtype.itemsize < 8:
+                num_kind.append(2 * len(num_ints))
+                num_ints.append(_readonly(values, np.int64))
+            else:
+                num_kind.append(2 * len(num_floats) + 1)
+                num_floats.append(_readonly(values, np.float64))
+            num_validity.append(_readonly(validity, np.uint8))
+            num_offsets.append(offset)
+        if not num_ints:
+            num_ints.append(_NO_INTS)
+        if not num_floats:
+            num_floats.append(_NO_FLOATS)
+        if not dict_indices:
+            dict_indices.append(_readonly(np.zeros(0, np.int32), np.int32))
+            dict_validity.append(_NO_NULLS_RO)
+            dict_hashes.append(_readonly(np.zeros(0, np.uint32), np.uint32))
+        hashing.hash_chunk(
+            batch.num_rows, dict_indices, np.array(dict_offsets, np.int64), dict_validity, dict_hashes,
+            np.array(dict_null, np.uint32), np.array(dict_column, np.int64),
+            num_ints, num_floats, np.array(num_kind, np.int64), np.array(num_offsets, np.int64), num_validity,
+            self._num_value_hash, self._num_missing_hash, self._bucket_matrix, self._num_value_column,
+            self._num_bucket_column, self._cross_left, self._cross_right, self._cross_seed, self._cross_column,
+            cat, num, num_values)
 
     # -- categorical ---------------------------------------------------------------------------
 
@@ -139,13 +207,63 @@ class Featurizer:
         else:
             hashing.hash_integer_column(_values(arr), validity, offset, seed, null_hash, out, column)
 
+    def _string_dictionary_hashes(self, batch: pa.RecordBatch, where: str) -> dict[str, np.ndarray]:
+        """The hashes of every string dictionary of ``batch`` (columns whose dictionary holds
+        strings or binaries with 32-bit offsets and no nulls), checked against the cache and
+        hashed where new in one compiled call (:func:`hashing.dictionary_hashes`)."""
+        names, arrays = [], []
+        offsets, data = typed.List.empty_list(_INT32S), typed.List.empty_list(_BYTES)
+        old_offsets, old_data = typed.List.empty_list(_INT32S), typed.List.empty_list(_BYTES)
+        old_hashes, out = typed.List.empty_list(_UINT32S), typed.List.empty_list(_UINT32S_RW)
+        old_count, seeds = [], []
+        for name in self.spec.categorical:
+            i = batch.schema.get_field_index(name)
+            if i < 0:
+                continue
+            arr = batch.column(i)
+            t = arr.type
+            if not (pa.types.is_dictionary(t) and t.value_type in _SMALL_STRINGS) or arr.dictionary.null_count:
+                continue
+            dictionary = arr.dictionary
+            new_offsets, new_data = _string_buffers(dictionary)
+            cached = self._dictionary_cache.get(name)
+            if cached is not None and cached[0].type == dictionary.type and not cached[0].null_count:
+                o, d = _string_buffers(cached[0])
+                old_count.append(len(cached[0]))
+                old_hashes.append(_readonly(cached[1], np.uint32))
+            else:
+                o, d = _EMPTY_OFFSETS, _NO_NULLS_RO
+                old_count.append(-1)
+                old_hashes.append(_readonly(np.zeros(0, np.uint32), np.uint32))
+            names.append(name)
+            arrays.append(dictionary)
+            offsets.append(_readonly(new_offsets, np.int32))
+            data.append(_readonly(new_data, np.uint8))
+            old_offsets.append(_readonly(o, np.int32))
+            old_data.append(_readonly(d, np.uint8))
+            out.append(np.empty(len(dictionary), np.uint32))
+            seeds.append(self.seeds[name])
+        if not names:
+            return {}
+        reused = np.zeros(len(names), np.uint8)
+        hashing.dictionary_hashes(offsets, data, old_offsets, old_data, np.array(old_count, np.int64), old_hashes,
+                                  np.array(seeds, np.uint32), out, reused)
+        found = {}
+        for c, name in enumerate(names):
+            if reused[c]:
+                found[name] = self._dictionary_cache[name][1]
+            else:
+                found[name] = out[c]
+                self._dictionary_cache[name] = (arrays[c], out[c])
+        return found
+
     def _dictionary_hashes(self, name: str, dictionary: pa.Array, where: str) -> np.ndarray:
         cached = self._dictionary_cache.get(name)
         if cached is not None:
             old, old_hashes = cached
-            if len(dictionary) == len(old) and dictionary.equals(old):
+            if len(dictionary) == len(old) and _same_start(dictionary, old):
                 return old_hashes
-            if len(dictionary) > len(old) and dictionary.slice(0, len(old)).equals(old):
+            if len(dictionary) > len(old) and _same_start(dictionary, old):
                 tail = self._hash_values(dictionary.slice(len(old)), name, where)
                 hashes = np.concatenate([old_hashes, tail])
                 self._dictionary_cache[name] = (dictionary, hashes)
@@ -160,31 +278,61 @@ class Featurizer:
         self._categorical(arr, name, where, out, 0)
         return out[:, 0].copy()
 
-    # -- numeric -------------------------------------------------------------------------------
-
-    def _numeric(self, arr, name, where, cat, num, num_values):
-        t = arr.type
-        if pa.types.is_dictionary(t):
-            arr = arr.cast(t.value_type)
-            t = arr.type
-        if pa.types.is_null(t):
-            arr = pa.array(np.full(len(arr), np.nan))
-        elif pa.types.is_boolean(t):
-            arr = arr.cast(pa.int8())
-        elif pa.types.is_decimal(t) or pa.types.is_floating(t) and t.bit_width == 16:
-            arr = arr.cast(pa.float64())
-        elif not (pa.types.is_integer(t) or pa.types.is_floating(t)):
-            raise FastadaError(f"{where}: column {name!r} is numeric but has type {t}; "
-                               f"name it with --categorical or leave it out")
-        validity, offset = _validity(arr)
-        hashing.numeric_column(
-            _values(arr), validity, offset, np.uint32(self.value_hash[name]),
-            np.uint32(self.null_hash[name]), self.bucket_tables[name],
-            num, num_values, self.value_column[name], cat, self.bucket_column[name])
-
     # -- labels and weights --------------------------------------------------------------------
 
 _BUCKET_TABLES: dict[int, np.ndarray] = {}
+_INT32S = types.Array(types.int32, 1, "C", readonly=True)
+_INT64S = types.Array(types.int64, 1, "C", readonly=True)
+_FLOAT64S = types.Array(types.float64, 1, "C", readonly=True)
+_UINT32S = types.Array(types.uint32, 1, "C", readonly=True)
+_BYTES = types.Array(types.uint8, 1, "C", readonly=True)
+_UINT32S_RW = types.Array(types.uint32, 1, "C")
+_SMALL_STRINGS = (pa.string(), pa.binary())  # dictionary value types hashed in one call
+
+
+def _readonly(values: np.ndarray, dtype) -> np.ndarray:
+    """A read-only C-contiguous view (or copy, where the type must change) of ``values``, as the
+    typed lists of :meth:`Featurizer._hash_batch` hold them."""
+    out = values if values.dtype == dtype and values.flags.c_contiguous else np.ascontiguousarray(values, dtype)
+    if out.flags.writeable:
+        out = out.view()
+        out.flags.writeable = False
+    return out
+
+
+_NO_NULLS_RO = _readonly(np.zeros(0, np.uint8), np.uint8)
+_EMPTY_OFFSETS = _readonly(np.zeros(1, np.int32), np.int32)
+_NO_INTS = _readonly(np.zeros(0, np.int64), np.int64)
+_NO_FLOATS = _readonly(np.zeros(0, np.float64), np.float64)
+
+
+def _same_start(dictionary: pa.Array, old: pa.Array) -> bool:
+    """Whether ``dictionary`` begins with every entry of ``old`` (compared without the GIL for
+    strings; Arrow's ``equals`` for other value types)."""
+    if _is_stringlike(dictionary.type) and dictionary.type == old.type and not dictionary.null_count \
+            and not old.null_count:
+        a_offsets, a_data = _string_buffers(dictionary)
+        b_offsets, b_data = _string_buffers(old)
+        return bool(hashing.same_strings(a_offsets, a_data, b_offsets, b_data, len(old)))
+    return dictionary.slice(0, len(old)).equals(old)
+
+
+def _numeric_array(arr: pa.Array, name: str, where: str) -> pa.Array:
+    """A numeric column as an Arrow array of a NumPy-viewable number type (nulls kept)."""
+    t = arr.type
+    if pa.types.is_dictionary(t):
+        arr = arr.cast(t.value_type)
+        t = arr.type
+    if pa.types.is_null(t):
+        return pa.array(np.full(len(arr), np.nan))
+    if pa.types.is_boolean(t):
+        return arr.cast(pa.int8())
+    if pa.types.is_decimal(t) or pa.types.is_floating(t) and t.bit_width == 16:
+        return arr.cast(pa.float64())
+    if not (pa.types.is_integer(t) or pa.types.is_floating(t)):
+        raise FastadaError(f"{where}: column {name!r} is numeric but has type {t}; "
+                           f"name it with --categorical or leave it out")
+    return arr
 
 
 def _bucket_table(seed: int) -> np.ndarray:

@@ -146,6 +146,7 @@ def hash_integer_column(values, validity, offset, seed, null_hash, out, column):
 
 
 BUCKET_OFFSET = 4096  # bins of finite float64 values lie in -2840..2839
+_TILE = 512  # rows of a chunk filled at a time by hash_chunk
 _SMALL = 1024  # integers below this take log1p from a table made per call (same function)
 
 
@@ -210,3 +211,115 @@ def cross_columns(hashes, left, right, seed, column):
     for i in range(hashes.shape[0]):
         pair = (np.int64(hashes[i, left]) << np.int64(32)) | np.int64(hashes[i, right])
         hashes[i, column] = murmur3_u64(pair, seed)
+
+
+@njit(cache=True, nogil=True)
+def same_strings(offsets_a, data_a, offsets_b, data_b, count):
+    """Whether the first ``count`` strings of two offsets/data pairs are equal (a dictionary seen
+    before, or the start of one that grew)."""
+    base_a = offsets_a[0]
+    base_b = offsets_b[0]
+    for i in range(count + 1):
+        if offsets_a[i] - base_a != offsets_b[i] - base_b:
+            return False
+    for k in range(offsets_a[count] - base_a):
+        if data_a[base_a + k] != data_b[base_b + k]:
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def hash_chunk(rows, dict_indices, dict_offsets, dict_validity, dict_hashes, dict_null, dict_column,
+               num_ints, num_floats, num_kind, num_offsets, num_validity, value_hash, missing_hash,
+               bucket_tables, value_column, bucket_column, cross_left, cross_right, cross_seed, cross_column,
+               cat, num, num_values):
+    """A chunk's features in one compiled call that holds no GIL: dictionary-encoded categorical
+    columns, numeric columns and crosses, a tile of rows at a time.
+
+    Dictionary column c: indices ``dict_indices[c]`` (from ``dict_offsets[c]``), validity bitmap
+    ``dict_validity[c]`` (empty: no nulls), each entry's hash ``dict_hashes[c]``; it fills
+    ``cat[:, dict_column[c]]`` (``dict_null[c]`` for a null). Numeric column i: values
+    ``num_ints[num_kind[i] >> 1]`` (int64) if ``num_kind[i] & 1 == 0`` else
+    ``num_floats[num_kind[i] >> 1]`` (float64), as :func:`numeric_column` describes, with its
+    bucket table ``bucket_tables[i]``. Cross x: ``cat[:, cross_column[x]]`` from the columns
+    ``cross_left[x]`` and ``cross_right[x]``, after every other categorical feature of the row
+    (columns hashed before this call included).
+    """
+    small = np.empty(_SMALL, dtype=np.float64)
+    for k in range(_SMALL):
+        small[k] = np.log1p(np.float64(k))
+    n_dict = dict_column.shape[0]
+    n_num = num_kind.shape[0]
+    missing_bucket = bucket_tables.shape[1] - 1
+    # Rows in tiles: a tile of the outputs stays in cache while it is filled column by column,
+    # and each column's arrays are fetched from their lists once a tile, not once a value.
+    for lo in range(0, rows, _TILE):
+        hi = min(rows, lo + _TILE)
+        for c in range(n_dict):
+            indices = dict_indices[c]
+            validity = dict_validity[c]
+            hashes = dict_hashes[c]
+            offset = dict_offsets[c]
+            column = dict_column[c]
+            null = dict_null[c]
+            for r in range(lo, hi):
+                cat[r, column] = hashes[indices[r]] if is_valid(validity, offset, r) else null
+        for i in range(n_num):
+            kind = num_kind[i]
+            ints = num_ints[kind >> 1 if kind & 1 == 0 else 0]
+            floats = num_floats[kind >> 1 if kind & 1 == 1 else 0]
+            validity = num_validity[i]
+            offset = num_offsets[i]
+            vc = value_column[i]
+            bc = bucket_column[i]
+            for r in range(lo, hi):
+                x = np.float64(ints[r]) if kind & 1 == 0 else floats[r]
+                if not (is_valid(validity, offset, r) and np.isfinite(x)):
+                    if vc >= 0:
+                        num[r, vc] = missing_hash[i]
+                        num_values[r, vc] = np.float32(1.0)
+                    if bc >= 0:
+                        cat[r, bc] = bucket_tables[i, missing_bucket]
+                    continue
+                a = abs(x)
+                k = np.int64(a) if a < _SMALL else -1
+                log = small[k] if k >= 0 and k == a else np.log1p(a)
+                if vc >= 0:
+                    num[r, vc] = value_hash[i]
+                    num_values[r, vc] = np.float32(log if x > 0 else 0.0)
+                if bc >= 0:
+                    b = np.int64(np.floor(4.0 * log))
+                    if x < 0:
+                        b = -b - 1
+                    cat[r, bc] = bucket_tables[i, b + BUCKET_OFFSET]
+        for x in range(cross_column.shape[0]):
+            for r in range(lo, hi):
+                pair = (np.int64(cat[r, cross_left[x]]) << np.int64(32)) | np.int64(cat[r, cross_right[x]])
+                cat[r, cross_column[x]] = murmur3_u64(pair, cross_seed[x])
+
+
+@njit(cache=True, nogil=True)
+def dictionary_hashes(offsets, data, old_offsets, old_data, old_count, old_hashes, seeds, out, reused):
+    """Every string dictionary of a chunk hashed in one call that holds no GIL.
+
+    Column c: its dictionary (``offsets[c]``, ``data[c]``), the one hashed before for that column
+    (``old_offsets[c]``, ``old_data[c]``, ``old_count[c]`` entries, -1: none) and its hashes
+    ``old_hashes[c]``. If the dictionary is the old one, ``reused[c] = 1`` and ``out[c]`` is left
+    alone; if it starts with the old one (a column whose pages fell back from dictionary encoding
+    grows its dictionary batch by batch), the old hashes are copied and only the new entries
+    hashed; else every entry is hashed with ``seeds[c]``.
+    """
+    for c in range(seeds.shape[0]):
+        new_offsets = offsets[c]
+        count = new_offsets.shape[0] - 1
+        target = out[c]
+        start = 0
+        known = old_count[c]
+        reused[c] = 0
+        if 0 <= known <= count and same_strings(new_offsets, data[c], old_offsets[c], old_data[c], known):
+            if known == count:
+                reused[c] = 1
+                continue
+            target[:known] = old_hashes[c][:known]
+            start = known
+        hash_strings(new_offsets, data[c], start, count, seeds[c], target[start:])
