@@ -10,7 +10,7 @@ import threading
 from typing import Callable, Sequence
 
 from . import model as _model
-from .config import FastadaError, FeatureSpec, LearnConfig, RunConfig, default_threads
+from .config import FastadaError, FeatureSpec, LearnConfig, RunConfig
 from .model import Model
 from .reader import DataSet
 from .train import Progress, fit, resolve_spec
@@ -22,7 +22,7 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
           crosses: Sequence[tuple[str, str]] = (), bits: int = 24, hash_seed: int = 0,
           numeric_mode: str = "both", lr: float = LearnConfig.lr, l1: float = 0.0, l2: float = 0.0,
           eps: float = LearnConfig.eps, initial_accumulator: float = 0.0, epochs: int = 1,
-          threads: int | None = None, seed: int = 0, chunk_rows: int = LearnConfig.chunk_rows,
+          threads: int | str | None = None, seed: int = 0, chunk_rows: int = LearnConfig.chunk_rows,
           shuffle: bool = False, lr_decay: float = 1.0, holdout_every: int = 0,
           bad_rows: str = "fail", valid=None,
           eval_every_rows: int = 0, early_stop: int = 0,
@@ -37,7 +37,8 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
     data: Parquet file(s), folder(s), glob(s), filesystem URI(s), or a ``pyarrow.Table``.
     Columns not named in ``categorical``/``numeric``/``ignore`` take a role by Arrow type
     (strings, binaries, dictionaries, bools: categorical; integers, floats: numeric).
-    ``threads=1`` is sequential and bit-for-bit repeatable; ``threads=None`` uses half the cores (the rest read and hash).
+    ``threads=1`` is sequential and bit-for-bit repeatable; ``threads="auto"`` (or None, the
+    default) measures reading and learning on the first chunks and splits the cores between them.
     ``model``: if given, the trained model is also written there (atomically).
 
     Validation: ``valid`` (data evaluated at the end of each epoch and every ``eval_every_rows``
@@ -54,7 +55,7 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
     >>> m.evaluate("test.parquet")["logloss"]                         # doctest: +SKIP
     """
     learn = LearnConfig(lr=lr, l1=l1, l2=l2, eps=eps, initial_accumulator=initial_accumulator,
-                        epochs=epochs, threads=threads if threads is not None else default_threads(),
+                        epochs=epochs, threads=threads if threads is not None else "auto",
                         seed=seed, chunk_rows=chunk_rows, shuffle=shuffle, lr_decay=lr_decay,
                         holdout_every=holdout_every, bad_rows=bad_rows)
     run = RunConfig(eval_every_rows=eval_every_rows, early_stop=early_stop,

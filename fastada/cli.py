@@ -64,7 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--initial-accumulator", type=float, default=0.0)
     t.add_argument("--epochs", type=int, default=1)
     t.add_argument("--shuffle", action="store_true", help="shuffle row groups and rows in each chunk, per epoch")
-    t.add_argument("--threads", type=int, default=None, help="Hogwild threads (default: half the cores, the rest read and hash; 1 = deterministic)")
+    t.add_argument("--threads", type=_threads_arg, default="auto",
+                   help="Hogwild threads, or auto (default: measure reading and learning on the first chunks and "
+                        "split the cores between them); 1 = sequential and deterministic")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--chunk-rows", type=int, default=LearnConfig.chunk_rows)
     t.add_argument("--lr-decay", type=float, default=1.0,
@@ -138,6 +140,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fastada: interrupted", file=sys.stderr)
         return 130
+
+
+def _threads_arg(text: str):
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a number of threads, got {text!r}") from None
 
 
 def _zipf_range(text: str) -> tuple[float, float]:

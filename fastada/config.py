@@ -100,7 +100,8 @@ class LearnConfig:
     same rows every epoch) is held out of learning and scored instead, as Vowpal Wabbit does
     (0 = none). bad_rows: "fail" stops at the first bad row (null or out-of-set label, null,
     negative or non-finite weight) or unreadable row group; "skip" learns nothing from them, counts
-    them and goes on. threads: Hogwild threads (1 = sequential, deterministic). chunk_rows: rows read,
+    them and goes on. threads: Hogwild threads (1 = sequential, deterministic; "auto": the cores are
+split between reading and learning by rates measured on the first chunks). chunk_rows: rows read,
     hashed and learned at a time. shuffle: row groups in a new order each epoch and rows in a new
     order within each chunk (out of core: never the whole data set), seeded by ``seed``.
     """
@@ -111,7 +112,7 @@ class LearnConfig:
     eps: float = 1e-8
     initial_accumulator: float = 0.0
     epochs: int = 1
-    threads: int = field(default_factory=lambda: default_threads())
+    threads: int | str = "auto"
     seed: int = 0
     chunk_rows: int = 65536
     shuffle: bool = True
@@ -129,7 +130,10 @@ class LearnConfig:
         if not (_is_number(self.eps) and self.eps > 0):
             raise FastadaError(f"eps must be a positive number, got {self.eps!r}")
         _check_int("epochs", self.epochs, 1, 10**6)
-        _check_int("threads", self.threads, 1, 4096)
+        if self.threads != "auto":
+            if isinstance(self.threads, str) or isinstance(self.threads, bool) or not isinstance(self.threads, int) \
+                    or not 1 <= self.threads <= 4096:
+                raise FastadaError(f"threads must be 'auto' or an integer in 1..4096, got {self.threads!r}")
         _check_int("seed", self.seed, 0, 2**63 - 1)
         _check_int("chunk_rows", self.chunk_rows, 1, 2**26)
         if not (_is_number(self.lr_decay) and 0 < self.lr_decay <= 1):
@@ -144,9 +148,8 @@ class LearnConfig:
 
 
 def default_threads() -> int:
-    """Hogwild threads when none are asked for: half the cores. Reading Parquet and hashing take
-    about twice the CPU of learning per row, so the other half reads and hashes (measured on 2
-    cores: 1 learner + 2 readers 1.32M rows/s; 2 learners + 1 reader 1.12M)."""
+    """Scoring threads when none are asked for: half the cores; the other half reads and hashes.
+    (Training measures its own split: ``threads="auto"``.)"""
     return max(1, (os.cpu_count() or 1) // 2)
 
 

@@ -167,9 +167,11 @@ class DataSet:
             yield from self.unit_chunks(unit, columns, chunk_rows, dictionary)
 
     def unit_chunks(self, unit: Unit, columns: Sequence[str], chunk_rows: int,
-                    dictionary: Sequence[str] = (), start_row: int = 0) -> Iterator[Chunk]:
+                    dictionary: Sequence[str] = (), start_row: int = 0,
+                    decode_threads: bool = True) -> Iterator[Chunk]:
         """Chunks of one unit from row ``start_row`` on, cut at the same rows as a read from 0
-        (so a resumed stream sees exactly the chunks an uninterrupted one would)."""
+        (so a resumed stream sees exactly the chunks an uninterrupted one would).
+        ``decode_threads``: let Arrow decode the columns on its own thread pool."""
         columns = list(columns)
         if self._table is not None:
             batch = self._table_batches[unit.row_group].select(columns)
@@ -178,11 +180,11 @@ class DataSet:
                     yield _from(Chunk(batch.slice(row, chunk_rows), unit, row,
                                       f"<table>, batch {unit.row_group}"), start_row)
             return
-        for chunk in self._file_chunks(unit, columns, chunk_rows, dictionary):
+        for chunk in self._file_chunks(unit, columns, chunk_rows, dictionary, decode_threads):
             if chunk.row + chunk.batch.num_rows > start_row:
                 yield _from(chunk, start_row)
 
-    def _file_chunks(self, unit, columns, chunk_rows, dictionary):
+    def _file_chunks(self, unit, columns, chunk_rows, dictionary, decode_threads=True):
         path = self.files[unit.file][1]
         schema = self.file_schema(unit.file)
         missing = [c for c in columns if schema.get_field_index(c) < 0]
@@ -198,7 +200,7 @@ class DataSet:
         row = 0
         try:
             for batch in pf.iter_batches(batch_size=chunk_rows, row_groups=[unit.row_group],
-                                         columns=columns, use_threads=True):
+                                         columns=columns, use_threads=decode_threads):
                 yield Chunk(batch, unit, row, where)
                 row += batch.num_rows
             # Arrow's allocator keeps freed blocks; without this, peak RSS creeps up with the

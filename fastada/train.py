@@ -65,8 +65,10 @@ def resolve_spec(dataset: DataSet, *, label: str, categorical: Sequence[str] | N
 def set_threads(threads: int | None) -> int:
     """Use ``threads`` Numba threads (capped at NUMBA_NUM_THREADS, fixed at start-up)."""
     available = numba.config.NUMBA_NUM_THREADS
+    if threads == "auto":
+        threads = None
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise FastadaError(f"threads must be an integer >= 1, got {threads!r}")
+        raise FastadaError(f"threads must be 'auto' or an integer >= 1, got {threads!r}")
     n = min(default_threads(), available) if threads is None else max(1, min(int(threads), available))
     numba.set_num_threads(n)
     return n
@@ -102,12 +104,13 @@ def _string_columns(dataset: DataSet, spec: FeatureSpec) -> list[str]:
 
 
 def read_ahead(tasks: Sequence, produce: Callable[[object, int], Iterator], workers: int,
-               depth: int = 2) -> Iterator:
+               depth: int = 2, limit: list[int] | None = None) -> Iterator:
     """Everything ``produce(task, worker)`` yields, task after task in order, computed ahead by
     ``workers`` background threads (each on a whole task; at most ``workers`` tasks in flight and
     ``depth`` finished items waiting per task, so memory stays bounded). Reading Parquet and
     hashing release the GIL, so the threads overlap each other and the learner. Errors re-raise
-    here, in order.
+    here, in order. ``limit``: a one-item list; a worker whose index is not below ``limit[0]``
+    takes no more tasks (lowering it while running shrinks the pool).
     """
     done = object()
     stop = threading.Event()
@@ -126,6 +129,8 @@ def read_ahead(tasks: Sequence, produce: Callable[[object, int], Iterator], work
 
     def work(worker: int) -> None:
         while not stop.is_set():
+            if limit is not None and worker >= limit[0]:
+                return
             with lock:
                 i = taken[0]
                 if i >= len(tasks):
@@ -161,6 +166,19 @@ def read_ahead(tasks: Sequence, produce: Callable[[object, int], Iterator], work
                 yield item
     finally:
         stop.set()
+
+
+def split_cores(cores: int, read_rate: float, learn_rate: float) -> tuple[int, int]:
+    """(learners, readers) for ``cores`` when one thread reads and hashes ``read_rate`` rows/s and
+    one learns ``learn_rate``: learners take the share of the cores that balances the two,
+    L * learn_rate = (cores - L) * read_rate, rounded and at least 1; the readers are the rest plus
+    one (a learner waits on memory more than it computes: on 2 cores, 1 learner + 2 readers beat
+    1 + 1 by 16%)."""
+    if cores <= 1:
+        return 1, 1
+    learners = int(round(cores * read_rate / (read_rate + learn_rate)))
+    learners = max(1, min(cores - 1, learners))
+    return learners, cores - learners + 1
 
 
 def read_workers(threads: int) -> int:
@@ -245,13 +263,21 @@ class _Training:
             check_data(valid, spec)
         self.dataset, self.spec, self.learn, self.run_config, self.valid = dataset, spec, learn, run, valid
         self.on_chunk, self.on_evaluation, self.note, self.stop = on_chunk, on_evaluation, note, stop
-        self.threads = set_threads(learn.threads)
+        # threads: learners now; max_threads: the most there can be (what views and scratch are
+        # sized for); readers[0]: reader threads allowed to take work (auto lowers it once measured)
+        self.auto = learn.threads == "auto"
+        cores = numba.config.NUMBA_NUM_THREADS
+        self.max_threads = cores if self.auto else set_threads(learn.threads)
+        self.threads = set_threads(1) if self.auto else self.max_threads
+        self.readers = [cores if self.auto else read_workers(self.threads)]
+        self.split: dict | None = None
         self.skip = learn.bad_rows == "skip"
-        self.featurizers = [Featurizer(spec, self.skip) for _ in range(read_workers(self.threads))]
+        self.featurizers = [Featurizer(spec, self.skip) for _ in range(self.readers[0])]
         self.columns = self.featurizers[0].columns
         self.dictionary = _string_columns(dataset, spec)
         self.mask = np.uint32(spec.slots - 1)
-        self.block_loss = np.zeros((self.threads, 4), dtype=np.float64)
+        self.block_loss = np.zeros((self.max_threads, 4), dtype=np.float64)
+        self.sequential_chunks = 0  # chunks learned by one block (the first; with auto, until measured)
         self.hot = self.private = None  # kernels.HotSlots and the threads' views of them (_choose_hot)
         self.regularise = learn.l1 > 0 or learn.l2 > 0
         self.unit_start = dict(zip(dataset.units, np.cumsum([0] + [u.rows for u in dataset.units]).tolist()))
@@ -328,7 +354,7 @@ class _Training:
             units = [units[i] for i in np.random.default_rng([learn.seed, epoch]).permutation(len(units))]
         tasks = [(epoch, pos, units[pos], state.row if pos == state.unit_pos else 0)
                  for pos in range(state.unit_pos, len(units))]
-        for block, where, pos, row in read_ahead(tasks, self._blocks, len(self.featurizers)):
+        for block, where, pos, row in read_ahead(tasks, self._blocks, len(self.featurizers), limit=self.readers):
             unit = units[pos]
             if block is None:  # skip mode: the rest of this row group cannot be read
                 self.note(f"skipped {unit.rows - row:,} rows: {where}")
@@ -374,7 +400,7 @@ class _Training:
     def _arrange(self, block: FeatureBlock, epoch: int, unit, row: int) -> "_Chunk":
         """``block`` ready to learn: each feature's slot or hot position (:func:`kernels.locate`),
         weights filled in, held-out rows marked, rows shuffled."""
-        learn, hot = self.learn, self.hot
+        learn, hot = self.learn, self.hot if self.threads > 1 or self.split is None else self.bias_only
         n = block.rows
         slots = np.empty((n, block.cat.shape[1] + block.num.shape[1]), dtype=np.int32)
         kernels.locate(block.cat, block.num, self.mask, hot.bitmap, hot.keys, hot.index, slots)
@@ -391,32 +417,66 @@ class _Training:
                 held = held[order]
         return _Chunk(slots, values, labels, weights, held, block.bad_rows)
 
+    def _split_cores(self, learn_rate: float) -> None:
+        """threads="auto": learners and readers from the measured rates, said in a note and kept
+        in the model's summary."""
+        cores = self.max_threads
+        read_rate = self.read_rate or learn_rate
+        learners, readers = split_cores(cores, read_rate, learn_rate)
+        self.threads = set_threads(learners)
+        self.readers[0] = readers
+        self.split = {"cores": cores, "learners": learners, "readers": readers,
+                      "read_rows_per_second_per_thread": round(read_rate),
+                      "learn_rows_per_second_per_thread": round(learn_rate)}
+        self.note(f"threads auto: {learners} learning, {readers} reading and hashing on {cores} cores "
+                  f"(measured per thread: reading {read_rate:,.0f} rows/s, learning {learn_rate:,.0f} rows/s)")
+
     def _choose_hot(self) -> None:
         """The hot slots, counted on the first chunk of the data (see :mod:`kernels`); with one
-        thread only the bias (a sequential learner has nothing to gain)."""
+        thread only the bias (a sequential learner has nothing to gain). Reading and hashing that
+        chunk on one thread is also timed, for threads="auto"."""
         rows = self.table.shape[0]
-        self.hot = kernels.hot_slots(rows)
-        if self.threads > 1:
+        self.hot = self.bias_only = kernels.hot_slots(rows)  # a lone learner looks nothing up
+        self.read_rate = None
+        if self.max_threads > 1:
             unit = self.dataset.units[0]
             try:
-                for chunk in self.dataset.unit_chunks(unit, self.columns, self.learn.chunk_rows, self.dictionary):
-                    block = Featurizer(self.spec, self.skip)(chunk.batch, chunk.where, first_row=chunk.row)
+                featurizer = Featurizer(self.spec, self.skip)
+                chunk = None
+                for _ in range(2):  # the second read is timed: compiled code loaded, file cached
+                    start = time.perf_counter()
+                    chunk = next(self.dataset.unit_chunks(unit, self.columns, self.learn.chunk_rows,
+                                                          self.dictionary, decode_threads=False), None)
+                    if chunk is None:
+                        break
+                    block = featurizer(chunk.batch, chunk.where, first_row=chunk.row)
+                    self.read_rate = block.rows / max(time.perf_counter() - start, 1e-9)
+                if chunk is not None:
                     self.hot = kernels.choose_hot_slots(block.cat, block.num, int(self.mask), rows)
-                    break
             except UnreadableData:
                 pass  # the epoch will say so (or skip it); the bias alone is hot meanwhile
-        self.private, self.taken = kernels.private_state(self.threads, self.hot)
+        self.private, self.taken = kernels.private_state(self.max_threads, self.hot)
 
     def _learn(self, chunk: "_Chunk", where: str, epoch: int) -> None:
         """One chunk (from :meth:`_arrange`) through the kernel; losses summed."""
         state, learn = self.state, self.learn
         n = chunk.rows
         lr = self._rate(epoch)
+        # The first chunk is learned by one thread: Adagrad's first steps are its largest, where
+        # Hogwild's delays cost most quality (and with auto, the second is timed on one thread).
+        sequential = self.sequential_chunks < (2 if self.auto and self.split is None else 1)
+        blocks = 1 if sequential else self.threads
+        self.block_loss[:] = 0.0
+        start = time.perf_counter()
         status = kernels.train_chunk(chunk.slots, chunk.num_values, chunk.labels, chunk.weights, chunk.held,
                                      self.table, self.clock, np.int64(state.step), lr, learn.l1, learn.l2,
-                                     learn.eps, 1 if state.step == 0 else self.threads, self.block_loss,
-                                     self.hot.slots, self.private, self.taken, self.threads > 1,
-                                     kernels.FOLD_UPDATES, kernels.refresh_rows(state.step, self.threads))
+                                     learn.eps, blocks, self.block_loss, self.hot.slots, self.private, self.taken,
+                                     self.max_threads > 1, kernels.FOLD_UPDATES,
+                                     kernels.refresh_rows(state.step, blocks))
+        if sequential:
+            self.sequential_chunks += 1
+            if self.auto and self.split is None and self.sequential_chunks == 2:
+                self._split_cores(n / max(time.perf_counter() - start, 1e-9))
         sums = self.block_loss.sum(axis=0)
         if status != kernels.STATUS_OK or sums[0] > DIVERGED_LOSS * sums[1]:
             what = "is no longer finite" if status != kernels.STATUS_OK else \
@@ -454,7 +514,7 @@ class _Training:
             return
         learn = self.learn
         epoch = min(self.state.epoch, learn.epochs - 1) if epoch is None else epoch
-        kernels.fold_views(self.table, self.clock, self.hot.slots, self.private, self.taken, self.threads > 1,
+        kernels.fold_views(self.table, self.clock, self.hot.slots, self.private, self.taken, self.max_threads > 1,
                            np.int64(self.state.step), self._rate(epoch), learn.l1, learn.l2, learn.eps)
 
     def _evaluate(self, kind: str, epoch: int) -> None:
@@ -524,6 +584,8 @@ class _Training:
             "rows_per_second": round(state.step / seconds) if seconds > 0 else None,
             "progressive_logloss": state.train_loss / state.train_weight if state.train_weight else None,
             "threads": self.threads,
+            "readers": self.readers[0],
+            "split": self.split,
             "stopped_early": state.stopped_early,
             "bad_rows": state.bad_rows,
             "skipped_rows": state.skipped_rows,

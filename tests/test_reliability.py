@@ -367,7 +367,7 @@ def test_sigmoid_and_loss_stay_finite_for_any_margin():
 
 @pytest.mark.parametrize("argv,message", [
     (["train", "{d}", "--epochs", "0"], "epochs must be an integer in 1..1000000, got 0"),
-    (["train", "{d}", "--threads", "0"], "threads must be an integer in 1..4096, got 0"),
+    (["train", "{d}", "--threads", "0"], "threads must be 'auto' or an integer in 1..4096, got 0"),
     (["train", "{d}", "--chunk-rows", "0"], "chunk_rows must be an integer in 1.."),
     (["train", "{d}", "--bits", "32"], "bits must be an integer in 1..31"),
     (["train", "{d}", "--hash-seed", "-1"], "hash_seed must be an integer in 0..4294967295"),
@@ -386,7 +386,7 @@ def test_sigmoid_and_loss_stay_finite_for_any_margin():
     (["train", "{d}", "--weight", "nope"], "weight column 'nope' not found"),
     (["train", "{d}", "--cross", "c*zz"], "cross c*zz: column 'zz' is not a categorical or numeric feature"),
     (["train", "{d}", "--model", "{t}/no/such/folder/m"], "folder {t}/no/such/folder does not exist"),
-    (["eval", "{d}", "--threads", "0"], "threads must be an integer >= 1, got 0"),
+    (["eval", "{d}", "--threads", "0"], "threads must be 'auto' or an integer >= 1, got 0"),
     (["predict", "{d}", "--out", "{t}/p.parquet", "--chunk-rows", "0"], "chunk_rows must be an integer in 1.."),
     (["inspect", "{t}/m", "--top", "-1"], "--top and --scan-rows must be >= 0"),
     (["gen", "--rows", "-1", "--out", "{t}/g"], "--rows and --test-rows must be >= 0"),
