@@ -65,9 +65,12 @@ def gather_scatter(cat, num, table, mask, blocks):
                 table[np.int64(num[r, j] & mask), 1] += g
 
 
-def median_rate(fn, rows, repeat):
+def median_rate(fn, rows, repeat, setup=None):
+    """rows / the median time of ``fn()`` over ``repeat`` runs (``setup()`` before each, untimed)."""
     times = []
     for _ in range(repeat):
+        if setup is not None:
+            setup()
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
@@ -81,15 +84,27 @@ def counts(text: str, cores: int) -> list[int]:
 
 
 def measure(data: str, threads: list[int], workers: list[int], kernel_rows: int, bits: int,
-            repeat: int, log, stages=("readers", "kernel", "end_to_end")) -> dict:
+            repeat: int, log, stages=("readers", "kernel", "end_to_end"), reader_cap: int = 1 << 62,
+            io_repeat: int | None = None) -> dict:
+    """Every stage on one data set (a folder with train.parquet or train/, and test.parquet)."""
+    io_repeat = io_repeat or repeat
     train_path = os.path.join(data, "train.parquet")
+    if not os.path.exists(train_path):
+        train_path = os.path.join(data, "train")  # a folder of parts
     test_path = os.path.join(data, "test.parquet")
     dataset = DataSet(train_path)
     spec = resolve_spec(dataset, label="label", bits=bits)
     dictionary = _string_columns(dataset, spec)
-    chunk_rows = int(os.environ.get("CHUNK", fastada.LearnConfig.chunk_rows))
+    chunk_rows = fastada.LearnConfig.chunk_rows
     columns = Featurizer(spec).columns
     result = {"readers": {}, "kernel": {}, "ceiling": {}, "end_to_end": {}, "logloss": {}}
+
+    reader_units, reader_rows = [], 0
+    for unit in dataset.units:
+        if reader_rows >= reader_cap:
+            break
+        reader_units.append(unit)
+        reader_rows += unit.rows
 
     def read_all(w):
         featurizers = [Featurizer(spec) for _ in range(w)]
@@ -98,13 +113,40 @@ def measure(data: str, threads: list[int], workers: list[int], kernel_rows: int,
             for chunk in dataset.unit_chunks(unit, columns, chunk_rows, dictionary):
                 yield featurizers[worker](chunk.batch, chunk.where).rows
 
-        return sum(read_ahead(dataset.units, work, w))
+        return sum(read_ahead(reader_units, work, w))
 
+    if "readers" in stages:
+        read_all(max(workers))  # warm: page cache, compiled hashing
     for w in workers if "readers" in stages else ():
-        read_all(w)  # warm: page cache, compiled hashing
-        result["readers"][str(w)] = median_rate(lambda w=w: read_all(w), dataset.num_rows, repeat)
+        result["readers"][str(w)] = median_rate(lambda w=w: read_all(w), reader_rows, io_repeat)
         log(f"  readers {w:>2}: {result['readers'][str(w)]:,.0f} rows/s")
 
+    if "kernel" in stages:
+        kernel_stage(dataset, spec, columns, dictionary, chunk_rows, threads, kernel_rows, repeat, result, log)
+    if "end_to_end" not in stages:
+        return result
+    try:
+        auto = fastada.LearnConfig(threads="auto").threads  # (fastada before 2026-11-27 has no auto)
+    except fastada.FastadaError:
+        auto = None
+    fastada.train(train_path, bits=bits, threads=1, chunk_rows=chunk_rows)  # warm
+    for t in [*threads] + ([auto] if auto else []):
+        rates, model = [], None
+        for _ in range(io_repeat):
+            model = fastada.train(train_path, bits=bits, threads=t)
+            rates.append(model.summary["rows"] / model.summary["seconds"])
+        result["end_to_end"][str(t)] = statistics.median(rates)
+        result["logloss"][str(t)] = model.evaluate(test_path)["logloss"]
+        chosen = model.summary.get("split") or ""
+        if chosen:
+            result.setdefault("auto_split", chosen)
+        log(f"  end to end {t:>4}: {result['end_to_end'][str(t)]:,.0f} rows/s, test logloss "
+            f"{result['logloss'][str(t)]:.5f} {chosen}")
+    return result
+
+
+def kernel_stage(dataset, spec, columns, dictionary, chunk_rows, threads, kernel_rows, repeat, result, log):
+    """The learning kernel and the shared-table ceiling by threads, over chunks held in memory."""
     featurizer = Featurizer(spec)
     blocks, rows = [], 0
     for chunk in dataset.chunks(columns, chunk_rows, None, dictionary):
@@ -113,11 +155,15 @@ def measure(data: str, threads: list[int], workers: list[int], kernel_rows: int,
         if rows >= kernel_rows:
             break
     mask = np.uint32(spec.slots - 1)
-    learn = fastada.LearnConfig()
+    learn = fastada.LearnConfig(threads=1)
+
+    table = kernels.new_table(spec.slots)
+    clock = table.view(np.int64)
+
+    def fresh_table():
+        table.fill(0.0)  # untimed: every run starts from zero weights, its pages already mapped
 
     def learn_all(t):
-        table = kernels.new_table(spec.slots)
-        clock = table.view(np.int64)
         loss = np.zeros((t, 4))
         hot, located = hot_and_slots[t > 1]
         private, taken = kernels.private_state(t, hot)
@@ -127,11 +173,10 @@ def measure(data: str, threads: list[int], workers: list[int], kernel_rows: int,
             n = blk.rows
             kernels.train_chunk(slots, blk.num_values, blk.labels, np.ones(n, np.float32), np.zeros(0, np.uint8),
                                 table, clock, np.int64(step), learn.lr, 0.0, 0.0, learn.eps, t, loss, hot.slots,
-                                private, taken, t > 1, int(os.environ.get("FOLD", kernels.FOLD_UPDATES)), int(os.environ.get("REFRESH", kernels.REFRESH_ROWS)))
+                                private, taken, t > 1, kernels.FOLD_UPDATES, kernels.refresh_rows(step, t))
             step += n
 
     def ceiling(t):
-        table = kernels.new_table(spec.slots)
         set_threads(t)
         for blk in blocks:
             gather_scatter(blk.cat, blk.num, table, mask, t)
@@ -147,42 +192,50 @@ def measure(data: str, threads: list[int], workers: list[int], kernel_rows: int,
     table_rows = spec.slots + 1
     # as training does: one thread learns every slot in the table, several keep the hot ones apart
     hot_and_slots = [locate_all(kernels.hot_slots(table_rows)),
-                     locate_all(kernels.choose_hot_slots(blocks[0].cat, blocks[0].num, int(mask), table_rows, share=float(os.environ.get("SHARE", 1e-3)), cap=1 << 14))]
+                     locate_all(kernels.choose_hot_slots(blocks[0].cat, blocks[0].num, int(mask), table_rows, ))]
     log(f"  {hot_and_slots[1][0].count:,} hot slots")
     learn_all(1)
     ceiling(1)
-    for t in threads if "kernel" in stages else ():
-        result["kernel"][str(t)] = median_rate(lambda t=t: learn_all(t), rows, repeat)
-        result["ceiling"][str(t)] = median_rate(lambda t=t: ceiling(t), rows, repeat)
+    for t in threads:
+        result["kernel"][str(t)] = median_rate(lambda t=t: learn_all(t), rows, repeat, fresh_table)
+        result["ceiling"][str(t)] = median_rate(lambda t=t: ceiling(t), rows, repeat, fresh_table)
         log(f"  kernel {t:>2}: {result['kernel'][str(t)]:,.0f} rows/s; "
             f"ceiling {result['ceiling'][str(t)]:,.0f}")
     del blocks
-
-    if "end_to_end" not in stages:
-        return result
-    fastada.train(train_path, bits=bits, threads=1, chunk_rows=chunk_rows)  # warm
-    for t in [*threads, "auto"]:
-        rates, model = [], None
-        for _ in range(repeat):
-            model = fastada.train(train_path, bits=bits, threads=t)
-            rates.append(model.summary["rows"] / model.summary["seconds"])
-        result["end_to_end"][str(t)] = statistics.median(rates)
-        result["logloss"][str(t)] = model.evaluate(test_path)["logloss"]
-        chosen = model.summary.get("split", "")
-        log(f"  end to end {t:>4}: {result['end_to_end'][str(t)]:,.0f} rows/s, test logloss "
-            f"{result['logloss'][str(t)]:.5f} {chosen}")
-    return result
 
 
 def worst(results: list[dict]) -> dict:
     out = {}
     for key in ("readers", "kernel", "ceiling", "end_to_end"):
-        out[key] = {k: min(r[key][k] for r in results) for k in results[0][key]}
-    out["logloss"] = {k: max(r["logloss"][k] for r in results) for k in results[0]["logloss"]}
+        out[key] = {k: min(r[key][k] for r in results if k in r[key]) for k in results[0][key]}
+    out["logloss"] = {k: max(r["logloss"][k] for r in results if k in r["logloss"]) for k in results[0]["logloss"]}
     first = out["logloss"].get("1")
     out["logloss_gap"] = max((abs(r["logloss"][k] - r["logloss"]["1"]) for r in results for k in r["logloss"]),
                              default=None) if first is not None else None
     return out
+
+
+def generate_data(out: str, name: str, rows: int, processes: int, **kwargs) -> str:
+    """``out``/threads-NAME-ROWS: ``rows`` training rows (in ``processes`` files written at once)
+    and a test set, all from one planted truth (fastada.synth)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from fastada.synth import generate, generate_part
+    folder = os.path.join(out, f"threads-{name}-{rows}")
+    if os.path.exists(os.path.join(folder, "test.parquet")):
+        return folder
+    if processes <= 1:
+        generate(folder, rows=rows, test_rows=min(200_000, rows // 10), seed=1, **kwargs)
+        return folder
+    os.makedirs(os.path.join(folder, "train"), exist_ok=True)
+    with ProcessPoolExecutor(processes) as pool:
+        test = pool.submit(generate, folder, rows=0, test_rows=min(200_000, rows // 10), seed=1, **kwargs)
+        parts = [pool.submit(generate_part, os.path.join(folder, "train", f"part-{k:03d}.parquet"), k,
+                             rows // processes, seed=1, **kwargs) for k in range(processes)]
+        for f in [test, *parts]:
+            f.result()
+    os.remove(os.path.join(folder, "train.parquet"))  # the empty one generate() wrote beside the test set
+    return folder
 
 
 def main():
@@ -190,11 +243,16 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", nargs="*", default=None, help="folders from `fastada gen` (default: generate two)")
     ap.add_argument("--rows", type=int, default=2_000_000, help="rows of each generated data set")
+    ap.add_argument("--processes", type=int, default=1,
+                    help="generate each data set as this many files, by as many processes at once")
+    ap.add_argument("--reader-rows", type=int, default=1 << 62, help="rows read for the readers stage (at most)")
     ap.add_argument("--threads", default="", help="learner thread counts (default: powers of two up to the cores)")
     ap.add_argument("--workers", default="", help="reader worker counts (default: as --threads)")
     ap.add_argument("--kernel-rows", type=int, default=2_000_000, help="rows held in memory for the kernel")
     ap.add_argument("--bits", type=int, default=24)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each measure (the median is kept)")
+    ap.add_argument("--io-repeat", type=int, default=None,
+                    help="runs of each readers / end-to-end measure (default: --repeat)")
     ap.add_argument("--out", default="bench-out")
     ap.add_argument("--stages", default="readers,kernel,end_to_end", help="which to measure")
     ap.add_argument("--json", default=None, help="write the results here (default OUT/threads.json)")
@@ -204,13 +262,9 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     data = args.data
     if not data:
-        from fastada.synth import generate
-        data = []
-        for name, kwargs in (("snappy", {}), ("zstd-zipf1.05", {"zipf": (1.05, 1.05), "compression": "zstd"})):
-            folder = os.path.join(args.out, f"threads-{name}-{args.rows}")
-            if not os.path.exists(os.path.join(folder, "test.parquet")):
-                generate(folder, rows=args.rows, test_rows=min(200_000, args.rows // 10), seed=1, **kwargs)
-            data.append(folder)
+        data = [generate_data(args.out, name, args.rows, args.processes, **kwargs)
+                for name, kwargs in (("zstd-zipf1.05", {"zipf": (1.05, 1.05), "compression": "zstd"}),
+                                     ("snappy", {}))]
 
     def log(text):
         print(text, flush=True)
@@ -222,7 +276,7 @@ def main():
     for folder in data:
         log(f"{folder}:")
         per_data[folder] = measure(folder, threads, workers, args.kernel_rows, args.bits, args.repeat, log,
-                                  args.stages.split(","))
+                                  args.stages.split(","), args.reader_rows, args.io_repeat)
     report = {"date": datetime.date.today().isoformat(), "machine": machine, "bits": args.bits,
               "data": per_data, **worst(list(per_data.values()))}
     path = args.json or os.path.join(args.out, "threads.json")

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from numba import typed, types
 
 from . import hashing
 from .config import FastadaError, FeatureSpec
@@ -130,15 +129,13 @@ class Featurizer:
     def _hash_batch(self, batch, where, cat, num, num_values) -> None:
         """Every feature of ``batch`` into ``cat``, ``num``, ``num_values``.
 
-        Python only gathers zero-copy views of the columns' buffers (and hashes a dictionary it
-        has not seen); the per-row work is one compiled call that releases the GIL, so reader
+        Python only describes the columns (their buffers' addresses) and hashes a dictionary it
+        has not seen; the per-row work is one compiled call that releases the GIL, so reader
         threads scale with cores instead of queueing for the GIL between per-column calls."""
         spec = self.spec
-        dict_indices = typed.List.empty_list(_INT32S)
-        dict_validity = typed.List.empty_list(_BYTES)
-        dict_hashes = typed.List.empty_list(_UINT32S)
-        dict_offsets, dict_null, dict_column = [], [], []
-        dictionaries = self._string_dictionary_hashes(batch, where)
+        keep = []  # arrays whose addresses the compiled call reads: alive until it returns
+        dictionaries = self._string_dictionary_hashes(batch, keep)
+        dict_rows = []
         for j, name in enumerate(spec.categorical):
             arr = _column(batch, name, where)
             if not pa.types.is_dictionary(arr.type):
@@ -148,44 +145,76 @@ class Featurizer:
             if hashes is None:
                 hashes = self._dictionary_hashes(name, arr.dictionary, where)
             indices = arr.indices
-            validity, offset = _validity(indices)
-            dict_indices.append(_readonly(_values(indices), np.int32))
-            dict_validity.append(_readonly(validity, np.uint8))
-            dict_hashes.append(_readonly(hashes, np.uint32))
-            dict_offsets.append(offset)
-            dict_null.append(self.null_hash[name])
-            dict_column.append(j)
-        num_ints = typed.List.empty_list(_INT64S)
-        num_floats = typed.List.empty_list(_FLOAT64S)
-        num_validity = typed.List.empty_list(_BYTES)
-        num_kind, num_offsets = [], []
+            if indices.type != pa.int32():
+                indices = indices.cast(pa.int32())
+            keep += [indices, hashes]
+            address, bitmap, bit_offset = _addresses(indices, 4)
+            dict_rows.append((address, bitmap, bit_offset, hashes.ctypes.data, self.null_hash[name], j))
+        num_rows = []
         for name in spec.numeric:
             arr = _numeric_array(_column(batch, name, where), name, where)
-            validity, offset = _validity(arr)
-            values = _values(arr)
-            if values.dtype.kind == "i" or values.dtype.kind == "u" and values.dtype.itemsize < 8:
-                num_kind.append(2 * len(num_ints))
-                num_ints.append(_readonly(values, np.int64))
+            kind = _NUMERIC_KINDS.get(arr.type)
+            if kind is None:  # other widths: as int64 or float64 values
+                values = _values(arr)
+                wide = values.dtype.kind == "i" or values.dtype.kind == "u" and values.dtype.itemsize < 8
+                values = values.astype(np.int64 if wide else np.float64)
+                keep.append(values)
+                _, bitmap, bit_offset = _addresses(arr, 1)
+                num_rows.append((values.ctypes.data if values.size else _DUMMY.ctypes.data,
+                                 hashing.KIND_INT64 if wide else hashing.KIND_FLOAT64, bitmap, bit_offset))
             else:
-                num_kind.append(2 * len(num_floats) + 1)
-                num_floats.append(_readonly(values, np.float64))
-            num_validity.append(_readonly(validity, np.uint8))
-            num_offsets.append(offset)
-        if not num_ints:
-            num_ints.append(_NO_INTS)
-        if not num_floats:
-            num_floats.append(_NO_FLOATS)
-        if not dict_indices:
-            dict_indices.append(_readonly(np.zeros(0, np.int32), np.int32))
-            dict_validity.append(_NO_NULLS_RO)
-            dict_hashes.append(_readonly(np.zeros(0, np.uint32), np.uint32))
+                keep.append(arr)
+                address, bitmap, bit_offset = _addresses(arr, arr.type.bit_width // 8)
+                num_rows.append((address, kind, bitmap, bit_offset))
         hashing.hash_chunk(
-            batch.num_rows, dict_indices, np.array(dict_offsets, np.int64), dict_validity, dict_hashes,
-            np.array(dict_null, np.uint32), np.array(dict_column, np.int64),
-            num_ints, num_floats, np.array(num_kind, np.int64), np.array(num_offsets, np.int64), num_validity,
+            batch.num_rows, np.array(dict_rows, np.int64).reshape(-1, hashing.DICT_FIELDS),
+            np.array(num_rows, np.int64).reshape(-1, hashing.NUM_FIELDS),
             self._num_value_hash, self._num_missing_hash, self._bucket_matrix, self._num_value_column,
             self._num_bucket_column, self._cross_left, self._cross_right, self._cross_seed, self._cross_column,
             cat, num, num_values)
+        del keep
+
+    def _string_dictionary_hashes(self, batch: pa.RecordBatch, keep: list) -> dict[str, np.ndarray]:
+        """The hashes of every string dictionary of ``batch`` (columns whose dictionary holds
+        strings or binaries with 32-bit offsets and no nulls), checked against the cache and
+        hashed where new in one compiled call (:func:`hashing.dictionary_hashes`)."""
+        names, arrays, outs, rows = [], [], [], []
+        for name in self.spec.categorical:
+            i = batch.schema.get_field_index(name)
+            if i < 0:
+                continue
+            arr = batch.column(i)
+            t = arr.type
+            if not (pa.types.is_dictionary(t) and t.value_type in _SMALL_STRINGS) or arr.dictionary.null_count:
+                continue
+            dictionary = arr.dictionary
+            offsets, data = _string_addresses(dictionary)
+            cached = self._dictionary_cache.get(name)
+            if cached is not None and cached[0].type == dictionary.type and not cached[0].null_count:
+                old_offsets, old_data = _string_addresses(cached[0])
+                old_count, old_hashes = len(cached[0]), cached[1].ctypes.data
+            else:
+                old_offsets = old_data = old_hashes = 0
+                old_count = -1
+            out = np.empty(max(len(dictionary), 1), np.uint32)[:len(dictionary)]
+            names.append(name)
+            arrays.append(dictionary)
+            outs.append(out)
+            rows.append((offsets, data, len(dictionary), old_offsets, old_data, old_count, old_hashes,
+                         out.ctypes.data, self.seeds[name]))
+        if not names:
+            return {}
+        keep += arrays + outs
+        reused = np.zeros(len(names), np.uint8)
+        hashing.dictionary_hashes(np.array(rows, np.int64).reshape(-1, hashing.DH_FIELDS), reused)
+        found = {}
+        for c, name in enumerate(names):
+            if reused[c]:
+                found[name] = self._dictionary_cache[name][1]
+            else:
+                found[name] = outs[c]
+                self._dictionary_cache[name] = (arrays[c], outs[c])
+        return found
 
     # -- categorical ---------------------------------------------------------------------------
 
@@ -206,56 +235,6 @@ class Featurizer:
             hashing.hash_string_column(offsets, data, validity, offset, seed, null_hash, out, column)
         else:
             hashing.hash_integer_column(_values(arr), validity, offset, seed, null_hash, out, column)
-
-    def _string_dictionary_hashes(self, batch: pa.RecordBatch, where: str) -> dict[str, np.ndarray]:
-        """The hashes of every string dictionary of ``batch`` (columns whose dictionary holds
-        strings or binaries with 32-bit offsets and no nulls), checked against the cache and
-        hashed where new in one compiled call (:func:`hashing.dictionary_hashes`)."""
-        names, arrays = [], []
-        offsets, data = typed.List.empty_list(_INT32S), typed.List.empty_list(_BYTES)
-        old_offsets, old_data = typed.List.empty_list(_INT32S), typed.List.empty_list(_BYTES)
-        old_hashes, out = typed.List.empty_list(_UINT32S), typed.List.empty_list(_UINT32S_RW)
-        old_count, seeds = [], []
-        for name in self.spec.categorical:
-            i = batch.schema.get_field_index(name)
-            if i < 0:
-                continue
-            arr = batch.column(i)
-            t = arr.type
-            if not (pa.types.is_dictionary(t) and t.value_type in _SMALL_STRINGS) or arr.dictionary.null_count:
-                continue
-            dictionary = arr.dictionary
-            new_offsets, new_data = _string_buffers(dictionary)
-            cached = self._dictionary_cache.get(name)
-            if cached is not None and cached[0].type == dictionary.type and not cached[0].null_count:
-                o, d = _string_buffers(cached[0])
-                old_count.append(len(cached[0]))
-                old_hashes.append(_readonly(cached[1], np.uint32))
-            else:
-                o, d = _EMPTY_OFFSETS, _NO_NULLS_RO
-                old_count.append(-1)
-                old_hashes.append(_readonly(np.zeros(0, np.uint32), np.uint32))
-            names.append(name)
-            arrays.append(dictionary)
-            offsets.append(_readonly(new_offsets, np.int32))
-            data.append(_readonly(new_data, np.uint8))
-            old_offsets.append(_readonly(o, np.int32))
-            old_data.append(_readonly(d, np.uint8))
-            out.append(np.empty(len(dictionary), np.uint32))
-            seeds.append(self.seeds[name])
-        if not names:
-            return {}
-        reused = np.zeros(len(names), np.uint8)
-        hashing.dictionary_hashes(offsets, data, old_offsets, old_data, np.array(old_count, np.int64), old_hashes,
-                                  np.array(seeds, np.uint32), out, reused)
-        found = {}
-        for c, name in enumerate(names):
-            if reused[c]:
-                found[name] = self._dictionary_cache[name][1]
-            else:
-                found[name] = out[c]
-                self._dictionary_cache[name] = (arrays[c], out[c])
-        return found
 
     def _dictionary_hashes(self, name: str, dictionary: pa.Array, where: str) -> np.ndarray:
         cached = self._dictionary_cache.get(name)
@@ -281,39 +260,33 @@ class Featurizer:
     # -- labels and weights --------------------------------------------------------------------
 
 _BUCKET_TABLES: dict[int, np.ndarray] = {}
-_INT32S = types.Array(types.int32, 1, "C", readonly=True)
-_INT64S = types.Array(types.int64, 1, "C", readonly=True)
-_FLOAT64S = types.Array(types.float64, 1, "C", readonly=True)
-_UINT32S = types.Array(types.uint32, 1, "C", readonly=True)
-_BYTES = types.Array(types.uint8, 1, "C", readonly=True)
-_UINT32S_RW = types.Array(types.uint32, 1, "C")
 _SMALL_STRINGS = (pa.string(), pa.binary())  # dictionary value types hashed in one call
+_NUMERIC_KINDS = {pa.int64(): hashing.KIND_INT64, pa.float64(): hashing.KIND_FLOAT64,
+                  pa.int32(): hashing.KIND_INT32, pa.float32(): hashing.KIND_FLOAT32}
+_DUMMY = np.zeros(8, np.uint8)  # an address for buffers of no rows
 
 
-def _readonly(values: np.ndarray, dtype) -> np.ndarray:
-    """A read-only C-contiguous view (or copy, where the type must change) of ``values``, as the
-    typed lists of :meth:`Featurizer._hash_batch` hold them."""
-    out = values if values.dtype == dtype and values.flags.c_contiguous else np.ascontiguousarray(values, dtype)
-    if out.flags.writeable:
-        out = out.view()
-        out.flags.writeable = False
-    return out
+def _addresses(arr: pa.Array, width: int) -> tuple[int, int, int]:
+    """(address of value 0 of a fixed-width array, address of its validity bitmap or 0 when it
+    has no nulls, the bitmap's bit offset)."""
+    buffers = arr.buffers()
+    values = buffers[1]
+    address = values.address + arr.offset * width if values is not None and values.size else _DUMMY.ctypes.data
+    if arr.null_count == 0 or buffers[0] is None:
+        return address, 0, 0
+    return address, buffers[0].address, arr.offset
 
 
-_NO_NULLS_RO = _readonly(np.zeros(0, np.uint8), np.uint8)
-_EMPTY_OFFSETS = _readonly(np.zeros(1, np.int32), np.int32)
-_NO_INTS = _readonly(np.zeros(0, np.int64), np.int64)
-_NO_FLOATS = _readonly(np.zeros(0, np.float64), np.float64)
+def _string_addresses(arr: pa.Array) -> tuple[int, int]:
+    """(address of the first int32 offset, address of the bytes) of a string/binary array."""
+    buffers = arr.buffers()
+    data = buffers[2].address if buffers[2] is not None and buffers[2].size else _DUMMY.ctypes.data
+    return buffers[1].address + 4 * arr.offset, data
 
 
 def _same_start(dictionary: pa.Array, old: pa.Array) -> bool:
-    """Whether ``dictionary`` begins with every entry of ``old`` (compared without the GIL for
-    strings; Arrow's ``equals`` for other value types)."""
-    if _is_stringlike(dictionary.type) and dictionary.type == old.type and not dictionary.null_count \
-            and not old.null_count:
-        a_offsets, a_data = _string_buffers(dictionary)
-        b_offsets, b_data = _string_buffers(old)
-        return bool(hashing.same_strings(a_offsets, a_data, b_offsets, b_data, len(old)))
+    """Whether ``dictionary`` begins with every entry of ``old`` (dictionaries of other values than
+    strings; string dictionaries are compared in :func:`hashing.dictionary_hashes`)."""
     return dictionary.slice(0, len(old)).equals(old)
 
 

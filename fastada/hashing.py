@@ -13,7 +13,9 @@ A *validity* argument is an Arrow bitmap as uint8 (bit ``i`` of the array at bit
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import carray, njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 _C1 = np.uint64(0xCC9E2D51)
 _C2 = np.uint64(0x1B873593)
@@ -228,52 +230,80 @@ def same_strings(offsets_a, data_a, offsets_b, data_b, count):
     return True
 
 
+@intrinsic
+def _pointer(typingctx, address):
+    """The memory at ``address`` (an int64) as a pointer, for :func:`numba.carray`."""
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], cgutils.voidptr_t)
+    return types.voidptr(types.int64), codegen
+
+
+# Column descriptions passed to the chunk kernels: one int64 row per column, buffers by address
+# (the caller keeps them alive), so one compiled function serves every schema without typed lists
+# (whose methods Numba compiles anew in every process: seconds of start-up).
+DICT_INDICES, DICT_VALIDITY, DICT_BIT_OFFSET, DICT_HASHES, DICT_NULL, DICT_COLUMN, DICT_FIELDS = range(7)
+NUM_VALUES, NUM_KIND, NUM_VALIDITY, NUM_BIT_OFFSET, NUM_FIELDS = range(5)
+KIND_INT64, KIND_FLOAT64, KIND_INT32, KIND_FLOAT32 = range(4)
+
+
+@njit(cache=True, inline="always")
+def _bits(address, offset, rows):
+    """A validity bitmap covering ``rows`` bits from bit ``offset`` (empty when ``address`` is 0)."""
+    if address == 0:
+        return np.zeros(0, dtype=np.uint8)
+    return carray(_pointer(address), (offset + rows + 7) // 8, dtype=np.uint8)
+
+
 @njit(cache=True, nogil=True)
-def hash_chunk(rows, dict_indices, dict_offsets, dict_validity, dict_hashes, dict_null, dict_column,
-               num_ints, num_floats, num_kind, num_offsets, num_validity, value_hash, missing_hash,
-               bucket_tables, value_column, bucket_column, cross_left, cross_right, cross_seed, cross_column,
+def hash_chunk(rows, dictionary_columns, numeric_columns, value_hash, missing_hash, bucket_tables,
+               value_column, bucket_column, cross_left, cross_right, cross_seed, cross_column,
                cat, num, num_values):
     """A chunk's features in one compiled call that holds no GIL: dictionary-encoded categorical
     columns, numeric columns and crosses, a tile of rows at a time.
 
-    Dictionary column c: indices ``dict_indices[c]`` (from ``dict_offsets[c]``), validity bitmap
-    ``dict_validity[c]`` (empty: no nulls), each entry's hash ``dict_hashes[c]``; it fills
-    ``cat[:, dict_column[c]]`` (``dict_null[c]`` for a null). Numeric column i: values
-    ``num_ints[num_kind[i] >> 1]`` (int64) if ``num_kind[i] & 1 == 0`` else
-    ``num_floats[num_kind[i] >> 1]`` (float64), as :func:`numeric_column` describes, with its
-    bucket table ``bucket_tables[i]``. Cross x: ``cat[:, cross_column[x]]`` from the columns
+    ``dictionary_columns`` (int64, one row per column, fields DICT_*): the address of its int32
+    indices (at the array's offset), of its validity bitmap (0: no nulls) and the bitmap's bit
+    offset, the address of each dictionary entry's uint32 hash, the null feature's hash, and
+    the column of ``cat`` it fills. ``numeric_columns`` (fields NUM_*): the address of its values
+    (at the array's offset) and their kind (KIND_*), its validity bitmap and bit offset; numeric
+    column i has a value and a bucket feature as :func:`numeric_column` describes (with
+    ``bucket_tables[i]``). Cross x: ``cat[:, cross_column[x]]`` from the columns
     ``cross_left[x]`` and ``cross_right[x]``, after every other categorical feature of the row
     (columns hashed before this call included).
     """
     small = np.empty(_SMALL, dtype=np.float64)
     for k in range(_SMALL):
         small[k] = np.log1p(np.float64(k))
-    n_dict = dict_column.shape[0]
-    n_num = num_kind.shape[0]
     missing_bucket = bucket_tables.shape[1] - 1
-    # Rows in tiles: a tile of the outputs stays in cache while it is filled column by column,
-    # and each column's arrays are fetched from their lists once a tile, not once a value.
+    # Rows in tiles: a tile of the outputs stays in cache while it is filled column by column.
     for lo in range(0, rows, _TILE):
         hi = min(rows, lo + _TILE)
-        for c in range(n_dict):
-            indices = dict_indices[c]
-            validity = dict_validity[c]
-            hashes = dict_hashes[c]
-            offset = dict_offsets[c]
-            column = dict_column[c]
-            null = dict_null[c]
+        for c in range(dictionary_columns.shape[0]):
+            d = dictionary_columns[c]
+            indices = carray(_pointer(d[DICT_INDICES]), rows, dtype=np.int32)
+            validity = _bits(d[DICT_VALIDITY], d[DICT_BIT_OFFSET], rows)
+            offset = d[DICT_BIT_OFFSET]
+            column = d[DICT_COLUMN]
+            null = np.uint32(d[DICT_NULL])
+            hashes = carray(_pointer(d[DICT_HASHES]), 1 << 31, dtype=np.uint32)  # indexed by indices only
             for r in range(lo, hi):
                 cat[r, column] = hashes[indices[r]] if is_valid(validity, offset, r) else null
-        for i in range(n_num):
-            kind = num_kind[i]
-            ints = num_ints[kind >> 1 if kind & 1 == 0 else 0]
-            floats = num_floats[kind >> 1 if kind & 1 == 1 else 0]
-            validity = num_validity[i]
-            offset = num_offsets[i]
+        for i in range(numeric_columns.shape[0]):
+            d = numeric_columns[i]
+            kind = d[NUM_KIND]
+            validity = _bits(d[NUM_VALIDITY], d[NUM_BIT_OFFSET], rows)
+            offset = d[NUM_BIT_OFFSET]
             vc = value_column[i]
             bc = bucket_column[i]
             for r in range(lo, hi):
-                x = np.float64(ints[r]) if kind & 1 == 0 else floats[r]
+                if kind == KIND_INT64:
+                    x = np.float64(carray(_pointer(d[NUM_VALUES]), rows, dtype=np.int64)[r])
+                elif kind == KIND_FLOAT64:
+                    x = carray(_pointer(d[NUM_VALUES]), rows, dtype=np.float64)[r]
+                elif kind == KIND_INT32:
+                    x = np.float64(carray(_pointer(d[NUM_VALUES]), rows, dtype=np.int32)[r])
+                else:
+                    x = np.float64(carray(_pointer(d[NUM_VALUES]), rows, dtype=np.float32)[r])
                 if not (is_valid(validity, offset, r) and np.isfinite(x)):
                     if vc >= 0:
                         num[r, vc] = missing_hash[i]
@@ -298,28 +328,39 @@ def hash_chunk(rows, dict_indices, dict_offsets, dict_validity, dict_hashes, dic
                 cat[r, cross_column[x]] = murmur3_u64(pair, cross_seed[x])
 
 
+# Fields of a dictionary to hash (:func:`dictionary_hashes`): its int32 offsets and bytes, its
+# entries, the dictionary hashed before for its column (offsets, bytes, entries or -1, hashes),
+# where its hashes go, and the column's seed.
+(DH_OFFSETS, DH_DATA, DH_COUNT, DH_OLD_OFFSETS, DH_OLD_DATA, DH_OLD_COUNT, DH_OLD_HASHES, DH_OUT, DH_SEED,
+ DH_FIELDS) = range(10)
+
+
 @njit(cache=True, nogil=True)
-def dictionary_hashes(offsets, data, old_offsets, old_data, old_count, old_hashes, seeds, out, reused):
+def dictionary_hashes(dictionaries, reused):
     """Every string dictionary of a chunk hashed in one call that holds no GIL.
 
-    Column c: its dictionary (``offsets[c]``, ``data[c]``), the one hashed before for that column
-    (``old_offsets[c]``, ``old_data[c]``, ``old_count[c]`` entries, -1: none) and its hashes
-    ``old_hashes[c]``. If the dictionary is the old one, ``reused[c] = 1`` and ``out[c]`` is left
-    alone; if it starts with the old one (a column whose pages fell back from dictionary encoding
-    grows its dictionary batch by batch), the old hashes are copied and only the new entries
-    hashed; else every entry is hashed with ``seeds[c]``.
+    ``dictionaries`` (int64, one row per column, fields DH_*). If a dictionary is the one hashed
+    before, ``reused[c] = 1`` and its output is left alone; if it starts with it (a column whose
+    pages fell back from dictionary encoding grows its dictionary batch by batch), the old hashes
+    are copied and only the new entries hashed; else every entry is hashed.
     """
-    for c in range(seeds.shape[0]):
-        new_offsets = offsets[c]
-        count = new_offsets.shape[0] - 1
-        target = out[c]
-        start = 0
-        known = old_count[c]
+    for c in range(dictionaries.shape[0]):
+        d = dictionaries[c]
+        count = d[DH_COUNT]
+        offsets = carray(_pointer(d[DH_OFFSETS]), count + 1, dtype=np.int32)
+        data = carray(_pointer(d[DH_DATA]), max(offsets[count], 1), dtype=np.uint8)
+        target = carray(_pointer(d[DH_OUT]), count, dtype=np.uint32)
+        known = d[DH_OLD_COUNT]
         reused[c] = 0
-        if 0 <= known <= count and same_strings(new_offsets, data[c], old_offsets[c], old_data[c], known):
-            if known == count:
-                reused[c] = 1
-                continue
-            target[:known] = old_hashes[c][:known]
-            start = known
-        hash_strings(new_offsets, data[c], start, count, seeds[c], target[start:])
+        start = 0
+        if 0 <= known <= count:
+            old_offsets = carray(_pointer(d[DH_OLD_OFFSETS]), known + 1, dtype=np.int32)
+            old_data = carray(_pointer(d[DH_OLD_DATA]), max(old_offsets[known], 1), dtype=np.uint8)
+            if same_strings(offsets, data, old_offsets, old_data, known):
+                if known == count:
+                    reused[c] = 1
+                    continue
+                old_hashes = carray(_pointer(d[DH_OLD_HASHES]), known, dtype=np.uint32)
+                target[:known] = old_hashes
+                start = known
+        hash_strings(offsets, data, start, count, np.uint32(d[DH_SEED]), target[start:])

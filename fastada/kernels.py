@@ -119,7 +119,7 @@ def _adagrad(table, slot, g, lr, eps):
 # above 1 row in 1,000 kept per thread.
 HOT_SHARE = 1e-3
 HOT_CAP = 4096  # at most this many hot slots (64 KiB of private state a thread)
-HOT_SAMPLE_ROWS = 32768  # rows counted to choose them
+HOT_SAMPLE_ROWS = 16384  # rows counted to choose them
 # Updates of a hot slot a thread learns in its own view before adding them to the table: writes
 # to a hot line drop this many times, and other threads see them at most this many updates late.
 FOLD_UPDATES = 256
@@ -177,14 +177,44 @@ def choose_hot_slots(cat: np.ndarray, num: np.ndarray, mask: int, table_rows: in
     rows, most written first, at most ``cap``; plus the bias. Chosen from the data, so it holds for
     any column layout or value skew."""
     rows = min(cat.shape[0], HOT_SAMPLE_ROWS)
-    found = np.concatenate([(cat[:rows] & np.uint32(mask)).ravel(), (num[:rows] & np.uint32(mask)).ravel()])
-    if rows == 0 or found.size == 0:
+    if rows == 0 or cat.shape[1] + num.shape[1] == 0:
         return hot_slots(table_rows)
-    values, counts = np.unique(found, return_counts=True)
-    hot = counts > share * rows
-    values, counts = values[hot], counts[hot]
+    values, counts = _frequent_slots(cat[:rows], num[:rows], np.uint32(mask), np.int64(share * rows))
     order = np.argsort(-counts, kind="stable")[:max(0, cap - 1)]
-    return hot_slots(table_rows, values[order].astype(np.int64))
+    return hot_slots(table_rows, np.sort(values[order]))
+
+
+@njit(cache=True, nogil=True)
+def _frequent_slots(cat, num, mask, more_than):
+    """(slots, counts) of the slots that the features of ``cat`` and ``num`` reach more than
+    ``more_than`` times (counted in an open-addressing table: no sort of every feature)."""
+    n = cat.size + num.size
+    size = 1
+    while size < 2 * n:
+        size *= 2
+    keys = np.full(size, -1, dtype=np.int32)  # slots < 2**31
+    counts = np.zeros(size, dtype=np.int32)
+    for r in range(cat.shape[0]):
+        for j in range(cat.shape[1] + num.shape[1]):
+            s = np.int32((cat[r, j] if j < cat.shape[1] else num[r, j - cat.shape[1]]) & mask)
+            i = (np.int64(s) * 0x9E3779B1) & (size - 1)
+            while keys[i] != s and keys[i] >= 0:
+                i = (i + 1) & (size - 1)
+            keys[i] = s
+            counts[i] += 1
+    chosen = 0
+    for i in range(size):
+        if counts[i] > more_than:
+            chosen += 1
+    slots = np.empty(chosen, dtype=np.int64)
+    found = np.empty(chosen, dtype=np.int64)
+    k = 0
+    for i in range(size):
+        if counts[i] > more_than:
+            slots[k] = keys[i]
+            found[k] = counts[i]
+            k += 1
+    return slots, found
 
 
 @njit(cache=True)

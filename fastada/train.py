@@ -442,16 +442,16 @@ class _Training:
             unit = self.dataset.units[0]
             try:
                 featurizer = Featurizer(self.spec, self.skip)
-                chunk = None
-                for _ in range(2):  # the second read is timed: compiled code loaded, file cached
-                    start = time.perf_counter()
-                    chunk = next(self.dataset.unit_chunks(unit, self.columns, self.learn.chunk_rows,
-                                                          self.dictionary, decode_threads=False), None)
-                    if chunk is None:
-                        break
-                    block = featurizer(chunk.batch, chunk.where, first_row=chunk.row)
-                    self.read_rate = block.rows / max(time.perf_counter() - start, 1e-9)
+                start = time.perf_counter()
+                chunk = next(self.dataset.unit_chunks(unit, self.columns, kernels.HOT_SAMPLE_ROWS, self.dictionary,
+                                                      decode_threads=False), None)
                 if chunk is not None:
+                    decoded = time.perf_counter()
+                    featurizer(chunk.batch.slice(0, 64), chunk.where)  # compiled code loaded, untimed
+                    hashing = time.perf_counter()
+                    block = featurizer(chunk.batch, chunk.where, first_row=chunk.row)
+                    seconds = decoded - start + time.perf_counter() - hashing
+                    self.read_rate = block.rows / max(seconds, 1e-9)
                     self.hot = kernels.choose_hot_slots(block.cat, block.num, int(self.mask), rows)
             except UnreadableData:
                 pass  # the epoch will say so (or skip it); the bias alone is hot meanwhile
