@@ -273,6 +273,10 @@ def main():
     log(f"{datetime.date.today().isoformat()}, {machine}, numba {numba.__version__} "
         f"({numba.config.THREADING_LAYER} threading layer), 2^{args.bits} slots")
     per_data = {}
+    if args.stages == "none":  # generate only
+        with open(args.json or os.path.join(args.out, "threads.json"), "w") as f:
+            json.dump({"data": data}, f)
+        return
     for folder in data:
         log(f"{folder}:")
         per_data[folder] = measure(folder, threads, workers, args.kernel_rows, args.bits, args.repeat, log,

@@ -265,12 +265,16 @@ class _Training:
         self.on_chunk, self.on_evaluation, self.note, self.stop = on_chunk, on_evaluation, note, stop
         # threads: learners now; max_threads: the most there can be (what views and scratch are
         # sized for); readers[0]: reader threads allowed to take work (auto lowers it once measured)
-        self.auto = learn.threads == "auto"
         cores = numba.config.NUMBA_NUM_THREADS
-        self.max_threads = cores if self.auto else set_threads(learn.threads)
+        # auto on 2 cores needs no measuring: a second learner pays only if reading were 3x faster
+        # than learning, and it is slower (split_cores)
+        self.auto = learn.threads == "auto" and cores > 2
+        self.max_threads = cores if self.auto else set_threads(1 if learn.threads == "auto" else learn.threads)
         self.threads = set_threads(1) if self.auto else self.max_threads
         self.readers = [cores if self.auto else read_workers(self.threads)]
         self.split: dict | None = None
+        if learn.threads == "auto" and not self.auto:
+            self.split = {"cores": cores, "learners": 1, "readers": self.readers[0]}
         self.skip = learn.bad_rows == "skip"
         self.featurizers = [Featurizer(spec, self.skip) for _ in range(self.readers[0])]
         self.columns = self.featurizers[0].columns
