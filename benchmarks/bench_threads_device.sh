@@ -10,22 +10,23 @@ cd "$(dirname "$0")/.."
 out=${1:-bench-out}
 rows=${ROWS:-12000000}
 procs=${PROCESSES:-$(nproc)}
+py=${PYTHON:-python3}
 mkdir -p "$out" "${DATA:-/tmp/fastada-bench}"
 export PYTHONPATH=. NUMBA_CACHE_DIR=${NUMBA_CACHE_DIR:-/tmp/fastada-numba-cache}
 {
   echo "== machine: $(nproc) cores, $(free -g | awk '/Mem/ {print $2}') GiB; $(lscpu | grep 'Model name' | sed 's/  */ /g')"
-  python -c "import numba, numpy, pyarrow, sys; print('python', sys.version.split()[0], 'numba', numba.__version__, 'numpy', numpy.__version__, 'pyarrow', pyarrow.__version__)"
+  "$py" -c "import numba, numpy, pyarrow, sys; print('python', sys.version.split()[0], 'numba', numba.__version__, 'numpy', numpy.__version__, 'pyarrow', pyarrow.__version__)"
   start=$(date +%s)
-  python benchmarks/bench_threads.py --out "${DATA:-/tmp/fastada-bench}" --rows "$rows" --processes "$procs" \
+  "$py" benchmarks/bench_threads.py --out "${DATA:-/tmp/fastada-bench}" --rows "$rows" --processes "$procs" \
       --stages none --json "$out/generate.json" >/dev/null
   echo "== generated 2 x $rows rows in $(( $(date +%s) - start )) s"
   data=$(ls -d "${DATA:-/tmp/fastada-bench}"/threads-*-"$rows")
-  python benchmarks/bench_threads.py --data $data --workers "${WORKERS:-1,2,4,8,12,16}" \
+  "$py" benchmarks/bench_threads.py --data $data --workers "${WORKERS:-1,2,4,8,12,16}" \
       --kernel-rows "${KERNEL_ROWS:-2000000}" --reader-rows "${READER_ROWS:-8000000}" --repeat 3 --io-repeat 1 \
       --json "$out/threads.json"
   if [ -d bench-before/fastada ]; then
     echo "== the same with fastada before this work (bench-before/)"
-    PYTHONPATH=bench-before python benchmarks/bench_threads.py --data $(echo $data | tr ' ' '\n' | grep zstd) \
+    PYTHONPATH=bench-before "$py" benchmarks/bench_threads.py --data $(echo $data | tr ' ' '\n' | grep zstd) \
         --stages readers,end_to_end --threads "${BEFORE_THREADS:-1,16}" --workers "${BEFORE_WORKERS:-1,4,16}" \
         --reader-rows "${READER_ROWS:-8000000}" --io-repeat 1 --json "$out/threads-before.json"
   fi
