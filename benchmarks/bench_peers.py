@@ -36,7 +36,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def worker_fastada(args):
     import fastada
     start = time.perf_counter()
-    model = fastada.train(os.path.join(args.data, "train.parquet"), bits=args.bits, threads=args.threads)
+    threads = args.threads if args.threads == "auto" else int(args.threads)
+    model = fastada.train(os.path.join(args.data, "train.parquet"), bits=args.bits, threads=threads)
     seconds = time.perf_counter() - start
     p = model.predict(os.path.join(args.data, "test.parquet"))
     return seconds, p
@@ -163,7 +164,7 @@ def main():
     ap.add_argument("--out", default="bench-out")
     ap.add_argument("--bits", type=int, default=24)
     ap.add_argument("--peers", default="fastada,vw-text,vw-cache,sklearn")
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--threads", default=None, help="fastada's threads (default: auto, the default, then 1 and all)")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
@@ -183,7 +184,8 @@ def main():
         if not available(peer):
             print(f"skipping {peer}: not installed (pip install -e .[bench])", file=sys.stderr)
             continue
-        thread_counts = sorted({1, cores}) if peer == "fastada" and args.threads is None else [args.threads or 1]
+        thread_counts = (["auto", 1] + ([cores] if cores > 1 else []) if peer == "fastada" and args.threads is None
+                         else [args.threads or 1])
         for threads in thread_counts:
             cmd = [sys.executable, __file__, "--worker", peer, "--data", data, "--out", args.out,
                    "--bits", str(args.bits), "--threads", str(threads)]
@@ -195,7 +197,9 @@ def main():
             out = subprocess.run(cmd, check=True, capture_output=True, text=True)
             wall = time.perf_counter() - start
             r = json.loads(out.stdout.strip().splitlines()[-1])
-            r.update(system=peer if peer != "fastada" else f"fastada ({threads} thread{'s' * (threads > 1)})",
+            name = ("default: --threads auto" if threads == "auto"
+                    else f"{threads} thread{'s' * (int(threads) > 1)}")
+            r.update(system=peer if peer != "fastada" else f"fastada ({name})",
                      process_seconds=wall, train_rows_per_s=rows / r["train_seconds"])
             r["process_rows_per_s"] = rows / (wall - r.get("score_seconds", 0.0))
             runs.append(r)
@@ -205,7 +209,9 @@ def main():
     result = {"date": datetime.date.today().isoformat(), "machine": machine, "rows": rows, "bits": args.bits, "runs": runs}
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(result, f, indent=2)
-    best = max((r for r in runs if r["system"].startswith("fastada")), key=lambda r: r["train_rows_per_s"])
+    # the headline is fastada as a user runs it (its defaults), not its best run
+    fastada_runs = [r for r in runs if r["system"].startswith("fastada")]
+    best = next((r for r in fastada_runs if "default" in r["system"]), fastada_runs[0] if fastada_runs else runs[0])
     lines = [f"{result['date']}, {machine}, {rows:,} train rows, 2^{args.bits} slots, one pass", "",
              "| system | train rows/s | fastada's speed-up | rows/s, whole process | test logloss | test AUC | peak RSS (MB) |",
              "|---|---|---|---|---|---|---|"]

@@ -85,7 +85,7 @@ def counts(text: str, cores: int) -> list[int]:
 
 def measure(data: str, threads: list[int], workers: list[int], kernel_rows: int, bits: int,
             repeat: int, log, stages=("readers", "kernel", "end_to_end"), reader_cap: int = 1 << 62,
-            io_repeat: int | None = None) -> dict:
+            io_repeat: int | None = None, simulate_threads=(1, 2, 4, 8, 16)) -> dict:
     """Every stage on one data set (a folder with train.parquet or train/, and test.parquet)."""
     io_repeat = io_repeat or repeat
     train_path = os.path.join(data, "train.parquet")
@@ -121,8 +121,9 @@ def measure(data: str, threads: list[int], workers: list[int], kernel_rows: int,
         result["readers"][str(w)] = median_rate(lambda w=w: read_all(w), reader_rows, io_repeat)
         log(f"  readers {w:>2}: {result['readers'][str(w)]:,.0f} rows/s")
 
-    if "kernel" in stages:
-        kernel_stage(dataset, spec, columns, dictionary, chunk_rows, threads, kernel_rows, repeat, result, log)
+    if "kernel" in stages or "contention" in stages:
+        kernel_stage(dataset, spec, columns, dictionary, chunk_rows, threads, kernel_rows, repeat, result, log,
+                     stages, simulate_threads)
     if "end_to_end" not in stages:
         return result
     try:
@@ -145,8 +146,10 @@ def measure(data: str, threads: list[int], workers: list[int], kernel_rows: int,
     return result
 
 
-def kernel_stage(dataset, spec, columns, dictionary, chunk_rows, threads, kernel_rows, repeat, result, log):
-    """The learning kernel and the shared-table ceiling by threads, over chunks held in memory."""
+def kernel_stage(dataset, spec, columns, dictionary, chunk_rows, threads, kernel_rows, repeat, result, log,
+                 stages=("kernel",), simulate_threads=(1, 2, 4, 8, 16)):
+    """The learning kernel and the shared-table ceiling by threads, over chunks held in memory;
+    and the simulated cache-line traffic between threads (``contention``)."""
     featurizer = Featurizer(spec)
     blocks, rows = [], 0
     for chunk in dataset.chunks(columns, chunk_rows, None, dictionary):
@@ -192,8 +195,21 @@ def kernel_stage(dataset, spec, columns, dictionary, chunk_rows, threads, kernel
     table_rows = spec.slots + 1
     # as training does: one thread learns every slot in the table, several keep the hot ones apart
     hot_and_slots = [locate_all(kernels.hot_slots(table_rows)),
-                     locate_all(kernels.choose_hot_slots(blocks[0].cat, blocks[0].num, int(mask), table_rows, ))]
+                     locate_all(kernels.choose_hot_slots(blocks[0].cat, blocks[0].num, int(mask), table_rows,
+                                                          share=HOT_SHARE[0], cap=HOT_CAP[0]))]
     log(f"  {hot_and_slots[1][0].count:,} hot slots")
+    if "contention" in stages:
+        hot, located = hot_and_slots[1]
+        plain = hot_and_slots[0][1]
+        result["contention"] = {}
+        for t in simulate_threads:
+            shared = line_transfers(plain, hot.slots, t, chunk_rows, 0, 0, 0)
+            views = line_transfers(located, hot.slots, t, chunk_rows, 1, kernels.FOLD_UPDATES, kernels.REFRESH_ROWS)
+            result["contention"][str(t)] = {"shared": shared, "views": views}
+            log(f"  simulated cache-line moves a row at {t:>2} threads: shared table {shared:.2f}, "
+                f"hot slots in views {views:.3f}")
+    if "kernel" not in stages:
+        return
     learn_all(1)
     ceiling(1)
     for t in threads:
@@ -202,6 +218,86 @@ def kernel_stage(dataset, spec, columns, dictionary, chunk_rows, threads, kernel
         log(f"  kernel {t:>2}: {result['kernel'][str(t)]:,.0f} rows/s; "
             f"ceiling {result['ceiling'][str(t)]:,.0f}")
     del blocks
+
+
+# A line written by another core within this many lock-step rows is taken to be still in that
+# core's cache (a 2 MiB L2 holds 32k lines; each row writes ~52): writing it moves it between
+# cores. Older lines are long evicted and come from L3 or memory for any learner.
+RECENT_ROWS = 512
+HOT_SHARE = [kernels.HOT_SHARE]  # --hot-share / --hot-cap: to explore other choices than training's
+HOT_CAP = [kernels.HOT_CAP]
+
+
+def line_transfers(located, hot, threads, chunk_rows, views, fold_updates, refresh_rows):
+    """Simulated cache-line moves between cores per row learned, for ``threads`` threads.
+
+    Every chunk's rows are split into one block a thread, as the kernel splits them, and the
+    threads take their blocks' rows in lock step. A write to a 64-byte line (4 slots of 16 bytes)
+    that another thread wrote last, within :data:`RECENT_ROWS` steps, moves the line; the bias is each thread's own (as in every
+    fastada kernel). ``views``: hot positions (negative in ``located``) are learned in a thread's
+    view and reach the table only at a fold (every ``fold_updates`` updates of the slot) or a
+    refresh (every ``refresh_rows`` rows: every hot slot it updated is written, every hot slot
+    read); else every hot position is written in the table like any slot.
+    """
+    return _line_transfers(located, np.asarray(hot, np.int64), threads, chunk_rows, views, fold_updates,
+                           refresh_rows, sum(s.shape[0] for s in located))
+
+
+@njit(cache=True)
+def _line_transfers_chunk(slots, hot, threads, views, fold_updates, refresh_rows, last_writer, last_step,
+                          updates, age, clock, window):
+    rows = slots.shape[0]
+    moves = 0
+    longest = (rows + threads - 1) // threads
+    for k in range(longest):
+        clock[0] += 1
+        now = clock[0]
+        for t in range(threads):
+            lo = rows * t // threads
+            r = lo + k
+            if r >= rows * (t + 1) // threads:
+                continue
+            if views:
+                age[t] += 1
+                if age[t] >= refresh_rows:
+                    age[t] = 0
+                    for h in range(1, hot.shape[0]):
+                        line = hot[h] >> 2
+                        if updates[t, h] > 0:
+                            if last_writer[line] != t and now - last_step[line] < window:
+                                moves += 1
+                            last_writer[line] = t
+                            last_step[line] = now
+                        updates[t, h] = 0
+            for j in range(slots.shape[1]):
+                s = np.int64(slots[r, j])
+                if s < 0:
+                    h = -1 - s
+                    updates[t, h] += 1
+                    if updates[t, h] < fold_updates:
+                        continue
+                    updates[t, h] = 0
+                    s = hot[h]
+                line = s >> 2
+                if last_writer[line] != t and last_writer[line] >= 0 and now - last_step[line] < window:
+                    moves += 1
+                last_writer[line] = t
+                last_step[line] = now
+    return moves
+
+
+def _line_transfers(located, hot, threads, chunk_rows, views, fold_updates, refresh_rows, rows):
+    lines = (int(hot[0]) >> 2) + 2  # hot[0]: the bias, the table's last row
+    last_writer = np.full(lines, -1, dtype=np.int8)
+    last_step = np.zeros(lines, dtype=np.int64)
+    updates = np.zeros((threads, hot.shape[0]), dtype=np.int64)
+    age = np.zeros(threads, dtype=np.int64)
+    clock = np.zeros(1, dtype=np.int64)
+    moves = 0
+    for slots in located:
+        moves += _line_transfers_chunk(slots, hot, threads, views, fold_updates, refresh_rows, last_writer,
+                                       last_step, updates, age, clock, RECENT_ROWS)
+    return moves / rows
 
 
 def worst(results: list[dict]) -> dict:
@@ -254,10 +350,15 @@ def main():
     ap.add_argument("--io-repeat", type=int, default=None,
                     help="runs of each readers / end-to-end measure (default: --repeat)")
     ap.add_argument("--out", default="bench-out")
-    ap.add_argument("--stages", default="readers,kernel,end_to_end", help="which to measure")
+    ap.add_argument("--stages", default="readers,kernel,contention,end_to_end",
+                    help="which to measure (contention: simulated cache-line moves between threads)")
+    ap.add_argument("--hot-share", type=float, default=kernels.HOT_SHARE)
+    ap.add_argument("--hot-cap", type=int, default=kernels.HOT_CAP)
+    ap.add_argument("--simulate-threads", default="1,2,4,8,16", help="thread counts for the contention stage")
     ap.add_argument("--json", default=None, help="write the results here (default OUT/threads.json)")
     args = ap.parse_args()
     threads = counts(args.threads, cores)
+    HOT_SHARE[0], HOT_CAP[0] = args.hot_share, args.hot_cap
     workers = counts(args.workers, cores) if args.workers else threads
     os.makedirs(args.out, exist_ok=True)
     data = args.data
@@ -280,7 +381,8 @@ def main():
     for folder in data:
         log(f"{folder}:")
         per_data[folder] = measure(folder, threads, workers, args.kernel_rows, args.bits, args.repeat, log,
-                                  args.stages.split(","), args.reader_rows, args.io_repeat)
+                                  args.stages.split(","), args.reader_rows, args.io_repeat,
+                                  [int(x) for x in args.simulate_threads.split(",")])
     report = {"date": datetime.date.today().isoformat(), "machine": machine, "bits": args.bits,
               "data": per_data, **worst(list(per_data.values()))}
     path = args.json or os.path.join(args.out, "threads.json")

@@ -254,6 +254,38 @@ def _bits(address, offset, rows):
     return carray(_pointer(address), (offset + rows + 7) // 8, dtype=np.uint8)
 
 
+@njit(cache=True, inline="always")
+def _numeric_tile(values, d, i, lo, hi, small, value_hash, missing_hash, bucket_tables, value_column,
+                  bucket_column, cat, num, num_values):
+    """Rows ``lo..hi`` of numeric column ``i`` (see :func:`hash_chunk`)."""
+    rows = values.shape[0]
+    validity = _bits(d[NUM_VALIDITY], d[NUM_BIT_OFFSET], rows)
+    offset = d[NUM_BIT_OFFSET]
+    vc = value_column[i]
+    bc = bucket_column[i]
+    missing_bucket = bucket_tables.shape[1] - 1
+    for r in range(lo, hi):
+        x = np.float64(values[r])
+        if not (is_valid(validity, offset, r) and np.isfinite(x)):
+            if vc >= 0:
+                num[r, vc] = missing_hash[i]
+                num_values[r, vc] = np.float32(1.0)
+            if bc >= 0:
+                cat[r, bc] = bucket_tables[i, missing_bucket]
+            continue
+        a = abs(x)
+        k = np.int64(a) if a < _SMALL else -1
+        log = small[k] if k >= 0 and k == a else np.log1p(a)
+        if vc >= 0:
+            num[r, vc] = value_hash[i]
+            num_values[r, vc] = np.float32(log if x > 0 else 0.0)
+        if bc >= 0:
+            b = np.int64(np.floor(4.0 * log))
+            if x < 0:
+                b = -b - 1
+            cat[r, bc] = bucket_tables[i, b + BUCKET_OFFSET]
+
+
 @njit(cache=True, nogil=True)
 def hash_chunk(rows, dictionary_columns, numeric_columns, value_hash, missing_hash, bucket_tables,
                value_column, bucket_column, cross_left, cross_right, cross_seed, cross_column,
@@ -274,7 +306,6 @@ def hash_chunk(rows, dictionary_columns, numeric_columns, value_hash, missing_ha
     small = np.empty(_SMALL, dtype=np.float64)
     for k in range(_SMALL):
         small[k] = np.log1p(np.float64(k))
-    missing_bucket = bucket_tables.shape[1] - 1
     # Rows in tiles: a tile of the outputs stays in cache while it is filled column by column.
     for lo in range(0, rows, _TILE):
         hi = min(rows, lo + _TILE)
@@ -291,37 +322,22 @@ def hash_chunk(rows, dictionary_columns, numeric_columns, value_hash, missing_ha
         for i in range(numeric_columns.shape[0]):
             d = numeric_columns[i]
             kind = d[NUM_KIND]
-            validity = _bits(d[NUM_VALIDITY], d[NUM_BIT_OFFSET], rows)
-            offset = d[NUM_BIT_OFFSET]
-            vc = value_column[i]
-            bc = bucket_column[i]
-            for r in range(lo, hi):
-                if kind == KIND_INT64:
-                    x = np.float64(carray(_pointer(d[NUM_VALUES]), rows, dtype=np.int64)[r])
-                elif kind == KIND_FLOAT64:
-                    x = carray(_pointer(d[NUM_VALUES]), rows, dtype=np.float64)[r]
-                elif kind == KIND_INT32:
-                    x = np.float64(carray(_pointer(d[NUM_VALUES]), rows, dtype=np.int32)[r])
-                else:
-                    x = np.float64(carray(_pointer(d[NUM_VALUES]), rows, dtype=np.float32)[r])
-                if not (is_valid(validity, offset, r) and np.isfinite(x)):
-                    if vc >= 0:
-                        num[r, vc] = missing_hash[i]
-                        num_values[r, vc] = np.float32(1.0)
-                    if bc >= 0:
-                        cat[r, bc] = bucket_tables[i, missing_bucket]
-                    continue
-                a = abs(x)
-                k = np.int64(a) if a < _SMALL else -1
-                log = small[k] if k >= 0 and k == a else np.log1p(a)
-                if vc >= 0:
-                    num[r, vc] = value_hash[i]
-                    num_values[r, vc] = np.float32(log if x > 0 else 0.0)
-                if bc >= 0:
-                    b = np.int64(np.floor(4.0 * log))
-                    if x < 0:
-                        b = -b - 1
-                    cat[r, bc] = bucket_tables[i, b + BUCKET_OFFSET]
+            if kind == KIND_INT64:
+                _numeric_tile(carray(_pointer(d[NUM_VALUES]), rows, dtype=np.int64), d, i, lo, hi, small,
+                              value_hash, missing_hash, bucket_tables, value_column, bucket_column, cat, num,
+                              num_values)
+            elif kind == KIND_FLOAT64:
+                _numeric_tile(carray(_pointer(d[NUM_VALUES]), rows, dtype=np.float64), d, i, lo, hi, small,
+                              value_hash, missing_hash, bucket_tables, value_column, bucket_column, cat, num,
+                              num_values)
+            elif kind == KIND_INT32:
+                _numeric_tile(carray(_pointer(d[NUM_VALUES]), rows, dtype=np.int32), d, i, lo, hi, small,
+                              value_hash, missing_hash, bucket_tables, value_column, bucket_column, cat, num,
+                              num_values)
+            else:
+                _numeric_tile(carray(_pointer(d[NUM_VALUES]), rows, dtype=np.float32), d, i, lo, hi, small,
+                              value_hash, missing_hash, bucket_tables, value_column, bucket_column, cat, num,
+                              num_values)
         for x in range(cross_column.shape[0]):
             for r in range(lo, hi):
                 pair = (np.int64(cat[r, cross_left[x]]) << np.int64(32)) | np.int64(cat[r, cross_right[x]])

@@ -117,8 +117,8 @@ def _adagrad(table, slot, g, lr, eps):
 # moves a cache line between cores: measured on 16 cores (shared/DESIGN-NOTES.md), a shared
 # gather/scatter fell to 0.6x of one thread at 16 threads, and rose to 13.6x with the ~2,100 slots
 # above 1 row in 1,000 kept per thread.
-HOT_SHARE = 1e-3
-HOT_CAP = 4096  # at most this many hot slots (64 KiB of private state a thread)
+HOT_SHARE = 3e-4
+HOT_CAP = 8192  # at most this many hot slots (256 KiB of views a thread)
 HOT_SAMPLE_ROWS = 16384  # rows counted to choose them
 # Updates of a hot slot a thread learns in its own view before adding them to the table: writes
 # to a hot line drop this many times, and other threads see them at most this many updates late.

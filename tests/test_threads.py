@@ -1,0 +1,146 @@
+"""Hogwild across cores: hot slots in per-thread views, where features learn, the automatic split."""
+
+import numpy as np
+import pytest
+
+import fastada
+from conftest import small_table
+from fastada import kernels
+from fastada.train import split_cores
+
+
+def hashes(rng, rows, k, hot_values=(), hot_share=0.5):
+    """(rows, k) uint32 hashes: mostly random, with ``hot_values`` in column 0 on about
+    ``hot_share`` of the rows."""
+    cat = rng.integers(0, 2**32, (rows, k), dtype=np.uint64).astype(np.uint32)
+    if len(hot_values):
+        pick = rng.random(rows) < hot_share
+        cat[pick, 0] = rng.choice(np.asarray(hot_values, np.uint32), pick.sum())
+    return cat
+
+
+def test_hot_slots_are_those_written_by_more_than_their_share_of_rows_plus_the_bias(rng):
+    bits = 16
+    table_rows = (1 << bits) + 1
+    cat = hashes(rng, 20_000, 5, hot_values=[7, 70_000, 123_456], hot_share=0.9)
+    num = np.full((20_000, 1), 99, dtype=np.uint32)  # a numeric column's value feature: every row
+    hot = kernels.choose_hot_slots(cat, num, (1 << bits) - 1, table_rows, share=1e-2)
+    mask = (1 << bits) - 1
+    assert hot.slots[0] == table_rows - 1  # the bias first, always
+    assert set(hot.slots[1:].tolist()) == {99, 7, 70_000 & mask, 123_456 & mask}
+    # a random slot is reached by about 5 * 16384 / 65536 = 1.25 features: far below 1 in 100 rows
+
+
+def test_hot_slots_are_capped_most_written_first(rng):
+    cat = hashes(rng, 16_384, 2, hot_values=np.arange(1, 60), hot_share=1.0)
+    hot = kernels.choose_hot_slots(cat, np.zeros((16_384, 0), np.uint32), (1 << 20) - 1, (1 << 20) + 1,
+                                   share=1e-4, cap=11)
+    assert hot.count == 11  # the bias and the 10 most written
+    counts = np.bincount(cat[:, 0], minlength=60)
+    assert set(hot.slots[1:].tolist()) == set(np.argsort(-counts, kind="stable")[:10].tolist())
+
+
+def test_locate_gives_each_feature_its_slot_or_its_hot_position(rng):
+    bits = 12
+    mask = (1 << bits) - 1
+    cat = hashes(rng, 3000, 4, hot_values=[5, 6, 4100], hot_share=0.7)
+    num = hashes(rng, 3000, 2)
+    num[:, 1] = 17
+    hot = kernels.hot_slots(mask + 2, [5, 6, 17, 4100 & mask])
+    out = np.empty((3000, 6), np.int32)
+    kernels.locate(cat, num, mask, hot.bitmap, hot.keys, hot.index, out)
+    position = {int(s): h for h, s in enumerate(hot.slots)}
+    for r in range(0, 3000, 7):
+        for j, h in enumerate(list(cat[r]) + list(num[r])):
+            slot = int(h) & mask
+            expected = -1 - position[slot] if slot in position else slot
+            assert out[r, j] == expected
+
+
+def run_kernel(chunks, hot, blocks, shared, table_rows, lr=0.1, fold=kernels.FOLD_UPDATES, refresh=64):
+    table = kernels.new_table(table_rows - 1)
+    clock = table.view(np.int64)
+    private, taken = kernels.private_state(blocks, hot)
+    loss = np.zeros((blocks, 4))
+    step = 0
+    for slots, values, labels in chunks:
+        kernels.train_chunk(slots, values, labels, np.ones(len(labels), np.float32), np.zeros(0, np.uint8), table,
+                            clock, np.int64(step), lr, 0.0, 0.0, 1e-8, blocks, loss, hot.slots, private, taken,
+                            shared, fold, refresh)
+        step += len(labels)
+    kernels.fold_views(table, clock, hot.slots, private, taken, shared, np.int64(step), lr, 0.0, 0.0, 1e-8)
+    return table
+
+
+def planted_chunks(rng, hot, bits, chunks=4, rows=4000):
+    """Chunks whose rows carry hot slots 1..5 and random cold slots, labels from a planted model."""
+    mask = (1 << bits) - 1
+    truth = rng.normal(0, 1, mask + 1)
+    out = []
+    for _ in range(chunks):
+        cat = rng.integers(0, mask + 1, (rows, 6)).astype(np.uint32)
+        cat[:, 0] = rng.integers(1, 6, rows)
+        slots = np.empty((rows, 6), np.int32)
+        kernels.locate(cat, np.zeros((rows, 0), np.uint32), mask, hot.bitmap, hot.keys, hot.index, slots)
+        z = truth[cat].sum(axis=1) * 0.5
+        labels = (rng.random(rows) < 1 / (1 + np.exp(-z))).astype(np.float32)
+        out.append((slots, np.zeros((rows, 0), np.float32), labels))
+    return out
+
+
+def test_one_block_with_views_is_the_sequential_update_bit_for_bit(rng):
+    bits = 10
+    hot = kernels.hot_slots((1 << bits) + 1, [1, 2, 3, 4, 5])
+    plain = kernels.hot_slots((1 << bits) + 1)
+    chunks = planted_chunks(rng, hot, bits)
+    # the same rows, every slot in the table (as one thread learns)
+    flat = [(np.where(s < 0, hot.slots[np.maximum(-1 - s, 0)], s).astype(np.int32), v, y) for s, v, y in chunks]
+    a = run_kernel(chunks, hot, 1, False, (1 << bits) + 1, fold=3)
+    b = run_kernel(flat, plain, 1, False, (1 << bits) + 1)
+    assert np.array_equal(a, b)
+
+
+def test_views_folded_by_sums_of_changes_reach_the_sequential_quality(rng):
+    """Four blocks learning hot slots in views (folded every few updates) end near one block."""
+    bits = 10
+    rows = (1 << bits) + 1
+    hot = kernels.hot_slots(rows, [1, 2, 3, 4, 5])
+    chunks = planted_chunks(rng, hot, bits, chunks=6)
+    one = run_kernel(chunks, hot, 1, False, rows)
+    four = run_kernel(chunks, hot, 4, True, rows, fold=8)
+    hot_rows = hot.slots
+    np.testing.assert_allclose(four[hot_rows, kernels.WEIGHT], one[hot_rows, kernels.WEIGHT], atol=0.15)
+    # every update counted once: the accumulators of the hot slots agree closely
+    np.testing.assert_allclose(four[hot_rows[1:], kernels.ACCUMULATOR], one[hot_rows[1:], kernels.ACCUMULATOR],
+                               rtol=0.1)
+
+
+def test_views_are_handed_back_before_the_model_is_read(rng):
+    """Training with several threads leaves no update behind in a view: the model's G of every
+    slot counts every row's gradient. (A tiny rate keeps every prediction at 1/2, so each row adds
+    1/4 to each categorical slot it has, whatever the order; Hogwild's races may lose a few.)"""
+    table = small_table(rng, n=3000, with_nulls=False)
+    one = fastada.train(table, label="label", bits=8, threads=1, chunk_rows=500, lr=1e-7)
+    two = fastada.train(table, label="label", bits=8, threads=2, chunk_rows=500, lr=1e-7)
+    assert two.summary["threads"] == 2
+    np.testing.assert_allclose(two.accumulators, one.accumulators, rtol=1e-2, atol=1e-3)
+
+
+@pytest.mark.parametrize("cores,read,learn,expected", [
+    (2, 1.0e6, 2.5e6, (1, 2)),      # reading is slower: one learner, the rest read
+    (16, 1.5e6, 3.0e6, (5, 12)),    # 5 learn 15M rows/s, 11 read 16.5M (+1: a learner waits on memory)
+    (16, 3.0e6, 3.0e6, (8, 9)),
+    (16, 1e5, 1e7, (1, 16)),
+    (64, 1.0e7, 1.0e6, (58, 7)),
+    (1, 1.0e6, 1.0e6, (1, 1)),
+])
+def test_the_automatic_split_balances_reading_and_learning(cores, read, learn, expected):
+    assert split_cores(cores, read, learn) == expected
+
+
+def test_auto_threads_says_what_it_chose_in_the_summary(rng):
+    table = small_table(rng, n=2000)
+    model = fastada.train(table, label="label", bits=10)  # threads="auto", the default
+    split = model.summary["split"]
+    assert split["learners"] >= 1 and split["readers"] >= 1
+    assert model.summary["threads"] == split["learners"]
