@@ -22,33 +22,13 @@ import statistics
 import time
 
 import numba
-import numpy as np
+from bench_threads import kernel_runners
 from machine import describe as describe_machine
-from numba import njit, prange
 
 import fastada
-from fastada import kernels
 from fastada.features import Featurizer
 from fastada.reader import DataSet
-from fastada.train import _string_columns, resolve_spec, set_threads
-
-
-@njit(cache=True, parallel=True, nogil=True)
-def gather_scatter(cat, num, table, mask, blocks):
-    """Touch every feature's slot like a learner must (read, then write), and nothing more."""
-    rows = cat.shape[0]
-    for b in prange(blocks):
-        for r in range(rows * b // blocks, rows * (b + 1) // blocks):
-            z = 0.0
-            for j in range(cat.shape[1]):
-                z += table[np.int64(cat[r, j] & mask), 0]
-            for j in range(num.shape[1]):
-                z += table[np.int64(num[r, j] & mask), 0]
-            g = np.float32(1e-9 * z)
-            for j in range(cat.shape[1]):
-                table[np.int64(cat[r, j] & mask), 1] += g
-            for j in range(num.shape[1]):
-                table[np.int64(num[r, j] & mask), 1] += g
+from fastada.train import _string_columns, resolve_spec
 
 
 def median_rate(fn, rows, repeat):
@@ -92,27 +72,7 @@ def main():
         return [f(b, "bench") for b in batches]
 
     blocks = hash_all()
-    mask = np.uint32(spec.slots - 1)
-
-    def learn_all(threads):
-        table = kernels.new_table(spec.slots)
-        clock = table.view(np.int64)
-        loss = np.zeros((threads, 4))
-        bias = np.zeros((threads, 2), np.float32)
-        step = 0
-        set_threads(threads)
-        for blk in blocks:
-            n = blk.rows
-            kernels.train_chunk(blk.cat, blk.num, blk.num_values, blk.labels, np.ones(n, np.float32),
-                                np.zeros(0, np.uint8), table, clock, mask, np.int64(step), 0.1, 0.0, 0.0,
-                                1e-8, threads, loss, bias)
-            step += n
-
-    def ceiling(threads):
-        table = kernels.new_table(spec.slots)
-        set_threads(threads)
-        for blk in blocks:
-            gather_scatter(blk.cat, blk.num, table, mask, threads)
+    learn_all, ceiling, fresh_table, _ = kernel_runners(blocks, spec)
 
     def end_to_end(threads):
         fastada.train(path, bits=args.bits, threads=threads)
@@ -123,7 +83,9 @@ def main():
     for t in sorted({1, 2, cores}):
         if t > cores:
             continue
+        fresh_table()
         results[f"learn_{t}"] = median_rate(lambda t=t: learn_all(t), rows, args.repeat)
+        fresh_table()
         results[f"ceiling_{t}"] = median_rate(lambda t=t: ceiling(t), rows, args.repeat)
         results[f"end_to_end_{t}"] = median_rate(lambda t=t: end_to_end(t), rows, args.repeat)
     machine = describe_machine()

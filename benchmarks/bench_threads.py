@@ -146,17 +146,10 @@ def measure(data: str, threads: list[int], workers: list[int], kernel_rows: int,
     return result
 
 
-def kernel_stage(dataset, spec, columns, dictionary, chunk_rows, threads, kernel_rows, repeat, result, log,
-                 stages=("kernel",), simulate_threads=(1, 2, 4, 8, 16)):
-    """The learning kernel and the shared-table ceiling by threads, over chunks held in memory;
-    and the simulated cache-line traffic between threads (``contention``)."""
-    featurizer = Featurizer(spec)
-    blocks, rows = [], 0
-    for chunk in dataset.chunks(columns, chunk_rows, None, dictionary):
-        blocks.append(featurizer(chunk.batch, chunk.where))
-        rows += blocks[-1].rows
-        if rows >= kernel_rows:
-            break
+def kernel_runners(blocks, spec):
+    """(learn_all(t), ceiling(t), fresh_table(), hot_and_slots) over hashed ``blocks`` in memory:
+    the learning kernel with ``t`` threads as training runs it (one thread learns every slot in the
+    table, several keep the hot ones in views), and the bare shared-table gather/scatter."""
     mask = np.uint32(spec.slots - 1)
     learn = fastada.LearnConfig(threads=1)
 
@@ -188,7 +181,7 @@ def kernel_stage(dataset, spec, columns, dictionary, chunk_rows, threads, kernel
         out = []
         for blk in blocks:
             slots = np.empty((blk.rows, blk.cat.shape[1] + blk.num.shape[1]), dtype=np.int32)
-            kernels.locate(blk.cat, blk.num, mask, hot.bitmap, hot.keys, hot.index, slots)
+            kernels.locate(blk.cat, blk.num, mask, hot.lookup, slots)
             out.append(slots)
         return hot, out
 
@@ -197,6 +190,21 @@ def kernel_stage(dataset, spec, columns, dictionary, chunk_rows, threads, kernel
     hot_and_slots = [locate_all(kernels.hot_slots(table_rows)),
                      locate_all(kernels.choose_hot_slots(blocks[0].cat, blocks[0].num, int(mask), table_rows,
                                                           share=HOT_SHARE[0], cap=HOT_CAP[0]))]
+    return learn_all, ceiling, fresh_table, hot_and_slots
+
+
+def kernel_stage(dataset, spec, columns, dictionary, chunk_rows, threads, kernel_rows, repeat, result, log,
+                 stages=("kernel",), simulate_threads=(1, 2, 4, 8, 16)):
+    """The learning kernel and the shared-table ceiling by threads, over chunks held in memory;
+    and the simulated cache-line traffic between threads (``contention``)."""
+    featurizer = Featurizer(spec)
+    blocks, rows = [], 0
+    for chunk in dataset.chunks(columns, chunk_rows, None, dictionary):
+        blocks.append(featurizer(chunk.batch, chunk.where))
+        rows += blocks[-1].rows
+        if rows >= kernel_rows:
+            break
+    learn_all, ceiling, fresh_table, hot_and_slots = kernel_runners(blocks, spec)
     log(f"  {hot_and_slots[1][0].count:,} hot slots")
     if "contention" in stages:
         hot, located = hot_and_slots[1]
@@ -224,8 +232,10 @@ def kernel_stage(dataset, spec, columns, dictionary, chunk_rows, threads, kernel
 # core's cache (a 2 MiB L2 holds 32k lines; each row writes ~52): writing it moves it between
 # cores. Older lines are long evicted and come from L3 or memory for any learner.
 RECENT_ROWS = 512
-HOT_SHARE = [kernels.HOT_SHARE]  # --hot-share / --hot-cap: to explore other choices than training's
-HOT_CAP = [kernels.HOT_CAP]
+# --hot-share / --hot-cap: to explore other choices than training's (getattr: an older fastada runs
+# this file for the readers and end-to-end stages, side by side)
+HOT_SHARE = [getattr(kernels, "HOT_SHARE", 0.0)]
+HOT_CAP = [getattr(kernels, "HOT_CAP", 0)]
 
 
 def line_transfers(located, hot, threads, chunk_rows, views, fold_updates, refresh_rows):
@@ -352,8 +362,8 @@ def main():
     ap.add_argument("--out", default="bench-out")
     ap.add_argument("--stages", default="readers,kernel,contention,end_to_end",
                     help="which to measure (contention: simulated cache-line moves between threads)")
-    ap.add_argument("--hot-share", type=float, default=kernels.HOT_SHARE)
-    ap.add_argument("--hot-cap", type=int, default=kernels.HOT_CAP)
+    ap.add_argument("--hot-share", type=float, default=HOT_SHARE[0])
+    ap.add_argument("--hot-cap", type=int, default=HOT_CAP[0])
     ap.add_argument("--simulate-threads", default="1,2,4,8,16", help="thread counts for the contention stage")
     ap.add_argument("--json", default=None, help="write the results here (default OUT/threads.json)")
     args = ap.parse_args()

@@ -34,7 +34,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import intrinsic
 
 SLOT_WIDTH = 4  # float32 fields per slot: weight, accumulator, clock (int64 = two fields)
 WEIGHT, ACCUMULATOR = 0, 1
@@ -118,7 +119,7 @@ def _adagrad(table, slot, g, lr, eps):
 # gather/scatter fell to 0.6x of one thread at 16 threads, and rose to 13.6x with the ~2,100 slots
 # above 1 row in 1,000 kept per thread.
 HOT_SHARE = 3e-4
-HOT_CAP = 8192  # at most this many hot slots (256 KiB of views a thread)
+HOT_CAP = 8192  # at most this many hot slots (256 KiB of views a thread; positions fit 16 bits)
 HOT_SAMPLE_ROWS = 16384  # rows counted to choose them
 # Updates of a hot slot a thread learns in its own view before adding them to the table: writes
 # to a hot line drop this many times, and other threads see them at most this many updates late.
@@ -139,15 +140,14 @@ def refresh_rows(step: int, threads: int) -> int:
 class HotSlots:
     """The slots learned in private copies, and a lookup from slot to its position.
 
-    ``slots`` (int64): table rows, ``slots[0]`` always the bias. ``bitmap`` (uint8, one bit a slot
-    of the table): set for every hot slot, so a cold slot costs one bit test. ``keys`` / ``index``:
-    an open-addressing table (size a power of two, empty keys -1) from slot to position.
+    ``slots`` (int64): table rows, ``slots[0]`` always the bias. ``lookup`` (int64): an
+    open-addressing table from slot to position, ``slot << 16 | position`` at ``slot mod its
+    size`` or after (linear probing), -1 empty; four times the hot slots, so most cold slots end
+    at the first entry they read, and small enough to stay in cache.
     """
 
     slots: np.ndarray
-    bitmap: np.ndarray
-    keys: np.ndarray
-    index: np.ndarray
+    lookup: np.ndarray
 
     @property
     def count(self) -> int:
@@ -161,13 +161,10 @@ def hot_slots(table_rows: int, slots=()) -> HotSlots:
     hashed = np.asarray([s for s in slots if s != bias], dtype=np.int64)
     chosen = np.concatenate([[bias], hashed]).astype(np.int64)
     if hashed.size == 0:  # nothing to look up
-        return HotSlots(chosen, np.zeros(0, np.uint8), np.zeros(0, np.int64), np.zeros(0, np.int32))
-    bitmap = np.zeros((table_rows + 7) // 8, dtype=np.uint8)
-    size = 1 << max(3, int(2 * chosen.shape[0] - 1).bit_length())
-    keys = np.full(size, -1, dtype=np.int64)
-    index = np.zeros(size, dtype=np.int32)
-    _fill_hot(chosen, bitmap, keys, index)
-    return HotSlots(chosen, bitmap, keys, index)
+        return HotSlots(chosen, np.zeros(0, np.int64))
+    lookup = np.full(1 << max(3, int(4 * chosen.shape[0] - 1).bit_length()), -1, dtype=np.int64)
+    _fill_hot(chosen, lookup)  # (slots are hash bits: their low bits spread them evenly)
+    return HotSlots(chosen, lookup)
 
 
 def choose_hot_slots(cat: np.ndarray, num: np.ndarray, mask: int, table_rows: int,
@@ -218,41 +215,51 @@ def _frequent_slots(cat, num, mask, more_than):
 
 
 @njit(cache=True)
-def _fill_hot(slots, bitmap, keys, index):
+def _fill_hot(slots, lookup):
     for h in range(1, slots.shape[0]):  # not the bias (slots[0]), which no hash reaches
         s = slots[h]
-        bitmap[s >> 3] |= np.uint8(1 << (s & 7))
-        i = s & (keys.shape[0] - 1)
-        while keys[i] >= 0:
-            i = (i + 1) & (keys.shape[0] - 1)
-        keys[i] = s
-        index[i] = h
+        i = s & (lookup.shape[0] - 1)
+        while lookup[i] >= 0:
+            i = (i + 1) & (lookup.shape[0] - 1)
+        lookup[i] = (s << 16) | h
 
 
 @njit(cache=True, inline="always")
-def _hot_position(s, bitmap, keys, index):
+def _hot_position(s, lookup):
     """Position of slot ``s`` among the hot slots, or -1 for a cold slot."""
-    if (bitmap[s >> 3] >> (s & 7)) & 1 == 0:
-        return -1
-    i = s & (keys.shape[0] - 1)
-    while keys[i] != s:
-        i = (i + 1) & (keys.shape[0] - 1)
-    return index[i]
+    i = s & (lookup.shape[0] - 1)
+    while True:
+        entry = lookup[i]
+        if entry < 0:
+            return -1
+        if entry >> 16 == s:
+            return entry & 0xFFFF
+        i = (i + 1) & (lookup.shape[0] - 1)
 
 
 @njit(cache=True, nogil=True)
-def locate(cat, num, mask, hot_bitmap, hot_keys, hot_index, out):
+def locate(cat, num, mask, hot_lookup, out):
     """Where each feature of a chunk learns: ``out`` (int32, rows x (k_cat + k_num), the
     categorical features then the numeric ones) holds the slot (``hash & mask``) of a cold
     feature and ``-1 - position`` of a hot one. Pure and serial: the reader threads run it, so
     the learning kernel looks nothing up."""
     k_cat = cat.shape[1]
-    lookup = hot_keys.shape[0] > 0
+    lookup = hot_lookup.shape[0] > 0
     for r in range(cat.shape[0]):
         for j in range(k_cat + num.shape[1]):
             s = np.int64((cat[r, j] if j < k_cat else num[r, j - k_cat]) & mask)
-            h = _hot_position(s, hot_bitmap, hot_keys, hot_index) if lookup else -1
+            h = _hot_position(s, hot_lookup) if lookup else -1
             out[r, j] = s if h < 0 else -1 - h
+
+
+@intrinsic
+def _atomic_add(typingctx, array, index, value):
+    """``array.flat[index] += value`` as one atomic read-modify-write (C-contiguous float32)."""
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        builder.atomic_rmw("fadd", builder.gep(data, [args[1]]), args[2], "monotonic")
+        return context.get_dummy_value()
+    return types.void(array, types.int64, types.float32), codegen
 
 
 # Fields of a block's private view of a hot slot (``private[b, h]``).
@@ -306,8 +313,9 @@ def _give(table, clock, hot, mine, h, shared, before, lr, l1, l2, eps):
         return
     if s != table.shape[0] - 1 and (l1 > 0.0 or l2 > 0.0):
         _settle(table, clock, s, before, lr, l1, l2, eps)
-    table[s, WEIGHT] += mine[h, _W] - mine[h, _W0]
-    table[s, ACCUMULATOR] += mine[h, _G] - mine[h, _G0]
+    # atomic: a fold carries hundreds of updates, too many to lose to a race as Hogwild loses one
+    _atomic_add(table, s * SLOT_WIDTH + WEIGHT, mine[h, _W] - mine[h, _W0])
+    _atomic_add(table, s * SLOT_WIDTH + ACCUMULATOR, mine[h, _G] - mine[h, _G0])
 
 
 @njit(cache=True, nogil=True)

@@ -407,7 +407,7 @@ class _Training:
         learn, hot = self.learn, self.hot if self.threads > 1 or self.split is None else self.bias_only
         n = block.rows
         slots = np.empty((n, block.cat.shape[1] + block.num.shape[1]), dtype=np.int32)
-        kernels.locate(block.cat, block.num, self.mask, hot.bitmap, hot.keys, hot.index, slots)
+        kernels.locate(block.cat, block.num, self.mask, hot.lookup, slots)
         weights = block.weights if block.weights is not None else np.ones(n, np.float32)
         held = _NO_HOLDOUT
         if learn.holdout_every:

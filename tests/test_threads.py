@@ -48,7 +48,7 @@ def test_locate_gives_each_feature_its_slot_or_its_hot_position(rng):
     num[:, 1] = 17
     hot = kernels.hot_slots(mask + 2, [5, 6, 17, 4100 & mask])
     out = np.empty((3000, 6), np.int32)
-    kernels.locate(cat, num, mask, hot.bitmap, hot.keys, hot.index, out)
+    kernels.locate(cat, num, mask, hot.lookup, out)
     position = {int(s): h for h, s in enumerate(hot.slots)}
     for r in range(0, 3000, 7):
         for j, h in enumerate(list(cat[r]) + list(num[r])):
@@ -81,7 +81,7 @@ def planted_chunks(rng, hot, bits, chunks=4, rows=4000):
         cat = rng.integers(0, mask + 1, (rows, 6)).astype(np.uint32)
         cat[:, 0] = rng.integers(1, 6, rows)
         slots = np.empty((rows, 6), np.int32)
-        kernels.locate(cat, np.zeros((rows, 0), np.uint32), mask, hot.bitmap, hot.keys, hot.index, slots)
+        kernels.locate(cat, np.zeros((rows, 0), np.uint32), mask, hot.lookup, slots)
         z = truth[cat].sum(axis=1) * 0.5
         labels = (rng.random(rows) < 1 / (1 + np.exp(-z))).astype(np.float32)
         out.append((slots, np.zeros((rows, 0), np.float32), labels))
