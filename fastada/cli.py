@@ -45,32 +45,36 @@ def _parser() -> argparse.ArgumentParser:
                         "1.05 is as flat as real logs get (default 1.05,1.5)")
     g.add_argument("--compression", default="snappy", choices=("snappy", "zstd", "gzip", "lz4", "none"))
 
-    t = sub.add_parser("train", help="train a model on Parquet data")
+    t = sub.add_parser("train", help="train a model on Parquet data", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Train a logistic model with Hogwild per-feature Adagrad, one pass (or --epochs) "
+                                   "over Parquet data.", epilog=TRAIN_EXAMPLES)
     t.add_argument("data", nargs="+", help="Parquet files, folders, globs or URIs")
-    t.add_argument("--label", default="label")
     t.add_argument("--model", required=True, help="where to write the model")
-    t.add_argument("--categorical", type=_columns, default=None, help="columns hashed by value: C1,C2,..")
-    t.add_argument("--numeric", type=_columns, default=None, help="columns used as numbers")
-    t.add_argument("--ignore", type=_columns, default=[], help="columns to leave out")
-    t.add_argument("--weight", default=None, help="per-row weight column")
-    t.add_argument("--cross", type=_crosses, default=[], help="column pairs to cross: A*B,C*D")
-    t.add_argument("--numeric-mode", choices=("value", "bucket", "both"), default="both",
+    t.add_argument("--quiet", action="store_true", help="no progress lines")
+    r = t.add_argument_group("data and column roles (by default: strings categorical, numbers numeric)")
+    r.add_argument("--label", default="label")
+    r.add_argument("--categorical", type=_columns, default=None, help="columns hashed by value: C1,C2,..")
+    r.add_argument("--numeric", type=_columns, default=None, help="columns used as numbers")
+    r.add_argument("--ignore", type=_columns, default=[], help="columns to leave out")
+    r.add_argument("--weight", default=None, help="per-row weight column")
+    r.add_argument("--cross", type=_crosses, default=[], help="column pairs to cross: A*B,C*D")
+    r.add_argument("--numeric-mode", choices=("value", "bucket", "both"), default="both",
                    help="numeric features: log1p value, log bucket, or both (default)")
-    t.add_argument("--bits", type=int, default=24, help="log2 of the number of hashed slots (1..31)")
-    t.add_argument("--hash-seed", type=int, default=0)
-    t.add_argument("--lr", type=float, default=LearnConfig.lr, help="Adagrad learning rate")
-    t.add_argument("--l1", type=float, default=0.0)
-    t.add_argument("--l2", type=float, default=0.0)
-    t.add_argument("--initial-accumulator", type=float, default=0.0)
-    t.add_argument("--epochs", type=int, default=1)
-    t.add_argument("--shuffle", action="store_true", help="shuffle row groups and rows in each chunk, per epoch")
-    t.add_argument("--threads", type=_threads_arg, default="auto",
-                   help="Hogwild threads, or auto (default: measure reading and learning on the first chunks and "
-                        "split the cores between them); 1 = sequential and deterministic")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--chunk-rows", type=int, default=LearnConfig.chunk_rows)
-    t.add_argument("--lr-decay", type=float, default=1.0,
-                   help="multiply the learning rate by this at each new epoch (0 < D <= 1)")
+    r.add_argument("--bits", type=int, default=24, help="log2 of the number of hashed slots (1..31; default 24)")
+    r.add_argument("--hash-seed", type=int, default=0)
+    r.add_argument("--on-bad-rows", choices=("fail", "skip"), default="fail",
+                   help="rows with a bad label or weight, unreadable files or row groups: stop with an "
+                        "error (default) or skip them, counted")
+    lg = t.add_argument_group("learning")
+    lg.add_argument("--lr", type=float, default=LearnConfig.lr, help=f"Adagrad learning rate (default {LearnConfig.lr})")
+    lg.add_argument("--l1", type=float, default=0.0)
+    lg.add_argument("--l2", type=float, default=0.0)
+    lg.add_argument("--initial-accumulator", type=float, default=0.0)
+    lg.add_argument("--epochs", type=int, default=1)
+    lg.add_argument("--lr-decay", type=float, default=1.0,
+                    help="multiply the learning rate by this at each new epoch (0 < D <= 1)")
+    lg.add_argument("--shuffle", action="store_true", help="shuffle row groups and rows in each chunk, per epoch")
+    lg.add_argument("--seed", type=int, default=0)
     v = t.add_argument_group("validation and early stopping")
     v.add_argument("--valid", nargs="+", default=None, metavar="DATA",
                    help="validation data, evaluated after each epoch and every --eval-every-rows rows")
@@ -88,10 +92,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--keep-checkpoints", type=int, default=3, metavar="K")
     c.add_argument("--resume", action="store_true",
                    help="continue from the newest valid checkpoint in --checkpoint-dir (if there is one)")
-    t.add_argument("--on-bad-rows", choices=("fail", "skip"), default="fail",
-                   help="rows with a bad label or weight, unreadable files or row groups: stop with an "
-                        "error (default) or skip them, counted")
-    t.add_argument("--quiet", action="store_true")
+    f = t.add_argument_group("performance")
+    f.add_argument("--threads", type=_threads_arg, default="auto",
+                   help="Hogwild threads, or auto (default: time reading and learning on the first chunks and "
+                        "split the cores between them); 1 = sequential and bit-for-bit repeatable")
+    f.add_argument("--chunk-rows", type=int, default=LearnConfig.chunk_rows,
+                   help=f"rows read, hashed and learned at a time (default {LearnConfig.chunk_rows})")
 
     e = sub.add_parser("eval", help="logloss, AUC, normalised entropy and calibration of a model")
     e.add_argument("data", nargs="+")
@@ -140,6 +146,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fastada: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader of our output left (`fastada inspect m | head`): stop quietly, as `cat` does,
+        # and keep Python from complaining again when it flushes stdout at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a command stopped this way
+
+
+TRAIN_EXAMPLES = """examples:
+  # generated data: column roles from the Arrow types, 2^24 slots, the cores split automatically
+  fastada train data/train.parquet --model m.fastada
+
+  # real logs: integer ids are categories, not quantities; a cross; validation with early stopping
+  fastada train logs/train/ --label click --ignore id --categorical site_id,app_id,device_type \\
+      --cross site_id*app_id --bits 26 --epochs 3 --shuffle --valid logs/valid/ --early-stop 2 \\
+      --checkpoint-dir ck/ --resume --model ctr.fastada
+"""
 
 
 def _threads_arg(text: str):
@@ -427,6 +449,15 @@ def _demo(args) -> int:
     start = time.perf_counter()
     truth = generate(args.out, rows=args.rows, test_rows=args.test_rows, seed=args.seed)
     print(f"  generated in {time.perf_counter() - start:.1f} s")
+    # Compile (first run) or load (later runs) every kernel on a few rows first, so the training
+    # rate below is the rate of training, not of Numba compiling
+    import pyarrow.parquet as pq
+    start = time.perf_counter()
+    sample = pq.ParquetFile(os.path.join(args.out, "test.parquet")).read_row_group(0).slice(0, 2000)
+    api.train(sample, label="label", bits=12, threads=args.threads).evaluate(sample)
+    seconds = time.perf_counter() - start
+    print(f"  compiled code {'compiled in' if seconds > 2 else 'loaded in'} {seconds:.1f} s"
+          + (" (the first run only: later runs load it from Numba's cache)" if seconds > 2 else ""))
     model_path = os.path.join(args.out, "model.fastada")
     model = api.train(os.path.join(args.out, "train.parquet"), label="label", model=model_path,
                       threads=args.threads)

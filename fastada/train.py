@@ -74,6 +74,65 @@ def set_threads(threads: int | None) -> int:
     return n
 
 
+# A model this large (1 GiB as a file) that dwarfs its data is said to be so.
+LARGE_MODEL_SLOTS = 1 << 27
+
+
+def memory_needed(bits: int, features: int, chunk_rows: int, readers: int, best_copy: bool) -> int:
+    """Bytes a training run holds at its peak: the slot table (16 bytes a slot), the model built
+    from it (8), the best model's copy for early stopping (8), and the chunks in flight (two a reader
+    and two learning: hashes, values, located slots and Arrow's columns, ~16 bytes a feature)."""
+    slots = (1 << bits) + 1
+    return slots * (16 + 8 + (8 if best_copy else 0)) + (2 * readers + 2) * chunk_rows * (16 * features + 64)
+
+
+def memory_available() -> int | None:
+    """Bytes this process may still take: the kernel's MemAvailable, or less under an address-space
+    limit (ulimit -v). None where neither can be read."""
+    available = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import resource
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if limit != resource.RLIM_INFINITY:
+            with open("/proc/self/status") as f:
+                used = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+            room = max(0, limit - used)
+            available = room if available is None else min(available, room)
+    except (OSError, ValueError, StopIteration, ImportError):
+        pass
+    return available
+
+
+def check_memory(bits: int, features: int, chunk_rows: int, readers: int, best_copy: bool) -> None:
+    """Refuse, before anything is allocated, a run that cannot fit in memory, saying what it needs,
+    what there is, and the largest --bits that fits."""
+    available = memory_available()
+    need = memory_needed(bits, features, chunk_rows, readers, best_copy)
+    if available is None or need <= available:
+        return
+    fits = [b for b in range(bits - 1, 0, -1) if memory_needed(b, features, chunk_rows, readers, best_copy) <= available]
+    advice = f"use --bits {fits[0]} or less" if fits else "free memory or lower --chunk-rows"
+    raise FastadaError(f"--bits {bits} needs about {_gib(need)} of memory (a 2^{bits}-slot table at 16 bytes a slot, "
+                       f"the model built from it{', the best model kept for early stopping' if best_copy else ''}, "
+                       f"chunks in flight) but {_gib(available)} is available; {advice}")
+
+
+def fitting_bits(features: int) -> int:
+    """Bits that give ``features`` distinct features few collisions (slots >= 8 x features)."""
+    return max(10, int(8 * max(features, 1) - 1).bit_length())
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
 def check_data(dataset: DataSet, spec: FeatureSpec, with_labels: bool = True) -> None:
     """Every file has every column the spec reads, each of one kind across files: said before
     hours of training, not when the reader reaches the file."""
@@ -291,6 +350,12 @@ class _Training:
         self.identity = json.loads(json.dumps(identity))  # as a checkpoint gives it back (lists, not tuples)
         for problem in dataset.unreadable:
             note(f"skipped an unreadable file: {problem}")
+        features = self.featurizers[0].k_cat + self.featurizers[0].k_num
+        check_memory(spec.bits, features, learn.chunk_rows, self.readers[0], run.early_stop > 0)
+        if spec.slots >= LARGE_MODEL_SLOTS and spec.slots > 16 * dataset.num_rows * max(1, features):
+            note(f"2^{spec.bits} slots for at most {dataset.num_rows * features:,} distinct features: the model "
+                 f"file will take {_gib(8 * spec.slots)}; --bits {fitting_bits(dataset.num_rows * features)} "
+                 f"holds them with few collisions")
         self.state = _State(next_eval=run.eval_every_rows)
         self.table = self.best_table = None
         if run.resume:

@@ -7,7 +7,23 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))  # for `import naive`
 
-SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+# The real Criteo and Avazu samples are Kaggle competition data that came to us without a licence
+# to pass them on, so they are not part of the project: the tests look for them in
+# FASTADA_SAMPLES, else in ../shared/data beside the checkout (where CI has them).
+SHARED = os.environ.get("FASTADA_SAMPLES") or os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+
+
+def real_sample(name: str) -> str:
+    """The folder of real sample ``name`` (criteo_dac_sample, avazu_sample); skips the test, saying
+    why, when it is not here, or fails it where FASTADA_REQUIRE_SAMPLES=1 (CI)."""
+    folder = os.path.join(SHARED, name)
+    if not os.path.isdir(folder):
+        why = (f"the real sample {name} is not in {os.path.abspath(SHARED)}: it is Kaggle data that cannot be "
+               f"passed on with the project; set FASTADA_SAMPLES to a folder holding it")
+        if os.environ.get("FASTADA_REQUIRE_SAMPLES") == "1":
+            pytest.fail(why)
+        pytest.skip(why)
+    return folder
 
 
 @pytest.fixture

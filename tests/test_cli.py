@@ -8,11 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import SHARED
+from conftest import real_sample
 from fastada.cli import main
-
-CRITEO = os.path.join(SHARED, "criteo_dac_sample")
-AVAZU = os.path.join(SHARED, "avazu_sample")
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +71,7 @@ def test_folder_and_glob_inputs_read_every_file(data, tmp_path, capsys):
                         "hour,C1,banner_pos,device_type,device_conn_type,C14,C15,C16,C17,C18,C19,C20,C21"]),
 ])
 def test_real_samples_train_and_evaluate(name, label, extra, tmp_path, capsys):
-    folder = CRITEO if name == "criteo" else AVAZU
+    folder = real_sample("criteo_dac_sample" if name == "criteo" else "avazu_sample")
     model = tmp_path / "m"
     train = os.path.join(folder, f"{name}_train.parquet")
     assert main(["train", train, "--label", label, "--model", str(model), "--bits", "20", "--lr", "0.05",

@@ -1,0 +1,94 @@
+"""What a new user meets in the first minutes: pipes, memory that cannot fit, the demo, the help."""
+
+import importlib
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+import conftest
+import fastada
+from conftest import small_table
+from fastada.cli import main
+
+training = importlib.import_module("fastada.train")  # the module (fastada.train is also the function)
+
+CLI = [sys.executable, "-c", "import sys; from fastada.cli import main; sys.exit(main())"]
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("first")
+    table = small_table(np.random.default_rng(1), n=3000)
+    path = folder / "m.fastada"
+    fastada.train(table, label="label", bits=16, threads=1, model=str(path))
+    return path
+
+
+def test_output_into_a_pipe_closed_early_ends_without_a_traceback(model_file):
+    # far more lines than a pipe holds, so the writer meets the closed pipe
+    command = " ".join(f"'{part}'" for part in CLI) + f" inspect '{model_file}' --top 20000 | head -n 2"
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120)
+    assert len(done.stdout.splitlines()) == 2
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr
+
+
+def test_bits_that_cannot_fit_in_memory_are_refused_before_training(tmp_path, monkeypatch, capsys):
+    table = small_table(np.random.default_rng(2), n=500)
+    data = tmp_path / "d.parquet"
+    pq.write_table(table, data)
+    monkeypatch.setattr(training, "memory_available", lambda: 1 << 30)  # a machine with 1 GiB free
+    model = tmp_path / "m.fastada"
+    assert main(["train", str(data), "--model", str(model), "--bits", "26"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fastada: error: --bits 26 needs about 1.6 GiB of memory") and "\n" not in err
+    assert "but 1.0 GiB is available; use --bits 25 or less" in err
+    assert not model.exists()
+
+
+def test_an_address_space_limit_counts_as_the_memory_available():
+    code = ("import resource; resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30)); "
+            "from fastada.train import memory_available; print(memory_available())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert 0 < int(done.stdout) < 6 << 30
+
+
+def test_a_model_far_larger_than_its_data_is_said(monkeypatch):
+    monkeypatch.setattr(training, "LARGE_MODEL_SLOTS", 1 << 14)
+    notes = []
+    fastada.train(small_table(np.random.default_rng(3), n=200), label="label", bits=18,
+                  threads=1, on_note=notes.append)
+    assert any("2^18 slots for at most 1,000 distinct features" in n and "--bits 13" in n for n in notes), notes
+
+
+def test_demo_reports_compiling_apart_from_the_training_rate(tmp_path, capsys):
+    assert main(["demo", "--rows", "30000", "--test-rows", "3000", "--out", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    compiled = next(line for line in out.splitlines() if "compiled code" in line)
+    trained = next(line for line in out.splitlines() if "trained in" in line)
+    assert out.index(compiled) < out.index(trained)
+
+
+def test_train_help_groups_the_options_and_ends_with_examples(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    for group in ("data and column roles", "learning:", "validation and early stopping:", "checkpoints:",
+                  "performance:"):
+        assert group in text
+    assert text.rstrip().splitlines()[-1].strip().endswith("--model ctr.fastada")
+    examples = text[text.index("examples:"):]
+    assert examples.count("fastada train ") == 2
+
+
+def test_real_samples_missing_skip_with_the_reason_or_fail_in_ci(tmp_path, monkeypatch):
+    monkeypatch.setattr(conftest, "SHARED", str(tmp_path))
+    monkeypatch.delenv("FASTADA_REQUIRE_SAMPLES", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="cannot be passed on with the project"):
+        conftest.real_sample("criteo_dac_sample")
+    monkeypatch.setenv("FASTADA_REQUIRE_SAMPLES", "1")
+    with pytest.raises(pytest.fail.Exception, match="FASTADA_SAMPLES"):
+        conftest.real_sample("criteo_dac_sample")
