@@ -254,7 +254,7 @@ def _bits(address, offset, rows):
     return carray(_pointer(address), (offset + rows + 7) // 8, dtype=np.uint8)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _numeric_tile(values, d, i, lo, hi, small, value_hash, missing_hash, bucket_tables, value_column,
                   bucket_column, cat, num, num_values):
     """Rows ``lo..hi`` of numeric column ``i`` (see :func:`hash_chunk`)."""

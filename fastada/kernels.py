@@ -288,7 +288,7 @@ def _take(table, clock, hot, mine, h, before, lr, l1, l2, eps):
     mine[h, _UPDATES] = 0.0
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _fold(table, clock, hot, mine, h, shared, before, lr, l1, l2, eps):
     """Add the block's changes to hot slot ``h`` since it was taken to the table, and take it
     again (the table holds the other blocks' changes too; the line was just written here).
@@ -329,6 +329,16 @@ def fold_views(table, clock, hot, private, taken, shared, now, lr, l1, l2, eps):
             if private[b, h, _UPDATES] > 0.0:
                 _give(table, clock, hot, private[b], h, shared, now, lr, l1, l2, eps)
         taken[b, 0] = 0
+
+
+@njit(cache=True)
+def _refresh(table, clock, hot, mine, holding, shared, before, lr, l1, l2, eps):
+    """Hand back every view the block holds (``holding``) and take every hot slot anew. One call,
+    not inlined: it runs every few thousand rows, and inlining its loop costs compile time."""
+    for h in range(hot.shape[0]):
+        if holding and mine[h, _UPDATES] > 0.0:
+            _give(table, clock, hot, mine, h, shared, before, lr, l1, l2, eps)
+        _take(table, clock, hot, mine, h, before, lr, l1, l2, eps)
 
 
 @njit(cache=True, inline="always")
@@ -384,10 +394,7 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
         for r in range(lo, hi):
             before = step0 + r  # steps whose regularisation a slot must have before this row
             if age >= refresh_rows:
-                for h in range(hot.shape[0]):
-                    if taken[b, 0] and mine[h, _UPDATES] > 0.0:
-                        _give(table, clock, hot, mine, h, shared, before, lr, l1, l2, eps)
-                    _take(table, clock, hot, mine, h, before, lr, l1, l2, eps)
+                _refresh(table, clock, hot, mine, taken[b, 0] != 0, shared, before, lr, l1, l2, eps)
                 taken[b, 0] = 1
                 age = 0
             age += 1
