@@ -453,8 +453,12 @@ def _demo(args) -> int:
     # rate below is the rate of training, not of Numba compiling
     import pyarrow.parquet as pq
     start = time.perf_counter()
-    sample = pq.ParquetFile(os.path.join(args.out, "test.parquet")).read_row_group(0).slice(0, 2000)
-    api.train(sample, label="label", bits=12, threads=args.threads).evaluate(sample)
+    sample = os.path.join(args.out, ".compile.parquet")  # read like the real data: Parquet, dictionaries
+    pq.write_table(pq.ParquetFile(os.path.join(args.out, "test.parquet")).read_row_group(0).slice(0, 2000), sample)
+    try:
+        api.train(sample, label="label", bits=12, threads=args.threads).evaluate(sample)
+    finally:
+        os.unlink(sample)
     seconds = time.perf_counter() - start
     print(f"  compiled code {'compiled in' if seconds > 2 else 'loaded in'} {seconds:.1f} s"
           + (" (the first run only: later runs load it from Numba's cache)" if seconds > 2 else ""))
