@@ -240,7 +240,7 @@ def _train(args) -> int:
     progress.close()
     s = model.summary
     print(f"trained {s['rows']:,} rows in {s['seconds']:.2f} s ({s['rows_per_second']:,} rows/s, "
-          f"{_threads(s['threads'])}), progressive logloss {_fmt(s['progressive_logloss'])}; "
+          f"{_threads(s)}), progressive logloss {_fmt(s['progressive_logloss'])}; "
           f"model written to {args.model}")
     if s.get("bad_rows") or s.get("skipped_rows") or s.get("skipped_files"):
         print(f"skipped (--on-bad-rows skip): {s['bad_rows']:,} rows with a bad label or weight, "
@@ -466,7 +466,7 @@ def _demo(args) -> int:
     model = api.train(os.path.join(args.out, "train.parquet"), label="label", model=model_path,
                       threads=args.threads)
     s = model.summary
-    print(f"  trained in {s['seconds']:.2f} s: {s['rows_per_second']:,} rows/s on {_threads(s['threads'])} "
+    print(f"  trained in {s['seconds']:.2f} s: {s['rows_per_second']:,} rows/s on {_threads(s)} "
           f"(one pass, 2^{model.spec.bits} slots)")
     result = model.evaluate(os.path.join(args.out, "test.parquet"), threads=args.threads)
     print()
@@ -480,8 +480,11 @@ def _demo(args) -> int:
     return 0
 
 
-def _threads(n: int) -> str:
-    return f"{n} thread" + ("" if n == 1 else "s")
+def _threads(summary: dict) -> str:
+    """"1 learning thread + 2 reading", from a model's summary."""
+    n, readers = summary["threads"], summary.get("readers")
+    text = f"{n} learning thread" + ("" if n == 1 else "s")
+    return text + (f" + {readers} reading" if readers else "")
 
 
 def _first_line(e: Exception) -> str:
