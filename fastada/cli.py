@@ -137,7 +137,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return _COMMANDS[args.command](args) or 0
+        code = _COMMANDS[args.command](args) or 0
+        sys.stdout.flush()  # a closed pipe shows here, not in Python's exit-time flush
+        return code
     except FastadaError as e:
         if args.debug:
             raise
