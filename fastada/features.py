@@ -18,7 +18,7 @@ the tail), because Parquet hands every batch a fresh copy of its row group's dic
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -38,7 +38,9 @@ class FeatureBlock:
     labels: np.ndarray | None
     weights: np.ndarray | None
     bad_rows: int = 0  # rows given weight 0 because their label or weight was bad (skip mode)
-    held: np.ndarray = field(default_factory=lambda: _NO_NULLS)  # uint8 (rows,) or empty: rows held out of learning (set by the driver)
+    # the label encodings this chunk uses (-1 and/or 0 for a negative): whether a data set mixes
+    # them is for the driver to decide, in stream order, not for each reader thread on its own
+    label_kinds: frozenset = frozenset()
 
     @property
     def rows(self) -> int:
@@ -74,7 +76,6 @@ class Featurizer:
         self.k_cat = n_cat_block + len(spec.crosses)
         self.k_num = len(spec.numeric) if mode in ("value", "both") else 0
         self._dictionary_cache: dict[str, tuple[pa.Array, np.ndarray]] = {}
-        self._label_kinds: set[str] = set()
         numeric = spec.numeric
         self._num_value_hash = np.array([self.value_hash[c] for c in numeric], dtype=np.uint32)
         self._num_missing_hash = np.array([self.null_hash[c] for c in numeric], dtype=np.uint32)
@@ -118,13 +119,15 @@ class Featurizer:
             weight = _column(batch, spec.weight, where) if spec.weight else None
             if self.skip_bad_rows:
                 label, weight, bad = _without_bad_rows(label, weight)
-            labels = labels_from_arrow(label, spec.label, where, self._label_kinds, first_row)
+            kinds: set = set()
+            labels = labels_from_arrow(label, spec.label, where, kinds, first_row)
             if weight is not None:
                 weights = weights_from_arrow(weight, spec.weight, where, first_row)
             if bad is not None:
                 weights = np.ones(n, np.float32) if weights is None else weights
                 weights[bad] = 0.0
-        return FeatureBlock(cat, num, num_values, labels, weights, 0 if bad is None else int(bad.sum()))
+        return FeatureBlock(cat, num, num_values, labels, weights, 0 if bad is None else int(bad.sum()),
+                            frozenset(kinds) if with_labels else frozenset())
 
     def _hash_batch(self, batch, where, cat, num, num_values) -> None:
         """Every feature of ``batch`` into ``cat``, ``num``, ``num_values``.

@@ -57,7 +57,10 @@ class Evaluation:
         self.rows = 0
 
     def add(self, probabilities, labels, weights=None) -> None:
-        p = np.clip(np.asarray(probabilities, dtype=np.float32), 0.0, 1.0)
+        p = np.asarray(probabilities, dtype=np.float32)
+        if not np.isfinite(p).all():  # NaN would index past the histogram
+            raise ValueError("probabilities must be finite")
+        p = np.clip(p, 0.0, 1.0)
         y = np.asarray(labels, dtype=np.float32)
         w = np.ones_like(y) if weights is None else np.asarray(weights, dtype=np.float32)
         self.loss += _accumulate(p, y, w, self.positives, self.negatives)

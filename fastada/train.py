@@ -287,6 +287,7 @@ class _State:
     bad_rows: int = 0                # rows learned with weight 0 (bad label or weight; skip mode)
     skipped_rows: int = 0            # rows of row groups that could not be read (skip mode)
     skipped_row_groups: int = 0
+    label_kinds: list = dataclasses.field(default_factory=list)  # negatives seen so far: -1 and/or 0
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -432,6 +433,7 @@ class _Training:
                 state.unit_pos, state.row = pos + 1, 0
                 continue
             state.bad_rows += block.bad_rows
+            self._check_labels(block.label_kinds, where)
             if block.rows:
                 self._learn(block, where, epoch)
             state.unit_pos, state.row = pos, row + block.rows
@@ -449,6 +451,15 @@ class _Training:
                 return
             if self._checkpoint_due(epoch_ended=False):
                 self._save_checkpoint()
+
+    def _check_labels(self, kinds: frozenset, where: str) -> None:
+        """-1 and 0 negatives must not mix in one data set: checked here, on the chunks in stream
+        order (a reader thread sees only its own row groups), and kept in checkpoints."""
+        seen = set(self.state.label_kinds) | kinds
+        if len(seen) > 1:
+            raise FastadaError(f"{where}: label column {self.spec.label!r} mixes -1 and 0 labels; "
+                               f"use either 0/1 or -1/1 throughout the data set")
+        self.state.label_kinds = sorted(seen)
 
     def _blocks(self, task, worker: int) -> Iterator:
         """The chunks of one row group from ``row`` on, hashed by this worker's featurizer, with
@@ -484,7 +495,7 @@ class _Training:
             slots, values, labels, weights = slots[order], values[order], labels[order], weights[order]
             if held.size:
                 held = held[order]
-        return _Chunk(slots, values, labels, weights, held, block.bad_rows)
+        return _Chunk(slots, values, labels, weights, held, block.bad_rows, block.label_kinds)
 
     def _split_cores(self, learn_rate: float) -> None:
         """threads="auto": learners and readers from the measured rates, said in a note and kept
@@ -683,6 +694,7 @@ class _Chunk:
     weights: np.ndarray
     held: np.ndarray
     bad_rows: int
+    label_kinds: frozenset
 
     @property
     def rows(self) -> int:
@@ -760,6 +772,9 @@ def predict_batches(model: Model, data, *, threads: int | None = None, chunk_row
         out = np.empty(block.rows, dtype=np.float64)
         if block.rows:
             kernels.predict_chunk(block.cat, block.num, block.num_values, weights, mask, blocks, out)
+            if not np.isfinite(out).all():
+                raise FastadaError(f"{where}, row {first_row + int(np.argmin(np.isfinite(out)))}: the model gives a "
+                                   f"non-finite prediction (its weights hold NaN or inf); it cannot be used")
         yield out, kept, (where, first_row)
 
 

@@ -99,9 +99,10 @@ def test_bad_labels_are_refused_naming_file_row_and_value(labels, row, problem):
         Featurizer(spec)(batch, "file.parquet, row group 0", first_row=100)
 
 
-def test_mixing_minus_one_and_zero_labels_across_chunks_is_refused():
+def test_each_chunk_says_which_negative_labels_it_uses_and_refuses_mixing_them():
     spec = FeatureSpec(label="y", categorical=("c",))
     f = Featurizer(spec)
-    f(pa.record_batch([pa.array([1, -1]), pa.array(["a", "b"])], names=["y", "c"]), "t")
-    with pytest.raises(FastadaError, match="mixes -1 and 0"):
-        f(pa.record_batch([pa.array([1, 0]), pa.array(["a", "b"])], names=["y", "c"]), "t")
+    assert f(pa.record_batch([pa.array([1, -1]), pa.array(["a", "b"])], names=["y", "c"]), "t").label_kinds == {-1}
+    assert f(pa.record_batch([pa.array([1, 0]), pa.array(["a", "b"])], names=["y", "c"]), "t").label_kinds == {0}
+    with pytest.raises(FastadaError, match="mixes -1 and 0"):  # within one chunk (across chunks: the driver)
+        f(pa.record_batch([pa.array([-1, 0]), pa.array(["a", "b"])], names=["y", "c"]), "t")

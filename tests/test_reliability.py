@@ -403,3 +403,39 @@ def test_options_out_of_range_or_in_conflict_are_refused(tmp_path, capsys, argv,
     assert code == 2 and err.startswith("fastada: error: ") and "\n" not in err
     assert message.format(t=tmp_path) in err
     assert (tmp_path / "m").read_bytes() == before
+
+
+def test_minus_one_and_zero_labels_in_different_row_groups_are_refused_whatever_thread_reads_them(tmp_path, capsys):
+    """The check runs in stream order in the driver: reader threads each see only some row groups."""
+    rng = np.random.default_rng(5)
+    parts = []
+    for k in range(6):  # row groups alternate between 0/1 and -1/1 negatives
+        y = rng.integers(0, 2, 300)
+        parts.append(pa.table({"label": pa.array(np.where(y > 0, 1, -1 if k % 2 else 0), pa.int8()),
+                               "c": pa.array([str(v) for v in rng.integers(0, 9, 300)])}))
+    path = tmp_path / "mixed.parquet"
+    pq.write_table(pa.concat_tables(parts), path, row_group_size=300)
+    for _ in range(5):
+        code = main(["train", str(path), "--model", str(tmp_path / "m"), "--threads", "1", "--quiet"])
+        err = capsys.readouterr().err
+        assert code == 2 and "mixes -1 and 0 labels" in err and "row group 1" in err
+        assert not (tmp_path / "m").exists()
+
+
+def test_a_model_with_a_nan_weight_is_refused_by_eval_and_predict_not_scored(tmp_path, capsys):
+    rng = np.random.default_rng(6)
+    table = pa.table({"label": pa.array(rng.integers(0, 2, 500), pa.int8()),
+                      "c": pa.array([str(v) for v in rng.integers(0, 20, 500)])})
+    data = tmp_path / "d.parquet"
+    pq.write_table(table, data)
+    model = fastada.train(table, label="label", bits=8, threads=1)
+    weights = np.array(model.weights)
+    weights[:] = np.nan
+    broken = fastada.Model(model.spec, weights, np.array(model.accumulators))
+    broken.save(str(tmp_path / "nan.fastada"))
+    for argv in (["eval", "--model", str(tmp_path / "nan.fastada"), str(data)],
+                 ["predict", "--model", str(tmp_path / "nan.fastada"), str(data), "--out", str(tmp_path / "p.parquet")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("fastada: error: ") and "non-finite prediction" in err and "\n" not in err
+    assert not (tmp_path / "p.parquet").exists()
