@@ -655,6 +655,9 @@ class _Training:
 
     def _model(self) -> Model:
         state = self.state
+        if self.split is None and self.learn.threads == "auto":  # the data ended before it was timed
+            self.split = {"cores": self.max_threads, "learners": self.threads, "readers": self.readers[0],
+                          "why": "the data ended before reading and learning were timed"}
         seconds = self._seconds()
         kept = self.best_table if self.run_config.early_stop and self.best_table is not None else self.table[:, :2]
         summary = {
