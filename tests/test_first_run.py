@@ -1,6 +1,7 @@
 """What a new user meets in the first minutes: pipes, memory that cannot fit, the demo, the help."""
 
 import importlib
+import re
 import subprocess
 import sys
 
@@ -43,8 +44,9 @@ def test_bits_that_cannot_fit_in_memory_are_refused_before_training(tmp_path, mo
     model = tmp_path / "m.fastada"
     assert main(["train", str(data), "--model", str(model), "--bits", "26"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("fastada: error: --bits 26 needs about 1.6 GiB of memory") and "\n" not in err
-    assert "but 1.0 GiB is available; use --bits 25 or less" in err
+    # the need counts the chunks in flight, one set a reader thread: it depends on the cores
+    assert re.match(r"fastada: error: --bits 26 needs about 1\.\d GiB of memory \(.*\) but 1\.0 GiB is "
+                    r"available; use --bits 2[45] or less$", err), err
     assert not model.exists()
 
 
