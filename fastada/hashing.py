@@ -169,53 +169,6 @@ def _bucket_hashes(seed):
 
 
 @njit(cache=True, nogil=True)
-def numeric_column(values, validity, offset, value_hash, missing_hash, bucket_table,
-                   value_hashes, value_values, value_column, bucket_hashes, bucket_column):
-    """Features of a numeric column, one row at a time.
-
-    Value feature (when ``value_column >= 0``): slot ``value_hash`` with value
-    ``log1p(max(x, 0))``; a null, NaN or infinite ``x`` instead gives slot ``missing_hash`` with
-    value 1. Bucket feature (when ``bucket_column >= 0``): a categorical feature for the bin
-    ``sign(x) * floor(4 * log1p(|x|))`` (integers 0..3 each get their own bin, larger values
-    four bins per e-fold; negative bins are ``-b - 1``), hashed as an int64 with the column's
-    bucket seed, or a "missing" bin of its own (``bucket_table`` from :func:`bucket_hashes`).
-    """
-    missing_bucket = bucket_table[bucket_table.size - 1]
-    small = np.empty(_SMALL, dtype=np.float64)  # log1p of the small counts most columns hold
-    for k in range(_SMALL):
-        small[k] = np.log1p(np.float64(k))
-    for i in range(values.size):
-        x = np.float64(values[i])
-        present = is_valid(validity, offset, i) and np.isfinite(x)
-        if not present:
-            if value_column >= 0:
-                value_hashes[i, value_column] = missing_hash
-                value_values[i, value_column] = np.float32(1.0)
-            if bucket_column >= 0:
-                bucket_hashes[i, bucket_column] = missing_bucket
-            continue
-        a = abs(x)
-        k = np.int64(a) if a < _SMALL else -1
-        log = small[k] if k >= 0 and k == a else np.log1p(a)
-        if value_column >= 0:
-            value_hashes[i, value_column] = value_hash
-            value_values[i, value_column] = np.float32(log if x > 0 else 0.0)
-        if bucket_column >= 0:
-            b = np.int64(np.floor(4.0 * log))
-            if x < 0:
-                b = -b - 1
-            bucket_hashes[i, bucket_column] = bucket_table[b + BUCKET_OFFSET]
-
-
-@njit(cache=True, nogil=True)
-def cross_columns(hashes, left, right, seed, column):
-    """``hashes[:, column]``: the hash of the pair (``hashes[:, left]``, ``hashes[:, right]``)."""
-    for i in range(hashes.shape[0]):
-        pair = (np.int64(hashes[i, left]) << np.int64(32)) | np.int64(hashes[i, right])
-        hashes[i, column] = murmur3_u64(pair, seed)
-
-
-@njit(cache=True, nogil=True)
 def same_strings(offsets_a, data_a, offsets_b, data_b, count):
     """Whether the first ``count`` strings of two offsets/data pairs are equal (a dictionary seen
     before, or the start of one that grew)."""
@@ -257,7 +210,15 @@ def _bits(address, offset, rows):
 @njit(cache=True)
 def _numeric_tile(values, d, i, lo, hi, small, value_hash, missing_hash, bucket_tables, value_column,
                   bucket_column, cat, num, num_values):
-    """Rows ``lo..hi`` of numeric column ``i`` (see :func:`hash_chunk`)."""
+    """Rows ``lo..hi`` of numeric column ``i`` (see :func:`hash_chunk`).
+
+    Value feature (when ``value_column[i] >= 0``): slot ``value_hash[i]`` with value
+    ``log1p(max(x, 0))``; a null, NaN or infinite ``x`` instead gives slot ``missing_hash[i]`` with
+    value 1. Bucket feature (when ``bucket_column[i] >= 0``): a categorical feature for the bin
+    ``sign(x) * floor(4 * log1p(|x|))`` (integers 0..3 each get their own bin, larger values
+    four bins per e-fold; negative bins are ``-b - 1``), hashed as an int64 with the column's
+    bucket seed, or a "missing" bin of its own (``bucket_tables[i]`` from :func:`bucket_hashes`).
+    """
     rows = values.shape[0]
     validity = _bits(d[NUM_VALIDITY], d[NUM_BIT_OFFSET], rows)
     offset = d[NUM_BIT_OFFSET]
@@ -298,8 +259,7 @@ def hash_chunk(rows, dictionary_columns, numeric_columns, value_hash, missing_ha
     offset, the address of each dictionary entry's uint32 hash, the null feature's hash, and
     the column of ``cat`` it fills. ``numeric_columns`` (fields NUM_*): the address of its values
     (at the array's offset) and their kind (KIND_*), its validity bitmap and bit offset; numeric
-    column i has a value and a bucket feature as :func:`numeric_column` describes (with
-    ``bucket_tables[i]``). Cross x: ``cat[:, cross_column[x]]`` from the columns
+    column i has a value and a bucket feature as :func:`_numeric_tile` describes. Cross x: ``cat[:, cross_column[x]]`` from the columns
     ``cross_left[x]`` and ``cross_right[x]``, after every other categorical feature of the row
     (columns hashed before this call included).
     """
