@@ -84,9 +84,12 @@ def regularised(w, accumulator, steps, lr, l1, l2, eps):
     k = np.float64(steps)
     mag = abs(np.float64(w))
     if l2 > 0.0:
-        r = 1.0 / (1.0 + eta * l2)
-        rk = r ** k
-        mag = rk * mag - a * r * (1.0 - rk) / (1.0 - r)
+        # with x = eta l2 and r = 1 / (1 + x): r^k = exp(-k log1p(x)) and r / (1 - r) = 1 / x, so
+        # the sum a r (1 - r^k) / (1 - r) is a (1 - r^k) / x, where 1 - r^k = -expm1(-k log1p(x))
+        # keeps its digits as x -> 0 (the direct form divided 0 by 0 below x ~ 1e-16)
+        x = eta * l2
+        decayed = -np.expm1(-k * np.log1p(x))  # 1 - r^k
+        mag = (1.0 - decayed) * mag - a * decayed / x
     else:
         mag = mag - a * k
     if mag <= 0.0:

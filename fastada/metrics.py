@@ -57,7 +57,9 @@ class Evaluation:
         self.rows = 0
 
     def add(self, probabilities, labels, weights=None) -> None:
-        p = np.asarray(probabilities, dtype=np.float32)
+        # float64: the loss of p = 1 - 1e-9 needs more digits than float32 has (the AUC histogram
+        # takes float32 keys by itself)
+        p = np.asarray(probabilities, dtype=np.float64)
         if not np.isfinite(p).all():  # NaN would index past the histogram
             raise ValueError("probabilities must be finite")
         p = np.clip(p, 0.0, 1.0)

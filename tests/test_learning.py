@@ -149,3 +149,15 @@ def test_generated_data_reaches_the_linear_optimum_within_0_005(generated):
     assert result["auc"] > 0.70 and result["ne"] < 0.92
     assert result["logloss"] < entropy - 0.04
     assert 0.95 < result["calibration"] < 1.05
+
+
+@pytest.mark.parametrize("accumulator,l2", [(1e12, 1e-12), (1e16, 1e-10), (4.0, 1e-300)])
+def test_lazy_regularisation_stays_finite_when_eta_l2_is_tiny(accumulator, l2):
+    """eta * l2 far below float64's epsilon (a huge accumulator, a tiny l2) is still that many
+    proximal steps, not 0 / 0."""
+    lr, eps, l1, steps = 0.1, 1e-8, 1e-6, 1000
+    eta = lr / (math.sqrt(np.float32(accumulator)) + eps)
+    got = kernels.regularised(np.float32(0.5), np.float32(accumulator), steps, lr, l1, l2, eps)
+    # (1 + x)^-k ~ 1 - k x and the l1 part is then k steps of eta l1
+    expected = 0.5 * (1 - steps * eta * l2) - steps * eta * l1 * (1 - (steps + 1) * eta * l2 / 2)
+    assert math.isfinite(got) and got == pytest.approx(expected, rel=1e-6)
