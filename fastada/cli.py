@@ -242,7 +242,8 @@ def _train(args) -> int:
     progress.close()
     s = model.summary
     print(f"trained {s['rows']:,} rows in {s['seconds']:.2f} s ({s['rows_per_second']:,} rows/s, "
-          f"{_threads(s)}), progressive logloss {_fmt(s['progressive_logloss'])}; "
+          f"{_threads(s)}), progressive logloss {_fmt(s['progressive_logloss'])}"
+          f"{' (last epoch)' if len(s.get('progressive_logloss_by_epoch') or ()) > 1 else ''}; "
           f"model written to {args.model}")
     if s.get("bad_rows") or s.get("skipped_rows") or s.get("skipped_files"):
         print(f"skipped (--on-bad-rows skip): {s['bad_rows']:,} rows with a bad label or weight, "

@@ -276,6 +276,7 @@ class _State:
     step: int = 0
     train_loss: float = 0.0          # progressive loss of learned rows, whole run
     train_weight: float = 0.0
+    epoch_loss: list = dataclasses.field(default_factory=list)  # [loss, weight] of learned rows, by epoch
     interval: list = dataclasses.field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])  # since last evaluation
     next_eval: int = 0               # step at which the next periodic evaluation is due
     seconds: float = 0.0             # training time before this process
@@ -566,6 +567,10 @@ class _Training:
         state.step += n
         state.train_loss += float(sums[0])
         state.train_weight += float(sums[1])
+        while len(state.epoch_loss) <= epoch:
+            state.epoch_loss.append([0.0, 0.0])
+        state.epoch_loss[epoch][0] += float(sums[0])
+        state.epoch_loss[epoch][1] += float(sums[1])
         state.interval = [x + float(y) for x, y in zip(state.interval, sums)]
 
     # -- evaluations, checkpoints, the result ------------------------------------------------------
@@ -577,7 +582,13 @@ class _Training:
         return self.learn.lr * self.learn.lr_decay ** epoch
 
     def _progressive_logloss(self) -> float:
-        return self.state.train_loss / self.state.train_weight if self.state.train_weight else math.nan
+        """The progressive logloss of the epoch under way (each epoch learns from a better model
+        than the last, so their average would say less than the newest)."""
+        by_epoch = self._progressive_by_epoch()
+        return by_epoch[-1] if by_epoch and by_epoch[-1] is not None else math.nan
+
+    def _progressive_by_epoch(self) -> list:
+        return [loss / weight if weight else None for loss, weight in self.state.epoch_loss]
 
     def _settle(self, epoch: int) -> None:
         """Make the table the whole model: the threads' views of the hot slots handed back and
@@ -665,7 +676,9 @@ class _Training:
             "epochs": state.epoch if not state.stopped_early else state.epoch + 1,
             "seconds": round(seconds, 3),
             "rows_per_second": round(state.step / seconds) if seconds > 0 else None,
-            "progressive_logloss": state.train_loss / state.train_weight if state.train_weight else None,
+            "progressive_logloss": _finite_or_none(self._progressive_logloss()),  # the last epoch's
+            "progressive_logloss_by_epoch": self._progressive_by_epoch(),
+            "progressive_logloss_all_epochs": state.train_loss / state.train_weight if state.train_weight else None,
             "threads": self.threads,
             "readers": self.readers[0],
             "split": self.split,

@@ -261,3 +261,13 @@ def test_hogwild_resume_reaches_the_quality_of_an_uninterrupted_run(resume_case,
     resumed = fastada.train(str(data), **kwargs, resume=True)
     # Hogwild with 2 threads is not bit-for-bit repeatable; the tolerance is that of Hogwild itself
     assert resumed.evaluate(valid)["logloss"] == pytest.approx(whole.evaluate(valid)["logloss"], abs=0.005)
+
+
+def test_summary_gives_progressive_loss_by_epoch_and_the_last_as_the_headline(rng):
+    table = small_table(rng, n=3000)
+    model = fastada.train(table, label="label", bits=12, threads=1, epochs=3, chunk_rows=500)
+    s = model.summary
+    by_epoch = s["progressive_logloss_by_epoch"]
+    assert len(by_epoch) == 3 and by_epoch[2] < by_epoch[0]  # a later pass learns from a better model
+    assert s["progressive_logloss"] == by_epoch[-1]
+    assert min(by_epoch) <= s["progressive_logloss_all_epochs"] <= max(by_epoch)
