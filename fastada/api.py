@@ -63,10 +63,6 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
                     checkpoint_every_rows=checkpoint_every_rows,
                     checkpoint_every_seconds=checkpoint_every_seconds, keep_checkpoints=keep_checkpoints,
                     resume=resume, log_json=os.fspath(log_json) if log_json is not None else None)
-    if model is not None:
-        directory = os.path.dirname(os.path.abspath(os.fspath(model)))
-        if not os.path.isdir(directory):  # say so now, not after hours of training
-            raise FastadaError(f"{os.fspath(model)}: folder {directory} does not exist")
     if isinstance(data, (DataSet,)):
         dataset = data
     else:
@@ -76,11 +72,22 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
                         weight=weight, crosses=crosses, bits=bits, hash_seed=hash_seed,
                         numeric_mode=numeric_mode)
     valid_set = None if valid is None else valid if isinstance(valid, DataSet) else DataSet(valid)
+    # every output checked now, not after hours of training
+    inputs = [path for data_set in (dataset, valid_set) if data_set is not None
+              for fs, path in data_set.files if fs is None]
+    _model.check_outputs({"--model": model, "--log-json": log_json, "--checkpoint-dir": checkpoint_dir}, inputs)
     trained = fit(dataset, spec, learn, run, valid=valid_set, on_chunk=on_chunk,
                   on_evaluation=on_evaluation, on_note=on_note, stop=stop)
     if model is not None:
         trained.save(model)
     return trained
+
+
+def open_data(data) -> tuple[DataSet, list[str]]:
+    """``data`` (paths, folders, globs, URIs or a table) as a :class:`DataSet`, and its local files
+    (for refusing an output that is one of them)."""
+    dataset = data if isinstance(data, DataSet) else DataSet(data)
+    return dataset, [path for fs, path in dataset.files if fs is None]
 
 
 def load(path: str | os.PathLike, *, mmap: bool = False, verify: bool | None = None) -> Model:

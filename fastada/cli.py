@@ -325,6 +325,10 @@ def _predict(args) -> int:
     from .api import load
     from .model import atomic_replace_target
     from .train import predict_batches
+    from .api import open_data
+    from .model import check_outputs
+    data, inputs = open_data(args.data)
+    check_outputs({"--out": args.out}, [args.model, *inputs])
     model = load(args.model, mmap=True)
     tmp = atomic_replace_target(args.out)
     writer = None
@@ -334,7 +338,7 @@ def _predict(args) -> int:
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastada-write")
     pending: list = []
     try:
-        for p, kept, _ in predict_batches(model, args.data, threads=args.threads,
+        for p, kept, _ in predict_batches(model, data, threads=args.threads,
                                           chunk_rows=args.chunk_rows, keep=args.keep):
             batch = pa.RecordBatch.from_arrays([pa.array(p), *kept.columns],
                                                names=["prediction", *kept.schema.names])

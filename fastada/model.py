@@ -118,6 +118,48 @@ def _pad(n: int) -> int:
     return (n + _ALIGN - 1) // _ALIGN * _ALIGN
 
 
+def check_outputs(outputs: dict, inputs=()) -> None:
+    """Refuse, before any work, output paths that would destroy something or fail late.
+
+    ``outputs``: what each output is called (an option name) -> its path, or None; a name ending
+    in "-dir" is a folder. ``inputs``: paths this run reads. An output must not be one of the
+    inputs or another output (its file would be replaced by ours), nor a device, pipe or other
+    special file (a rename would replace it with a plain file), and its folder must exist and be
+    writable."""
+    taken: dict[str, str] = {}
+    real_inputs = {os.path.realpath(os.fspath(p)): os.fspath(p) for p in inputs}
+    for name, path in outputs.items():
+        if path is None:
+            continue
+        path = os.fspath(path)
+        real = os.path.realpath(path)
+        folder_wanted = name.endswith("-dir")
+        if real in real_inputs:
+            raise FastadaError(f"{name} {path} is also an input of this run ({real_inputs[real]}); writing it "
+                               f"would replace it: choose another path")
+        if real in taken:
+            raise FastadaError(f"{name} {path} is also {taken[real]}: give each output a path of its own")
+        taken[real] = name
+        if os.path.exists(real):
+            if folder_wanted:
+                if not os.path.isdir(real):
+                    raise FastadaError(f"{name} {path} is a file, not a folder")
+                folder = real
+            elif os.path.isdir(real):
+                raise FastadaError(f"{name} {path} is a folder; give a file path")
+            elif not os.path.isfile(real):
+                raise FastadaError(f"{name} {path} is a device, pipe or other special file; fastada writes "
+                                   f"a new file and renames it into place, which would replace it")
+            else:
+                folder = os.path.dirname(real)
+        else:
+            folder = os.path.dirname(real) if not folder_wanted else os.path.dirname(real.rstrip(os.sep)) or "."
+        if not os.path.isdir(folder):
+            raise FastadaError(f"{name} {path}: folder {folder} does not exist")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise FastadaError(f"{name} {path}: folder {folder} cannot be written")
+
+
 def atomic_write(path, parts) -> None:
     """Write ``parts`` (bytes-like) to ``path`` via a temporary file, fsync and rename."""
     target = atomic_replace_target(path)

@@ -439,3 +439,51 @@ def test_a_model_with_a_nan_weight_is_refused_by_eval_and_predict_not_scored(tmp
         err = capsys.readouterr().err.strip()
         assert err.startswith("fastada: error: ") and "non-finite prediction" in err and "\n" not in err
     assert not (tmp_path / "p.parquet").exists()
+
+
+@pytest.fixture
+def small_data(tmp_path):
+    rng = np.random.default_rng(8)
+    table = pa.table({"label": pa.array(rng.integers(0, 2, 400), pa.int8()),
+                      "c": pa.array([str(v) for v in rng.integers(0, 20, 400)])})
+    path = tmp_path / "d.parquet"
+    pq.write_table(table, path)
+    model = tmp_path / "m.fastada"
+    fastada.train(table, label="label", bits=8, threads=1, model=str(model))
+    return path, model
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "{d}", "--model", "{d}"], "--model {d} is also an input of this run"),
+    (["train", "{d}", "--model", "{t}/new.fastada", "--log-json", "{d}"], "--log-json {d} is also an input"),
+    (["train", "{d}", "--model", "{t}/x", "--log-json", "{t}/x"], "--log-json {t}/x is also --model"),
+    (["train", "{d}", "--model", "/dev/null"], "--model /dev/null is a device, pipe or other special file"),
+    (["train", "{d}", "--model", "{t}"], "--model {t} is a folder"),
+    (["train", "{d}", "--model", "{t}/no/such/m"], "folder {t}/no/such does not exist"),
+    (["train", "{d}", "--model", "{t}/m2", "--checkpoint-dir", "{d}"], "--checkpoint-dir {d} is also an input"),
+    (["train", "{d}", "--model", "{t}/m2", "--checkpoint-dir", "{m}"], "--checkpoint-dir {m} is a file, not a folder"),
+    (["predict", "--model", "{m}", "{d}", "--out", "{d}"], "--out {d} is also an input of this run"),
+    (["predict", "--model", "{m}", "{d}", "--out", "{m}"], "--out {m} is also an input of this run"),
+    (["predict", "--model", "{m}", "{d}", "--out", "/dev/null"], "is a device, pipe or other special file"),
+])
+def test_outputs_that_would_destroy_an_input_or_fail_late_are_refused_before_any_work(argv, message, small_data,
+                                                                                     tmp_path, capsys):
+    data, model = small_data
+    before = {p: p.read_bytes() for p in (data, model)}
+    fill = {"d": str(data), "m": str(model), "t": str(tmp_path)}
+    code = main([a.format(**fill) for a in argv])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("fastada: error: ") and "\n" not in err, err
+    assert message.format(**fill) in err
+    assert all(p.read_bytes() == content for p, content in before.items())  # nothing replaced
+    assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_training(small_data, tmp_path, capsys,
+                                                                             monkeypatch):
+    import fastada.model as model_module
+    data, _ = small_data
+    # the permission itself (root may write anywhere, so the folder's mode cannot show it here)
+    monkeypatch.setattr(model_module.os, "access", lambda path, mode: False)
+    assert main(["train", str(data), "--model", str(tmp_path / "m")]) == 2
+    assert f"folder {tmp_path} cannot be written" in capsys.readouterr().err
