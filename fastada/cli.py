@@ -10,7 +10,9 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 
 from .config import FastadaError, LearnConfig
@@ -136,6 +138,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ("predict", "gen") and threading.current_thread() is threading.main_thread():
+        # SIGTERM as an exception: the command's cleanup runs (no temporary file is left behind)
+        signal.signal(signal.SIGTERM, _terminated)
     try:
         code = _COMMANDS[args.command](args) or 0
         sys.stdout.flush()  # a closed pipe shows here, not in Python's exit-time flush
@@ -148,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fastada: interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print("fastada: terminated; nothing was left behind", file=sys.stderr)
+        return 143
     except BrokenPipeError:
         # the reader of our output left (`fastada inspect m | head`): stop quietly, as `cat` does,
         # and keep Python from complaining again when it flushes stdout at exit
@@ -164,6 +172,14 @@ TRAIN_EXAMPLES = """examples:
       --cross site_id*app_id --bits 26 --epochs 3 --shuffle --valid logs/valid/ --early-stop 2 \\
       --checkpoint-dir ck/ --resume --model ctr.fastada
 """
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived (raised from the handler so that ``finally`` blocks clean up)."""
+
+
+def _terminated(signum, frame):
+    raise _Terminated()
 
 
 def _threads_arg(text: str):
@@ -192,8 +208,13 @@ def _gen(args) -> int:
     if args.rows < 0 or args.test_rows < 0:
         raise FastadaError("--rows and --test-rows must be >= 0")
     start = time.perf_counter()
-    truth = generate(args.out, rows=args.rows, test_rows=args.test_rows, seed=args.seed,
-                     zipf=args.zipf, compression=args.compression)
+    import pyarrow as pa
+    try:
+        truth = generate(args.out, rows=args.rows, test_rows=args.test_rows, seed=args.seed,
+                         zipf=args.zipf, compression=args.compression)
+    except (OSError, pa.ArrowException) as e:
+        raise FastadaError(f"{args.out}: cannot write the data ({_first_line(e)}); no partial file was "
+                           f"left") from None
     seconds = time.perf_counter() - start
     print(f"wrote {args.rows:,} train + {args.test_rows:,} test rows to {args.out} in {seconds:.1f} s "
           f"({(args.rows + args.test_rows) / seconds:,.0f} rows/s); Bayes test logloss "

@@ -20,7 +20,7 @@ import json
 import math
 import os
 
-import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
@@ -220,6 +220,9 @@ def _write(path, truth, rng, rows, compression, keep=False):
     tmp = path + ".partial"
     writer = None
     pending = None
+    # the previous row group is written on a thread (Arrow releases the GIL) while the next one is
+    # generated; its errors (a full disk) come back through the future, never lost on a thread
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastada-gen")
     try:
         for start in range(0, max(rows, 1), ROW_GROUP):
             n = min(ROW_GROUP, rows - start)
@@ -227,23 +230,28 @@ def _write(path, truth, rng, rows, compression, keep=False):
             if writer is None:
                 writer = pq.ParquetWriter(tmp, batch.schema, compression=compression)
             if pending is not None:
-                pending.join()
-            pending = threading.Thread(target=writer.write_batch, args=(batch,),
-                                       kwargs={"row_group_size": ROW_GROUP})
-            pending.start()
+                pending.result()
+            pending = pool.submit(writer.write_batch, batch, row_group_size=ROW_GROUP)
             if keep:
                 kept_p.append(p)
                 kept_y.append(y)
-        pending.join()
+        pending.result()
         pending = None
         writer.close()
         writer = None
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if pending is not None:
-            pending.join()
+            pending.cancel()
+        pool.shutdown(wait=True)
         if writer is not None:
-            writer.close()
+            try:
+                writer.close()
+            except (OSError, pa.ArrowException):
+                pass
+        if os.path.exists(tmp):
             os.unlink(tmp)
     if keep:
         return np.concatenate(kept_p), np.concatenate(kept_y).astype(np.float32)

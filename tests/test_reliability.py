@@ -487,3 +487,42 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_training(smal
     monkeypatch.setattr(model_module.os, "access", lambda path, mode: False)
     assert main(["train", str(data), "--model", str(tmp_path / "m")]) == 2
     assert f"folder {tmp_path} cannot be written" in capsys.readouterr().err
+
+
+def test_gen_on_a_full_disk_fails_in_one_line_and_leaves_no_file(tmp_path):
+    """RLIMIT_FSIZE stands for a full disk: the writer thread's error reaches the command."""
+    out = tmp_path / "g"
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000)); "
+            "from fastada.cli import main; sys.exit(main(sys.argv[1:]))")
+    done = subprocess.run([sys.executable, "-c", code, "gen", "--rows", "300000", "--test-rows", "0", "--out",
+                           str(out)], capture_output=True, text=True, timeout=300,
+                          preexec_fn=lambda: signal.signal(signal.SIGXFSZ, signal.SIG_IGN))
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert done.stderr.startswith("fastada: error: ") and "cannot write the data" in done.stderr
+    assert "wrote" not in done.stdout
+    assert not any(p.suffix in (".partial", ".parquet") for p in out.iterdir())
+
+
+@pytest.mark.parametrize("command", ["predict", "gen"])
+def test_sigterm_leaves_no_temporary_file(command, small_data, tmp_path):
+    data, model = small_data
+    big = tmp_path / "big"
+    if command == "predict":  # enough rows that scoring is still running when the signal comes
+        table = pq.read_table(data)
+        pq.write_table(pa.concat_tables([table] * 2000), tmp_path / "big.parquet", row_group_size=20_000)
+        argv = ["predict", "--model", str(model), str(tmp_path / "big.parquet"), "--out", str(big / "p.parquet")]
+        big.mkdir()
+    else:
+        argv = ["gen", "--rows", "3000000", "--test-rows", "0", "--out", str(big)]
+    code = "import sys; from fastada.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.Popen([sys.executable, "-c", code, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    import time
+    deadline = time.time() + 120
+    while time.time() < deadline and not (big.exists() and any(big.iterdir())):
+        time.sleep(0.05)  # until its temporary file exists
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "terminated; nothing was left behind" in err and "Traceback" not in err
+    assert list(big.iterdir()) == []
