@@ -10,7 +10,7 @@ import threading
 from typing import Callable, Sequence
 
 from . import model as _model
-from .config import FastadaError, FeatureSpec, LearnConfig, RunConfig
+from .config import FeatureSpec, LearnConfig, RunConfig
 from .model import Model
 from .reader import DataSet
 from .train import Progress, fit, resolve_spec
