@@ -73,6 +73,11 @@ def _read(path: str) -> Checkpoint:
     return Checkpoint(path, state, arrays)
 
 
+def existing(directory: str) -> list[str]:
+    """The checkpoint files in ``directory`` (none if it does not exist), oldest first."""
+    return _listed(directory) if os.path.isdir(directory) else []
+
+
 def _listed(directory: str) -> list[str]:
     """Checkpoint files in ``directory``, oldest first."""
     return [os.path.join(directory, n) for n in sorted(os.listdir(directory)) if _NAME.match(n)]

@@ -362,6 +362,13 @@ class _Training:
         self.table = self.best_table = None
         if run.resume:
             self._resume()
+        elif run.checkpoint_dir is not None and checkpoint.existing(run.checkpoint_dir):
+            # a folder holds one run's checkpoints: a new run would mix its own with them (and
+            # the newest-K pruning would delete its own first, as the older run's count more rows)
+            found = checkpoint.existing(run.checkpoint_dir)
+            raise FastadaError(f"--checkpoint-dir {run.checkpoint_dir} holds another run's checkpoints ({len(found)}, "
+                               f"newest {os.path.basename(found[-1])}): continue that run with --resume, or give "
+                               f"this one a folder of its own")
         if self.table is None:
             self.table = kernels.new_table(spec.slots, learn.initial_accumulator)
         if self.table.shape != (spec.slots + 1, kernels.SLOT_WIDTH):

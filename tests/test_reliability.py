@@ -526,3 +526,20 @@ def test_sigterm_leaves_no_temporary_file(command, small_data, tmp_path):
     assert proc.returncode == 143, err
     assert "terminated; nothing was left behind" in err and "Traceback" not in err
     assert list(big.iterdir()) == []
+
+
+def test_a_checkpoint_folder_belongs_to_one_run(small_data, tmp_path, capsys):
+    data, _ = small_data
+    folder = tmp_path / "ck"
+    first = ["train", str(data), "--model", str(tmp_path / "a"), "--checkpoint-dir", str(folder), "--quiet",
+             "--threads", "1"]
+    assert main(first) == 0
+    kept = sorted(os.listdir(folder))
+    assert kept
+    # another run (other settings) in the same folder: refused before training, nothing deleted
+    assert main(["train", str(data), "--model", str(tmp_path / "b"), "--checkpoint-dir", str(folder), "--lr", "0.3",
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "holds another run's checkpoints" in err and "--resume" in err
+    assert sorted(os.listdir(folder)) == kept and not (tmp_path / "b").exists()
+    assert main(first + ["--resume"]) == 0  # the run it belongs to continues
