@@ -178,8 +178,18 @@ class _Terminated(BaseException):
     """SIGTERM arrived (raised from the handler so that ``finally`` blocks clean up)."""
 
 
+_TERMINATING = threading.Event()
+
+
 def _terminated(signum, frame):
-    raise _Terminated()
+    # only a flag, which the command's loop checks at each chunk: an exception raised from a
+    # signal handler can land inside a callback from C (Numba compiling, say) and be lost there
+    _TERMINATING.set()
+
+
+def _check_terminating() -> None:
+    if _TERMINATING.is_set():
+        raise _Terminated()
 
 
 def _threads_arg(text: str):
@@ -209,9 +219,12 @@ def _gen(args) -> int:
         raise FastadaError("--rows and --test-rows must be >= 0")
     start = time.perf_counter()
     import pyarrow as pa
+    from .synth import Stopped
     try:
         truth = generate(args.out, rows=args.rows, test_rows=args.test_rows, seed=args.seed,
-                         zipf=args.zipf, compression=args.compression)
+                         zipf=args.zipf, compression=args.compression, stop=_TERMINATING)
+    except Stopped:
+        raise _Terminated() from None
     except (OSError, pa.ArrowException) as e:
         raise FastadaError(f"{args.out}: cannot write the data ({_first_line(e)}); no partial file was "
                            f"left") from None
@@ -369,8 +382,10 @@ def _predict(args) -> int:
             if len(pending) > 2:
                 pending.pop(0).result()
             rows += batch.num_rows
+            _check_terminating()
         for f in pending:
             f.result()
+        _check_terminating()
         if writer is None:
             raise FastadaError("no rows to predict")
         writer.close()

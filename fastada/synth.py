@@ -163,13 +163,18 @@ def column_names() -> list[str]:
     return ["label"] + [f"I{i + 1}" for i in range(N_NUMERIC)] + [f"C{c + 1}" for c in range(N_CATEGORICAL)]
 
 
+class Stopped(Exception):
+    """``stop`` was set: generation ended early, leaving no partial file."""
+
+
 def generate(out: str, rows: int = 1_000_000, test_rows: int = 200_000, seed: int = 0,
-             zipf: tuple[float, float] = (1.05, 1.5), compression: str = "snappy") -> dict:
+             zipf: tuple[float, float] = (1.05, 1.5), compression: str = "snappy", stop=None) -> dict:
     """Write ``out``/train.parquet, ``out``/test.parquet and ``out``/truth.json; return the truth.
 
     ``zipf``: the range the columns' Zipf exponents are drawn from (``(1.05, 1.05)``: every column
     as flat as real logs get, touching the most distinct slots); ``compression``: the Parquet codec
-    (snappy, zstd, gzip, lz4, none).
+    (snappy, zstd, gzip, lz4, none). ``stop``: a ``threading.Event``; once set, :class:`Stopped` is
+    raised at the next row group and the file being written is removed.
 
     truth.json holds the Bayes-optimal test metrics (the planted probabilities scored against the
     drawn test labels), the base rate and the generator's settings.
@@ -177,8 +182,9 @@ def generate(out: str, rows: int = 1_000_000, test_rows: int = 200_000, seed: in
     os.makedirs(out, exist_ok=True)
     truth = _Truth(seed, zipf)
     rng = np.random.default_rng([seed, 2])
-    _write(os.path.join(out, "train.parquet"), truth, rng, rows, compression)
-    probabilities, labels = _write(os.path.join(out, "test.parquet"), truth, rng, test_rows, compression, keep=True)
+    _write(os.path.join(out, "train.parquet"), truth, rng, rows, compression, stop=stop)
+    probabilities, labels = _write(os.path.join(out, "test.parquet"), truth, rng, test_rows, compression, keep=True,
+                                   stop=stop)
     bayes = evaluate(probabilities, labels) if test_rows else {}
     result = {
         "generator": "fastada.synth criteo-like v1",
@@ -213,7 +219,7 @@ def _entropy(p):
     return -(p * np.log(p) + (1 - p) * np.log1p(-p))
 
 
-def _write(path, truth, rng, rows, compression, keep=False):
+def _write(path, truth, rng, rows, compression, keep=False, stop=None):
     """Generate ``rows`` rows into ``path``; the previous row group is written (on a thread,
     Arrow releases the GIL) while the next one is generated."""
     kept_p, kept_y = [], []
@@ -225,6 +231,8 @@ def _write(path, truth, rng, rows, compression, keep=False):
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastada-gen")
     try:
         for start in range(0, max(rows, 1), ROW_GROUP):
+            if stop is not None and stop.is_set():
+                raise Stopped()
             n = min(ROW_GROUP, rows - start)
             batch, p, y = truth.batch(rng, max(n, 0))
             if writer is None:
