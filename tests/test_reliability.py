@@ -422,13 +422,9 @@ def test_minus_one_and_zero_labels_in_different_row_groups_are_refused_whatever_
         assert not (tmp_path / "m").exists()
 
 
-def test_a_model_with_a_nan_weight_is_refused_by_eval_and_predict_not_scored(tmp_path, capsys):
-    rng = np.random.default_rng(6)
-    table = pa.table({"label": pa.array(rng.integers(0, 2, 500), pa.int8()),
-                      "c": pa.array([str(v) for v in rng.integers(0, 20, 500)])})
-    data = tmp_path / "d.parquet"
-    pq.write_table(table, data)
-    model = fastada.train(table, label="label", bits=8, threads=1)
+def test_a_model_with_a_nan_weight_is_refused_by_eval_and_predict_not_scored(small_data, tmp_path, capsys):
+    data, model_path = small_data
+    model = fastada.load(str(model_path))
     weights = np.array(model.weights)
     weights[:] = np.nan
     broken = fastada.Model(model.spec, weights, np.array(model.accumulators))
