@@ -68,7 +68,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="rows with a bad label or weight, unreadable files or row groups: stop with an "
                         "error (default) or skip them, counted")
     lg = t.add_argument_group("learning")
-    lg.add_argument("--lr", type=float, default=LearnConfig.lr, help=f"Adagrad learning rate (default {LearnConfig.lr})")
+    lg.add_argument("--lr", type=_lr_arg, default=LearnConfig.lr,
+                    help="Adagrad learning rate, or auto (default): raced on the first rows, the winner kept")
     lg.add_argument("--l1", type=float, default=0.0)
     lg.add_argument("--l2", type=float, default=0.0)
     lg.add_argument("--initial-accumulator", type=float, default=0.0)
@@ -190,6 +191,15 @@ def _terminated(signum, frame):
 def _check_terminating() -> None:
     if _TERMINATING.is_set():
         raise _Terminated()
+
+
+def _lr_arg(text: str):
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a number, got {text!r}") from None
 
 
 def _threads_arg(text: str):

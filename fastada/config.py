@@ -91,9 +91,9 @@ class FeatureSpec:
 class LearnConfig:
     """How to learn: Adagrad's rate, regularisation, passes, threads, chunking and seed.
 
-    lr: Adagrad's learning rate (default 0.05: on the real Criteo and Avazu samples in
-    ../shared it beat 0.1 by 0.019 and 0.0005 test logloss, and on generated data it is within
-    0.0003 of 0.1); l1, l2: per-step proximal regularisation strengths;
+    lr: Adagrad's learning rate, or "auto" (the default): raced on the first rows of the data
+    (see :mod:`fastada.train`; the best rate differs 25-fold between real logs); l1, l2: per-step
+    proximal regularisation strengths;
     eps: added to sqrt(G); initial_accumulator: G of a fresh slot. lr_decay: the rate is
     multiplied by this at the start of every epoch after the first (1 = no decay; Adagrad already
     shrinks each slot's steps). holdout_every: every K-th row of the data set (file order, the
@@ -106,7 +106,7 @@ split between reading and learning by rates measured on the first chunks). chunk
     order within each chunk (out of core: never the whole data set), seeded by ``seed``.
     """
 
-    lr: float = 0.05
+    lr: float | str = "auto"
     l1: float = 0.0
     l2: float = 0.0
     eps: float = 1e-8
@@ -121,8 +121,8 @@ split between reading and learning by rates measured on the first chunks). chunk
     bad_rows: str = "fail"
 
     def __post_init__(self):
-        if not (_is_number(self.lr) and self.lr > 0):
-            raise FastadaError(f"lr must be a positive number, got {self.lr!r}")
+        if self.lr != "auto" and not (_is_number(self.lr) and self.lr > 0):
+            raise FastadaError(f"lr must be 'auto' or a positive number, got {self.lr!r}")
         for name in ("l1", "l2", "initial_accumulator"):
             value = getattr(self, name)
             if not (_is_number(value) and value >= 0):

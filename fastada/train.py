@@ -78,12 +78,17 @@ def set_threads(threads: int | None) -> int:
 LARGE_MODEL_SLOTS = 1 << 27
 
 
-def memory_needed(bits: int, features: int, chunk_rows: int, readers: int, best_copy: bool) -> int:
+def memory_needed(bits: int, features: int, chunk_rows: int, readers: int, best_copy: bool,
+                  race: bool = False) -> int:
     """Bytes a training run holds at its peak: the slot table (16 bytes a slot), the model built
     from it (8), the best model's copy for early stopping (8), and the chunks in flight (two a reader
-    and two learning: hashes, values, located slots and Arrow's columns, ~16 bytes a feature)."""
+    and two learning: hashes, values, located slots and Arrow's columns, ~16 bytes a feature);
+    with lr="auto", the race's tables and rows."""
     slots = (1 << bits) + 1
-    return slots * (16 + 8 + (8 if best_copy else 0)) + (2 * readers + 2) * chunk_rows * (16 * features + 64)
+    need = slots * (16 + 8 + (8 if best_copy else 0)) + (2 * readers + 2) * chunk_rows * (16 * features + 64)
+    if race:
+        need += len(RACE_RATES) * 16 * ((1 << min(bits, RACE_BITS)) + 1) + RACE_ROWS * (8 * features + 64)
+    return need
 
 
 def memory_available() -> int | None:
@@ -110,18 +115,19 @@ def memory_available() -> int | None:
     return available
 
 
-def check_memory(bits: int, features: int, chunk_rows: int, readers: int, best_copy: bool) -> None:
+def check_memory(bits: int, features: int, chunk_rows: int, readers: int, best_copy: bool,
+                 race: bool = False) -> None:
     """Refuse, before anything is allocated, a run that cannot fit in memory, saying what it needs,
     what there is, and the largest --bits that fits."""
     available = memory_available()
-    need = memory_needed(bits, features, chunk_rows, readers, best_copy)
+    need = memory_needed(bits, features, chunk_rows, readers, best_copy, race)
     if available is None or need <= available:
         return
-    fits = [b for b in range(bits - 1, 0, -1) if memory_needed(b, features, chunk_rows, readers, best_copy) <= available]
+    fits = [b for b in range(bits - 1, 0, -1) if memory_needed(b, features, chunk_rows, readers, best_copy, race) <= available]
     advice = f"use --bits {fits[0]} or less" if fits else "free memory or lower --chunk-rows"
     raise FastadaError(f"--bits {bits} needs about {_gib(need)} of memory (a 2^{bits}-slot table at 16 bytes a slot, "
-                       f"the model built from it{', the best model kept for early stopping' if best_copy else ''}, "
-                       f"chunks in flight) but {_gib(available)} is available; {advice}")
+                       f"the model built from it{', the best model kept for early stopping' if best_copy else ''}"
+                       f"{', the learning-rate race' if race else ''}, chunks in flight) but {_gib(available)} is available; {advice}")
 
 
 def fitting_bits(features: int) -> int:
@@ -289,6 +295,8 @@ class _State:
     skipped_rows: int = 0            # rows of row groups that could not be read (skip mode)
     skipped_row_groups: int = 0
     label_kinds: list = dataclasses.field(default_factory=list)  # negatives seen so far: -1 and/or 0
+    lr: float | None = None          # the learning rate (of the first epoch): given, or raced
+    lr_race: dict | None = None      # how lr="auto" chose it
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -353,7 +361,7 @@ class _Training:
         for problem in dataset.unreadable:
             note(f"skipped an unreadable file: {problem}")
         features = self.featurizers[0].k_cat + self.featurizers[0].k_num
-        check_memory(spec.bits, features, learn.chunk_rows, self.readers[0], run.early_stop > 0)
+        check_memory(spec.bits, features, learn.chunk_rows, self.readers[0], run.early_stop > 0, learn.lr == "auto")
         if spec.slots >= LARGE_MODEL_SLOTS and spec.slots > 16 * dataset.num_rows * max(1, features):
             note(f"2^{spec.bits} slots for at most {dataset.num_rows * features:,} distinct features: the model "
                  f"file will take {_gib(8 * spec.slots)}; --bits {fitting_bits(dataset.num_rows * features)} "
@@ -400,6 +408,8 @@ class _Training:
 
     def run(self) -> Model:
         state, learn = self.state, self.learn
+        if state.lr is None:
+            self._pick_rate()
         self._choose_hot()
         while state.epoch < learn.epochs and not state.stopped_early:
             self._epoch(state.epoch)
@@ -420,16 +430,14 @@ class _Training:
                                f"({state.skipped_row_groups} row groups skipped as unreadable)")
         self._settle(min(state.epoch, learn.epochs - 1))
         if not np.isfinite(self.table[:, kernels.WEIGHT]).all():
-            raise FastadaError(f"training diverged (non-finite weights); lower --lr (now {learn.lr})")
+            raise FastadaError(f"training diverged (non-finite weights); lower --lr (now {state.lr:g})")
         return self._model()
 
     def _epoch(self, epoch: int) -> None:
         """Learn the rest of ``epoch`` from the state's position, chunk by chunk, until its end,
         early stopping or a stop request."""
         state, learn, run = self.state, self.learn, self.run_config
-        units = list(self.dataset.units)
-        if learn.shuffle:
-            units = [units[i] for i in np.random.default_rng([learn.seed, epoch]).permutation(len(units))]
+        units = self._units(epoch)
         tasks = [(epoch, pos, units[pos], state.row if pos == state.unit_pos else 0)
                  for pos in range(state.unit_pos, len(units))]
         for block, where, pos, row in read_ahead(tasks, self._blocks, len(self.featurizers), limit=self.readers):
@@ -469,7 +477,14 @@ class _Training:
                                f"use either 0/1 or -1/1 throughout the data set")
         self.state.label_kinds = sorted(seen)
 
-    def _blocks(self, task, worker: int) -> Iterator:
+    def _units(self, epoch: int) -> list:
+        """The row groups in ``epoch``'s order."""
+        units = list(self.dataset.units)
+        if self.learn.shuffle:
+            units = [units[i] for i in np.random.default_rng([self.learn.seed, epoch]).permutation(len(units))]
+        return units
+
+    def _blocks(self, task, worker: int, where_to=None) -> Iterator:
         """The chunks of one row group from ``row`` on, hashed by this worker's featurizer, with
         their held-out rows marked and (with shuffling) their rows in the chunk's own random order:
         all the per-chunk work but learning runs here, on the reader threads. In skip mode, an
@@ -478,20 +493,24 @@ class _Training:
         try:
             for chunk in self.dataset.unit_chunks(unit, self.columns, self.learn.chunk_rows, self.dictionary, row):
                 block = self.featurizers[worker](chunk.batch, chunk.where, first_row=chunk.row)
-                yield self._arrange(block, epoch, unit, chunk.row), chunk.where, pos, chunk.row
+                yield self._arrange(block, epoch, unit, chunk.row, where_to), chunk.where, pos, chunk.row
                 row = chunk.row + chunk.batch.num_rows
         except UnreadableData as e:
             if not self.skip:
                 raise
             yield None, str(e), pos, row
 
-    def _arrange(self, block: FeatureBlock, epoch: int, unit, row: int) -> "_Chunk":
+    def _arrange(self, block: FeatureBlock, epoch: int, unit, row: int, where_to=None) -> "_Chunk":
         """``block`` ready to learn: each feature's slot or hot position (:func:`kernels.locate`),
-        weights filled in, held-out rows marked, rows shuffled."""
-        learn, hot = self.learn, self.hot if self.threads > 1 or self.split is None else self.bias_only
+        weights filled in, held-out rows marked, rows shuffled. ``where_to``: (mask, hot slots)
+        to locate with instead of the run's."""
+        learn = self.learn
+        if where_to is None:
+            where_to = (self.mask, self.hot if self.threads > 1 or self.split is None else self.bias_only)
+        mask, hot = where_to
         n = block.rows
         slots = np.empty((n, block.cat.shape[1] + block.num.shape[1]), dtype=np.int32)
-        kernels.locate(block.cat, block.num, self.mask, hot.lookup, slots)
+        kernels.locate(block.cat, block.num, mask, hot.lookup, slots)
         weights = block.weights if block.weights is not None else np.ones(n, np.float32)
         held = _NO_HOLDOUT
         if learn.holdout_every:
@@ -518,6 +537,60 @@ class _Training:
                       "learn_rows_per_second_per_thread": round(learn_rate)}
         self.note(f"threads auto: {learners} learning, {readers} reading and hashing on {cores} cores "
                   f"(measured per thread: reading {read_rate:,.0f} rows/s, learning {learn_rate:,.0f} rows/s)")
+
+    def _pick_rate(self) -> None:
+        """The learning rate: as given, or (lr="auto") raced: each of :data:`RACE_RATES` learns the
+        first :data:`RACE_ROWS` rows of the first epoch (in its order) on a table of its own, and
+        the rate whose model predicts the second half of them best, each row scored before it is
+        learned, wins. See :func:`auto_rate` for more than one epoch."""
+        learn, state = self.learn, self.state
+        if learn.lr != "auto":
+            state.lr = float(learn.lr)
+            return
+        start = time.perf_counter()
+        bits = min(self.spec.bits, RACE_BITS)
+        where_to = (np.uint32((1 << bits) - 1), kernels.hot_slots((1 << bits) + 1))
+        tasks = [(0, pos, unit, 0) for pos, unit in enumerate(self._units(0))]
+        parts, rows = [], 0
+        for chunk, where, pos, row in read_ahead(tasks, lambda task, worker: self._blocks(task, worker, where_to),
+                                                 len(self.featurizers)):
+            if chunk is None or not chunk.rows:
+                continue
+            weights = chunk.weights if not chunk.held.size else chunk.weights * (chunk.held == 0)
+            take = min(chunk.rows, RACE_ROWS - rows)
+            parts.append((chunk.slots[:take], chunk.num_values[:take], chunk.labels[:take], weights[:take]))
+            rows += take
+            if rows >= RACE_ROWS:
+                break
+        if not rows:  # nothing readable: the epoch will say so
+            state.lr = RACE_RATES[len(RACE_RATES) // 2]
+            return
+        slots, values, labels, weights = (np.ascontiguousarray(np.concatenate(a)) for a in zip(*parts))
+        rates = np.array(RACE_RATES, dtype=np.float64)
+        tables = np.zeros((len(rates), (1 << bits) + 1, kernels.SLOT_WIDTH), dtype=np.float32)
+        if learn.initial_accumulator:
+            tables[:, :, kernels.ACCUMULATOR] = learn.initial_accumulator
+        scores = np.zeros((len(rates), 2), dtype=np.float64)
+        threads = numba.get_num_threads()
+        numba.set_num_threads(min(len(rates), numba.config.NUMBA_NUM_THREADS if learn.threads == "auto"
+                                  else self.max_threads))
+        try:
+            kernels.race_rates(slots, values, labels, weights, tables, rates, learn.l1, learn.l2, learn.eps,
+                               np.int64(rows // 2), scores)
+        finally:
+            numba.set_num_threads(threads)
+        losses = [float(loss / weight) if weight > 0 and math.isfinite(loss) else math.inf for loss, weight in scores]
+        best = int(np.argmin(losses))
+        state.lr = auto_rate(RACE_RATES[best], learn.epochs)
+        state.lr_race = {"rows": rows, "scored_from_row": rows // 2 + 1, "bits": bits,
+                         "progressive_logloss": {f"{r:g}": _finite_or_none(x) for r, x in zip(RACE_RATES, losses)},
+                         "best": RACE_RATES[best], "epochs": learn.epochs, "lr": state.lr,
+                         "seconds": round(time.perf_counter() - start, 3)}
+        shown = ", ".join(f"{r:g}: {x:.5f}" for r, x in zip(RACE_RATES, losses))
+        epochs = "" if learn.epochs == 1 else (f"; for {learn.epochs} epochs {RACE_RATES[best]:g} / sqrt({learn.epochs})"
+                                               f" = {state.lr:.3g}")
+        self.note(f"lr auto: {state.lr:.3g} (progressive logloss of rows {rows // 2 + 1:,}-{rows:,} of the first "
+                  f"{rows:,}, each learned at every rate: {shown}{epochs}; --lr fixes it)")
 
     def _choose_hot(self) -> None:
         """The hot slots, counted on the first chunk of the data (see :mod:`kernels`); with one
@@ -586,7 +659,7 @@ class _Training:
         return self.state.seconds + time.perf_counter() - self.begun
 
     def _rate(self, epoch: int) -> float:
-        return self.learn.lr * self.learn.lr_decay ** epoch
+        return self.state.lr * self.learn.lr_decay ** epoch
 
     def _progressive_logloss(self) -> float:
         """The progressive logloss of the epoch under way (each epoch learns from a better model
@@ -686,6 +759,8 @@ class _Training:
             "progressive_logloss": _finite_or_none(self._progressive_logloss()),  # the last epoch's
             "progressive_logloss_by_epoch": self._progressive_by_epoch(),
             "progressive_logloss_all_epochs": state.train_loss / state.train_weight if state.train_weight else None,
+            "lr": state.lr,
+            "lr_race": state.lr_race,
             "threads": self.threads,
             "readers": self.readers[0],
             "split": self.split,
@@ -722,6 +797,22 @@ class _Chunk:
     @property
     def rows(self) -> int:
         return self.slots.shape[0]
+
+# lr="auto": the rates raced, the rows they race on, and the slots each candidate's table has.
+RACE_RATES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+RACE_ROWS = 200_000
+RACE_BITS = 22
+
+
+def auto_rate(raced: float, epochs: int) -> float:
+    """The rate for ``epochs`` passes given the best rate for one pass: raced / sqrt(epochs).
+
+    Adagrad moves a slot with consistent gradients about lr * sqrt(its updates) far; E passes over
+    the same rows give each slot E times the updates without new evidence, so a rare feature is
+    fitted sqrt(E) times as far as one pass would. Dividing the rate by sqrt(E) keeps that
+    distance, and with it the one-pass race's balance of fitting against noise."""
+    return raced / math.sqrt(epochs)
+
 
 # A chunk whose rows lose more than this on average (the true label given probability e^-50)
 # is divergence, not learning: a model starts at log 2 = 0.69 nats a row.

@@ -106,7 +106,7 @@ BAD_INPUT = {
     "unknown numeric": (lambda d: [write(d / "x.parquet", pa.table({"label": [0, 1], "c": ["a", "b"]}))], ["--numeric", "zz"], "column 'zz' named in --numeric not found"),
     "bits too large": (lambda d: [write(d / "x.parquet", pa.table({"label": [0, 1], "c": ["a", "b"]}))], ["--bits", "32"], "bits must be an integer in 1..31, got 32"),
     "bits zero": (lambda d: [write(d / "x.parquet", pa.table({"label": [0, 1], "c": ["a", "b"]}))], ["--bits", "0"], "bits must be an integer in 1..31"),
-    "lr zero": (lambda d: [write(d / "x.parquet", pa.table({"label": [0, 1], "c": ["a", "b"]}))], ["--lr", "0"], "lr must be a positive number"),
+    "lr zero": (lambda d: [write(d / "x.parquet", pa.table({"label": [0, 1], "c": ["a", "b"]}))], ["--lr", "0"], "lr must be 'auto' or a positive number"),
     "negative l1": (lambda d: [write(d / "x.parquet", pa.table({"label": [0, 1], "c": ["a", "b"]}))], ["--l1", "-1"], "l1 must be a number >= 0"),
     "negative l2": (lambda d: [write(d / "x.parquet", pa.table({"label": [0, 1], "c": ["a", "b"]}))], ["--l2", "-0.1"], "l2 must be a number >= 0"),
     "holdout of every row": (lambda d: [write(d / "x.parquet", pa.table({"label": [0, 1], "c": ["a", "b"]}))], ["--holdout-every", "1"], "holdout_every must be an integer in 2.."),
