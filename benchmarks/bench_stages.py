@@ -28,7 +28,8 @@ from machine import describe as describe_machine
 import fastada
 from fastada.features import Featurizer
 from fastada.reader import DataSet
-from fastada.train import _string_columns, resolve_spec
+from fastada.roles import resolve_spec
+from fastada.train import _string_columns
 
 
 def median_rate(fn, rows, repeat):

@@ -13,14 +13,16 @@ from . import model as _model
 from .config import FeatureSpec, LearnConfig, RunConfig
 from .model import Model
 from .reader import DataSet
-from .train import Progress, fit, resolve_spec
+from .roles import resolve_roles
+from .train import Progress, fit
 
 
 def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
           categorical: Sequence[str] | None = None, numeric: Sequence[str] | None = None,
           ignore: Sequence[str] = (), weight: str | None = None,
           crosses: Sequence[tuple[str, str]] = (), bits: int = 24, hash_seed: int = 0,
-          numeric_mode: str = "both", lr: float | str = LearnConfig.lr, l1: float = 0.0, l2: float = 0.0,
+          numeric_mode: str = "both", time_features: bool = False, lr: float | str = LearnConfig.lr,
+          l1: float = 0.0, l2: float = 0.0,
           eps: float = LearnConfig.eps, initial_accumulator: float = 0.0, epochs: int = 1,
           threads: int | str | None = None, seed: int = 0, chunk_rows: int = LearnConfig.chunk_rows,
           shuffle: bool = False, lr_decay: float = 1.0, holdout_every: int = 0,
@@ -35,8 +37,11 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
     """Train a logistic model with Hogwild per-feature Adagrad on ``data``.
 
     data: Parquet file(s), folder(s), glob(s), filesystem URI(s), or a ``pyarrow.Table``.
-    Columns not named in ``categorical``/``numeric``/``ignore`` take a role by Arrow type
-    (strings, binaries, dictionaries, bools: categorical; integers, floats: numeric).
+    Columns not named in ``categorical``/``numeric``/``ignore`` take a role by their type, the
+    file's pandas metadata and their first values (:mod:`fastada.roles`: integer ids and codes
+    categorical, quantities numeric; the pandas index, constant columns and row keys ignored);
+    ``time_features``: timestamp and date columns give hour and weekday features (else ignored).
+    ``model.summary["roles"]`` says what each column became and why.
     ``threads=1`` is sequential and bit-for-bit repeatable; ``threads="auto"`` (or None, the
     default) measures reading and learning on the first chunks and splits the cores between them.
     ``model``: if given, the trained model is also written there (atomically).
@@ -68,16 +73,16 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
     else:
         FeatureSpec(label=label, bits=bits, hash_seed=hash_seed, numeric_mode=numeric_mode)  # check early
         dataset = DataSet(data, skip_unreadable=bad_rows == "skip")
-    spec = resolve_spec(dataset, label=label, categorical=categorical, numeric=numeric, ignore=ignore,
-                        weight=weight, crosses=crosses, bits=bits, hash_seed=hash_seed,
-                        numeric_mode=numeric_mode)
+    spec, roles = resolve_roles(dataset, label=label, categorical=categorical, numeric=numeric, ignore=ignore,
+                                 weight=weight, crosses=crosses, bits=bits, hash_seed=hash_seed,
+                                 numeric_mode=numeric_mode, time_features=time_features)
     valid_set = None if valid is None else valid if isinstance(valid, DataSet) else DataSet(valid)
     # every output checked now, not after hours of training
     inputs = [path for data_set in (dataset, valid_set) if data_set is not None
               for fs, path in data_set.files if fs is None]
     _model.check_outputs({"--model": model, "--log-json": log_json, "--checkpoint-dir": checkpoint_dir}, inputs)
     trained = fit(dataset, spec, learn, run, valid=valid_set, on_chunk=on_chunk,
-                  on_evaluation=on_evaluation, on_note=on_note, stop=stop)
+                  on_evaluation=on_evaluation, on_note=on_note, stop=stop, roles=roles)
     if model is not None:
         trained.save(model)
     return trained

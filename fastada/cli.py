@@ -60,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--ignore", type=_columns, default=[], help="columns to leave out")
     r.add_argument("--weight", default=None, help="per-row weight column")
     r.add_argument("--cross", type=_crosses, default=[], help="column pairs to cross: A*B,C*D")
+    r.add_argument("--time-features", action="store_true",
+                   help="timestamp and date columns give hour-of-day and weekday features (else ignored)")
     r.add_argument("--numeric-mode", choices=("value", "bucket", "both"), default="both",
                    help="numeric features: log1p value, log bucket, or both (default)")
     r.add_argument("--bits", type=int, default=24, help="log2 of the number of hashed slots (1..31; default 24)")
@@ -266,7 +268,8 @@ def _train(args) -> int:
         model = api.train(
             args.data, label=args.label, model=args.model, categorical=args.categorical,
             numeric=args.numeric, ignore=args.ignore, weight=args.weight, crosses=args.cross,
-            bits=args.bits, hash_seed=args.hash_seed, numeric_mode=args.numeric_mode, lr=args.lr,
+            bits=args.bits, hash_seed=args.hash_seed, numeric_mode=args.numeric_mode,
+            time_features=args.time_features, lr=args.lr,
             l1=args.l1, l2=args.l2, initial_accumulator=args.initial_accumulator, epochs=args.epochs,
             threads=args.threads, seed=args.seed, chunk_rows=args.chunk_rows, shuffle=args.shuffle,
             lr_decay=args.lr_decay, holdout_every=args.holdout_every, bad_rows=args.on_bad_rows,

@@ -101,7 +101,7 @@ class Featurizer:
     def columns(self) -> list[str]:
         """The columns a batch must carry (label and weight first, when set)."""
         extra = [self.spec.label] + ([self.spec.weight] if self.spec.weight else [])
-        return extra + list(self.spec.feature_columns)
+        return list(dict.fromkeys(extra + feature_sources(self.spec)))
 
     def __call__(self, batch: pa.RecordBatch, where: str, with_labels: bool = True,
                  first_row: int = 0) -> FeatureBlock:
@@ -140,7 +140,7 @@ class Featurizer:
         dictionaries = self._string_dictionary_hashes(batch, keep)
         dict_rows = []
         for j, name in enumerate(spec.categorical):
-            arr = _column(batch, name, where)
+            arr = _feature_column(batch, name, where)
             if not pa.types.is_dictionary(arr.type):
                 self._categorical(arr, name, where, cat, j)  # hashed per row, column by column
                 continue
@@ -398,6 +398,38 @@ def weights_from_arrow(arr: pa.Array, name: str, where: str, first_row: int = 0)
     return w.astype(np.float32)
 
 
+def feature_sources(spec: FeatureSpec) -> list[str]:
+    """The stored columns the features of ``spec`` read (a time feature ``ts:hour`` reads ``ts``)."""
+    return list(dict.fromkeys(source_column(c) for c in spec.feature_columns))
+
+
+def source_column(name: str) -> str:
+    """The stored column a feature name reads: ``ts`` for ``ts:hour`` or ``ts:weekday``."""
+    base, _, part = name.rpartition(":")
+    return base if base and part in TIME_PARTS else name
+
+
+# Parts of a timestamp or date column that are features of their own, as ``<column>:<part>``
+# (hour 0-23 in the column's time zone; weekday 0 = Monday).
+TIME_PARTS = {"hour": pc.hour, "weekday": pc.day_of_week}
+
+
+def _feature_column(batch: pa.RecordBatch, name: str, where: str) -> pa.Array:
+    """The values of categorical feature ``name``: a stored column, or a part of a time column."""
+    base = source_column(name)
+    if base == name or batch.schema.get_field_index(name) >= 0:
+        return _column(batch, name, where)
+    arr = _column(batch, base, where)
+    t = arr.type
+    part = name[len(base) + 1:]
+    if pa.types.is_date(t) and part == "weekday":
+        arr = arr.cast(pa.timestamp("s"))
+    elif not pa.types.is_timestamp(t):
+        raise FastadaError(f"{where}: feature {name!r} needs a timestamp{' or date' if part == 'weekday' else ''} "
+                           f"column {base!r}, which has type {t}")
+    return TIME_PARTS[part](arr)
+
+
 def _column(batch: pa.RecordBatch, name: str, where: str) -> pa.Array:
     i = batch.schema.get_field_index(name)
     if i < 0:
@@ -419,6 +451,8 @@ def _as_hashable(arr: pa.Array, name: str, where: str) -> pa.Array:
         return arr.cast(pa.large_binary() if "binary" in str(t) else pa.large_string())
     if pa.types.is_boolean(t):
         return arr.cast(pa.int8())
+    if pa.types.is_fixed_size_binary(t):
+        return arr.cast(pa.binary())
     if pa.types.is_null(t):
         return pa.array(np.zeros(len(arr), np.int64), mask=np.ones(len(arr), bool))
     if pa.types.is_floating(t):
@@ -426,6 +460,8 @@ def _as_hashable(arr: pa.Array, name: str, where: str) -> pa.Array:
         whole = np.isfinite(x) & (np.floor(x) == x) & (np.abs(x) < 2**62)
         keys = np.where(whole, np.where(whole, x, 0).astype(np.int64), (x + 0.0).view(np.int64) ^ (1 << 62))
         return pa.array(keys, mask=arr.is_null().to_numpy(zero_copy_only=False))
+    if pa.types.is_date32(t):
+        return arr.cast(pa.int32()).cast(pa.int64())
     if (pa.types.is_temporal(t) or pa.types.is_decimal(t)) and not pa.types.is_interval(t):
         return arr.cast(pa.int64()) if not pa.types.is_decimal(t) else arr.cast(pa.string())
     raise FastadaError(f"{where}: column {name!r} has type {t}, which cannot be a feature; "

@@ -272,8 +272,8 @@ def _is_parquet_name(path: str) -> bool:
 
 
 def type_kind(t: pa.DataType) -> str:
-    """The kind of an Arrow type as features see it: string, binary, integer, float, bool, null
-    or other (dictionaries by their values; large and view types like the plain ones)."""
+    """The kind of an Arrow type as features see it: string, binary, integer, float, bool, null,
+    time (timestamps, dates) or other (dictionaries by their values; large and view types like the plain ones)."""
     if pa.types.is_dictionary(t):
         t = t.value_type
     if (pa.types.is_string(t) or pa.types.is_large_string(t)
@@ -290,22 +290,6 @@ def type_kind(t: pa.DataType) -> str:
         return "bool"
     if pa.types.is_null(t):
         return "null"
+    if pa.types.is_timestamp(t) or pa.types.is_date(t):
+        return "time"
     return "other"
-
-
-def default_roles(schema: pa.Schema, exclude: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(categorical, numeric) columns by Arrow type: strings, binaries, dictionaries and bools are
-    categorical; integers and floats numeric; everything else (and ``exclude``) is left out."""
-    categorical, numeric = [], []
-    for f in schema:
-        if f.name in exclude:
-            continue
-        t = f.type
-        if (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t)
-                or pa.types.is_large_binary(t) or pa.types.is_dictionary(t) or pa.types.is_boolean(t)
-                or getattr(pa.types, "is_string_view", lambda _: False)(t)
-                or getattr(pa.types, "is_binary_view", lambda _: False)(t)):
-            categorical.append(f.name)
-        elif pa.types.is_integer(t) or pa.types.is_floating(t):
-            numeric.append(f.name)
-    return categorical, numeric

@@ -23,43 +23,11 @@ import pyarrow as pa
 
 from . import checkpoint, kernels
 from .config import FastadaError, FeatureSpec, LearnConfig, RunConfig, UnreadableData, default_threads
-from .features import FeatureBlock, Featurizer, labels_from_arrow, weights_from_arrow
+from .features import FeatureBlock, Featurizer, feature_sources, labels_from_arrow, source_column, weights_from_arrow
 from .metrics import Evaluation
 from .model import Model, atomic_write
-from .reader import DataSet, column_list, default_roles, type_kind
-
-
-def resolve_spec(dataset: DataSet, *, label: str, categorical: Sequence[str] | None = None,
-                 numeric: Sequence[str] | None = None, ignore: Sequence[str] = (),
-                 weight: str | None = None, crosses: Sequence[tuple[str, str]] = (),
-                 bits: int = 24, hash_seed: int = 0, numeric_mode: str = "both") -> FeatureSpec:
-    """Column roles for ``dataset``: named ones as given, the rest by Arrow type."""
-    names = dataset.schema.names
-    where = dataset.name(0)
-    if label not in names:
-        raise FastadaError(f"{where}: label column {label!r} not found (columns: {column_list(names)})")
-    if weight is not None and weight not in names:
-        raise FastadaError(f"{where}: weight column {weight!r} not found (columns: {column_list(names)})")
-    categorical = list(categorical or ())
-    numeric = list(numeric or ())
-    for option, columns in (("--categorical", categorical), ("--numeric", numeric), ("--ignore", ignore)):
-        for c in columns:
-            if c not in names:
-                raise FastadaError(f"{where}: column {c!r} named in {option} not found (columns: {column_list(names)})")
-    both = set(categorical) & set(numeric)
-    if both:
-        raise FastadaError(f"column {sorted(both)[0]!r} is named both categorical and numeric")
-    exclude = {label, weight, *ignore, *categorical, *numeric}
-    default_cat, default_num = default_roles(dataset.schema, exclude)
-    named_cat, named_num = set(categorical), set(numeric)
-    cat = [n for n in names if n in named_cat or n in default_cat]
-    num = [n for n in names if n in named_num or n in default_num]
-    if not cat and not num:
-        raise FastadaError(f"{where}: no feature columns (columns: {column_list(names)}); "
-                           f"name them with --categorical / --numeric")
-    return FeatureSpec(label=label, categorical=tuple(cat), numeric=tuple(num), weight=weight,
-                       crosses=tuple(tuple(c) for c in crosses), bits=bits, hash_seed=hash_seed,
-                       numeric_mode=numeric_mode)
+from .reader import DataSet, column_list, type_kind
+from .roles import roles_line
 
 
 def set_threads(threads: int | None) -> int:
@@ -146,6 +114,9 @@ def check_data(dataset: DataSet, spec: FeatureSpec, with_labels: bool = True) ->
     kinds: dict[str, tuple[set[str], str]] = {}
     for name in spec.categorical:
         i = dataset.schema.get_field_index(name)
+        if i < 0 and source_column(name) != name:  # a part of a time column
+            kinds[source_column(name)] = ({"time"}, f"time (for {name})")
+            continue
         kinds[name] = ({type_kind(dataset.schema.field(i).type), "null"} if i >= 0 else {"null"}, "categorical")
     for name in spec.numeric:
         kinds[name] = (numeric, "numeric")
@@ -305,16 +276,20 @@ class _State:
 def fit(dataset: DataSet, spec: FeatureSpec, learn: LearnConfig, run: RunConfig | None = None, *,
         valid: DataSet | None = None, on_chunk: Callable[[Progress], None] | None = None,
         on_evaluation: Callable[[dict], None] | None = None, on_note: Callable[[str], None] | None = None,
-        stop: threading.Event | None = None) -> Model:
+        stop: threading.Event | None = None, roles: dict | None = None) -> Model:
     """Train a model on ``dataset``: ``learn.epochs`` passes of Hogwild lazy Adagrad.
 
     ``run`` adds periodic evaluation (on ``valid`` and/or the holdout), early stopping that keeps
     the best model, checkpoints and resuming. ``on_evaluation`` receives each evaluation record,
     ``on_note`` one-line remarks (a resumed checkpoint, a skipped damaged one); setting ``stop``
-    ends the run after the current chunk with a checkpoint, raising :class:`Stopped`.
+    ends the run after the current chunk with a checkpoint, raising :class:`Stopped`. ``roles``
+    (from :func:`roles.resolve_roles`) is said in a note once the run starts and kept in the
+    model's summary.
     """
-    return _Training(dataset, spec, learn, run or RunConfig(), valid, on_chunk, on_evaluation,
-                     on_note or (lambda text: None), stop).run()
+    training = _Training(dataset, spec, learn, run or RunConfig(), valid, on_chunk, on_evaluation,
+                         on_note or (lambda text: None), stop)
+    training.roles = roles
+    return training.run()
 
 
 class _Training:
@@ -342,6 +317,7 @@ class _Training:
         self.threads = set_threads(1) if self.auto else self.max_threads
         self.readers = [cores if self.auto else read_workers(self.threads)]
         self.split: dict | None = None
+        self.roles: dict | None = None
         if learn.threads == "auto" and not self.auto:
             self.split = {"cores": cores, "learners": 1, "readers": self.readers[0]}
         self.skip = learn.bad_rows == "skip"
@@ -408,6 +384,8 @@ class _Training:
 
     def run(self) -> Model:
         state, learn = self.state, self.learn
+        if self.roles:
+            self.note(roles_line(self.roles))
         if state.lr is None:
             self._pick_rate()
         self._choose_hot()
@@ -761,6 +739,7 @@ class _Training:
             "progressive_logloss_all_epochs": state.train_loss / state.train_weight if state.train_weight else None,
             "lr": state.lr,
             "lr_race": state.lr_race,
+            "roles": self.roles,
             "threads": self.threads,
             "readers": self.readers[0],
             "split": self.split,
@@ -869,7 +848,7 @@ def predict_batches(model: Model, data, *, threads: int | None = None, chunk_row
         if c not in dataset.schema.names:
             raise FastadaError(f"{dataset.name(0)}: column {c!r} to keep not found "
                                f"(columns: {column_list(dataset.schema.names)})")
-    columns = list(dict.fromkeys([*spec.feature_columns, *keep]))
+    columns = list(dict.fromkeys([*feature_sources(spec), *keep]))
     check_data(dataset, spec, with_labels=False)
     mask = np.uint32(spec.slots - 1)
     weights = np.asarray(model.weights)
@@ -940,7 +919,7 @@ def describe_slots(model: Model, slots: Sequence[int], data=None, scan_rows: int
     sources = [[c] for c in spec.categorical] + [[c] for c in spec.numeric if featurizer.bucket_column[c] >= 0] \
         + [[a, b] for a, b in spec.crosses]
     seen_rows = 0
-    for chunk in dataset.chunks(spec.feature_columns, 65536, None, _string_columns(dataset, spec)):
+    for chunk in dataset.chunks(feature_sources(spec), 65536, None, _string_columns(dataset, spec)):
         block = featurizer(chunk.batch, chunk.where, with_labels=False)
         hits = np.isin(block.cat & np.uint32(mask), np.fromiter(wanted, np.uint32, len(wanted)))
         for r, j in zip(*np.nonzero(hits)):

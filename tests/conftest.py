@@ -48,3 +48,13 @@ def small_table(rng, n=400, with_nulls=True):
         "code": pa.array(code, mask=rng.random(n) < 0.05 if with_nulls else None),
         "count": pa.array(count),
     })
+
+
+def error_of(stderr: str) -> str:
+    """The error a failed command printed: its last line. Lines before it may only be notes
+    (the columns' roles, the learning rate chosen), never a traceback or another error."""
+    lines = stderr.strip().splitlines()
+    assert lines, "nothing on stderr"
+    for line in lines[:-1]:
+        assert "Traceback" not in line and "error" not in line.lower(), stderr
+    return lines[-1]

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import real_sample
+from conftest import error_of, real_sample
 from fastada.cli import main
 
 
@@ -84,7 +84,7 @@ def test_real_samples_train_and_evaluate(name, label, extra, tmp_path, capsys):
 
 def run_error(argv, capsys):
     code = main(argv)
-    err = capsys.readouterr().err.strip()
+    err = error_of(capsys.readouterr().err)
     assert code != 0
     assert err.startswith("fastada: error: ") and "\n" not in err and "Traceback" not in err
     return err

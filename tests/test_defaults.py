@@ -1,6 +1,7 @@
 """Defaults a user can trust without tuning: the learning rate raced on the data (lr="auto")."""
 
 import importlib
+import json
 import math
 
 import numpy as np
@@ -92,3 +93,137 @@ def test_the_race_stays_within_the_first_rows_of_a_long_data_set(rng, monkeypatc
     model = fastada.train(small_table(rng, n=5000), label="label", bits=10, threads=1, chunk_rows=300)
     assert model.summary["lr_race"]["rows"] == 1000
     assert math.isfinite(model.summary["progressive_logloss"])
+
+
+# -- column roles --------------------------------------------------------------------------------
+
+def _roles(table, **kwargs):
+    from fastada.reader import DataSet
+    from fastada.roles import resolve_roles
+    return resolve_roles(DataSet(table), label="label", **kwargs)
+
+
+def _log(rng, n=5000):
+    """A click log as it is stored: ids and codes as integers next to counts and prices."""
+    y = (rng.random(n) < 0.2).astype(np.int8)
+    return {
+        "label": y,
+        "site": rng.integers(10_000, 400_000, n) // 7 * 7,        # ids: any value as likely as any other
+        "os": rng.choice([13, 19, 17, 22, 8, 10, 25, 32, 41, 53, 66, 77, 90, 101, 150, 200, 300, 607], n),
+        "clicks_7d": rng.geometric(0.3, n) - 1,                 # a count: small values are frequent
+        "dwell": np.round(rng.lognormal(4, 1, n)).astype(np.int64),  # a duration, unnamed as such
+        "banner_pos": rng.integers(0, 4, n),                      # few values: a code
+        "campaign_id": rng.geometric(0.01, n),                    # an id by its name, whatever its values
+        "price": rng.lognormal(0, 1, n),                           # a float quantity
+    }
+
+
+def test_integer_columns_become_categorical_when_they_look_like_ids_or_codes(rng):
+    spec, roles = _roles(pa.table(_log(rng)))
+    assert set(spec.categorical) == {"site", "os", "banner_pos", "campaign_id"}
+    assert set(spec.numeric) == {"clicks_7d", "dwell", "price"}
+    assert roles["campaign_id"]["why"] == "an identifier by its name ('id')"
+    assert roles["clicks_7d"]["why"] == "a quantity by its name ('clicks')"
+    assert "rank correlation" in roles["dwell"]["why"] and "rank correlation" in roles["site"]["why"]
+    assert roles["banner_pos"]["why"] == "integers, 4 distinct values: a code"
+
+
+def test_whole_floats_with_nulls_are_judged_as_integers(rng):
+    """pandas stores an integer column that has nulls as float64."""
+    ids = rng.integers(10_000, 400_000, 3000).astype(float)
+    ids[rng.random(3000) < 0.1] = np.nan
+    spec, roles = _roles(pa.table({"label": rng.integers(0, 2, 3000), "site": pa.array(ids, from_pandas=True),
+                                   "score": rng.random(3000)}))
+    assert spec.categorical == ("site",) and spec.numeric == ("score",)
+    assert roles["score"]["why"] == "floats"
+
+
+def test_the_pandas_index_constant_columns_and_row_keys_are_ignored_and_said(rng):
+    n = 2000
+    table = pa.table({"label": rng.integers(0, 2, n), "__index_level_0__": np.arange(n) * 3 + 5,
+                      "request": [f"r{i}" for i in range(n)], "country": ["fr"] * n,
+                      "ad": rng.choice(["a", "b", "c"], n)})
+    meta = {"index_columns": ["__index_level_0__"], "column_indexes": [], "columns": []}
+    table = table.replace_schema_metadata({b"pandas": json.dumps(meta).encode()})
+    spec, roles = _roles(table)
+    assert spec.categorical == ("ad",) and spec.numeric == ()
+    assert roles["__index_level_0__"] == {"role": "ignored", "why": "the pandas index"}
+    assert roles["request"]["role"] == "ignored" and "row key" in roles["request"]["why"]
+    assert roles["country"]["role"] == "ignored" and roles["country"]["why"].startswith("constant: 'fr'")
+    # on a handful of rows, a constant or distinct column says nothing yet: kept
+    spec, _ = _roles(table.slice(0, 50))
+    assert set(spec.categorical) == {"request", "country", "ad"}
+
+
+def test_timestamps_give_hour_and_weekday_features_when_asked(rng):
+    n = 3000
+    seconds = rng.integers(1_600_000_000, 1_700_000_000, n)
+    ts = pa.array(seconds, pa.timestamp("s", tz="UTC"))
+    table = pa.table({"label": rng.integers(0, 2, n), "ad": rng.choice(["a", "b"], n), "when": ts})
+    spec, roles = _roles(table)
+    assert spec.categorical == ("ad",) and roles["when"]["role"] == "ignored"
+    assert "--time-features" in roles["when"]["why"]
+    spec, roles = _roles(table, time_features=True)
+    assert spec.categorical == ("ad", "when:hour", "when:weekday") and roles["when"]["role"] == "time"
+    # the parts hash as integer columns of the same names would
+    hours = (seconds // 3600) % 24
+    weekdays = ((seconds // 86400) + 3) % 7  # 1970-01-01 was a Thursday (3)
+    explicit = pa.table({"label": table["label"], "ad": table["ad"], "when:hour": hours, "when:weekday": weekdays})
+    derived = Featurizer(spec)(table.to_batches()[0], "t")
+    np.testing.assert_array_equal(derived.cat, Featurizer(spec)(explicit.to_batches()[0], "t").cat)
+
+
+def test_a_date_or_timestamp_named_categorical_trains(rng, tmp_path):
+    import datetime
+    n = 300
+    days = [datetime.date(2024, 1, 1) + datetime.timedelta(days=int(d)) for d in rng.integers(0, 60, n)]
+    table = pa.table({"label": rng.integers(0, 2, n), "day": pa.array(days, pa.date32()),
+                      "at": pa.array(rng.integers(0, 10**9, n), pa.timestamp("ms"))})
+    for named in (["day"], ["at"], ["day:weekday", "at:hour"]):
+        model = fastada.train(table, label="label", categorical=named, ignore=[c for c in ("day", "at")
+                              if not any(x.startswith(c) for x in named)], bits=10, threads=1)
+        assert model.spec.categorical == tuple(named)
+        assert np.isfinite(model.predict(table)).all()
+
+
+def test_decimal_and_fixed_size_binary_columns_are_features(rng):
+    import decimal
+    n = 200
+    table = pa.table({"label": rng.integers(0, 2, n),
+                      "amount": pa.array([decimal.Decimal(int(v)) / 100 for v in rng.integers(0, 10**5, n)],
+                                         pa.decimal128(9, 2)),
+                      "key": pa.array([bytes([int(b), 1]) for b in rng.integers(0, 5, n)], pa.binary(2))})
+    model = fastada.train(table, label="label", bits=10, threads=1)
+    assert model.spec.numeric == ("amount",) and model.spec.categorical == ("key",)
+    assert np.isfinite(model.predict(table)).all()
+
+
+@pytest.mark.parametrize("roles", [dict(categorical=["ad"], ignore=["ad"]), dict(numeric=["n"], ignore=["n"])])
+def test_one_column_named_in_two_roles_is_refused(rng, roles):
+    table = pa.table({"label": [0, 1], "ad": ["a", "b"], "n": [1.0, 2.0]})
+    with pytest.raises(fastada.FastadaError, match="is named both .* give it one role"):
+        fastada.train(table, label="label", **roles)
+
+
+def test_training_says_each_columns_role_once_and_keeps_them_in_the_model(rng, tmp_path, capsys):
+    from fastada.cli import main
+    import pyarrow.parquet as pq
+    pq.write_table(pa.table(_log(rng)), tmp_path / "d.parquet")
+    assert main(["train", str(tmp_path / "d.parquet"), "--model", str(tmp_path / "m"), "--bits", "12"]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("columns: ")]
+    assert len(lines) == 1
+    assert "categorical 4: " in lines[0] and "numeric 3: " in lines[0] and "campaign_id (identifiers by name)" in lines[0]
+    roles = fastada.load(tmp_path / "m").summary["roles"]
+    assert roles["site"]["role"] == "categorical" and roles["label"]["role"] == "label"
+
+
+def test_ids_as_categorical_learn_what_ids_as_numbers_cannot(rng):
+    """The issue's trap: an id column taken as a number learns almost nothing."""
+    n = 30_000
+    ids = rng.integers(100, 100_000, 300)[rng.integers(0, 300, n)]
+    effect = rng.standard_normal(100_000)
+    y = (rng.random(n) < 1 / (1 + np.exp(-2 * effect[ids]))).astype(np.int8)
+    train, test = pa.table({"label": y[:24_000], "ad": ids[:24_000]}), pa.table({"label": y[24_000:], "ad": ids[24_000:]})
+    default = fastada.train(train, label="label", bits=16, threads=1).evaluate(test)["logloss"]
+    as_number = fastada.train(train, label="label", numeric=["ad"], bits=16, threads=1).evaluate(test)["logloss"]
+    assert default < as_number - 0.05

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastada
+from conftest import error_of
 from fastada.cli import main
 from fastada.config import FastadaError
 from fastada.reader import DataSet
@@ -37,7 +38,7 @@ def two(**columns):
 def run_cli(argv, capsys):
     code = main(argv)
     captured = capsys.readouterr()
-    return code, captured.out, captured.err.strip()
+    return code, captured.out, error_of(captured.err) if code != 0 and captured.err.strip() else captured.err.strip()
 
 
 def many_rows(n=60_000):
@@ -468,7 +469,7 @@ def test_outputs_that_would_destroy_an_input_or_fail_late_are_refused_before_any
     before = {p: p.read_bytes() for p in (data, model)}
     fill = {"d": str(data), "m": str(model), "t": str(tmp_path)}
     code = main([a.format(**fill) for a in argv])
-    err = capsys.readouterr().err.strip()
+    err = error_of(capsys.readouterr().err)
     assert code == 2 and err.startswith("fastada: error: ") and "\n" not in err, err
     assert message.format(**fill) in err
     assert all(p.read_bytes() == content for p, content in before.items())  # nothing replaced

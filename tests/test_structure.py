@@ -18,8 +18,9 @@ ALLOWED = {
     "model": {"config", "train"},  # Model.predict/evaluate delegate to the driver, lazily
     "synth": {"metrics", "model"},
     "checkpoint": {"config", "model"},
-    "train": {"checkpoint", "config", "features", "kernels", "metrics", "model", "reader"},
-    "api": {"config", "model", "reader", "train"},
+    "train": {"checkpoint", "config", "features", "kernels", "metrics", "model", "reader", "roles"},
+    "roles": {"config", "features", "reader"},
+    "api": {"config", "model", "reader", "roles", "train"},
     "cli": {"api", "config", "model", "synth", "train"},
 }
 
