@@ -21,7 +21,7 @@ import numba
 import numpy as np
 import pyarrow as pa
 
-from . import checkpoint, kernels
+from . import checkpoint, hashing, kernels
 from .config import FastadaError, FeatureSpec, LearnConfig, RunConfig, UnreadableData, default_threads
 from .features import FeatureBlock, Featurizer, feature_sources, labels_from_arrow, source_column, weights_from_arrow
 from .metrics import Evaluation
@@ -798,6 +798,15 @@ def auto_rate(raced: float, epochs: int) -> float:
 DIVERGED_LOSS = 50.0
 
 
+def _bucket_range(b: int) -> str:
+    """The numbers in log bucket ``b`` (the featurizer's floor(4 log1p|x|), negatives below 0)."""
+    k, sign = (b, "") if b >= 0 else (-b - 1, "-")
+    lo, hi = (math.expm1(v / 4) if v / 4 < 709 else math.inf for v in (k, k + 1))
+    if sign:
+        return f"in ({-hi:.4g}, {-lo:.4g}] (log bucket)"
+    return f"in [{lo:.4g}, {hi:.4g}) (log bucket)"
+
+
 def _finite_or_none(x):
     return None if isinstance(x, float) and not math.isfinite(x) else x
 
@@ -894,8 +903,9 @@ def evaluate_model(model: Model, data, *, label: str | None = None, threads: int
 
 def describe_slots(model: Model, slots: Sequence[int], data=None, scan_rows: int = 200_000) -> dict[int, list[str]]:
     """What feeds each of ``slots``: features known from the spec alone (each column's null or
-    missing feature, each numeric column's value feature) and, given ``data``, the first values
-    found in up to ``scan_rows`` rows (a slot can hold several features: hashing collides)."""
+    missing feature, each numeric column's value feature and log buckets, each time part's
+    values) and, given ``data``, the first values found in up to ``scan_rows`` rows (a slot can
+    hold several features: hashing collides)."""
     spec = model.spec
     mask = spec.slots - 1
     featurizer = Featurizer(spec)
@@ -911,6 +921,15 @@ def describe_slots(model: Model, slots: Sequence[int], data=None, scan_rows: int
     for name in spec.numeric:
         if featurizer.value_column[name] >= 0:
             add(featurizer.value_hash[name] & mask, f"{name} (value feature, log1p)")
+        if featurizer.bucket_column[name] >= 0:
+            table = featurizer.bucket_tables[name] & np.uint32(mask)
+            for i in np.nonzero(np.isin(table, np.fromiter(wanted, np.uint32, len(wanted))))[0]:
+                add(int(table[i]), f"{name} {_bucket_range(int(i) - hashing.BUCKET_OFFSET)}"
+                    if i < table.shape[0] - 1 else f"{name} missing (log bucket)")
+    for name in spec.categorical:
+        if source_column(name) != name:  # a time part: its few values
+            for v in range(24 if name.endswith(":hour") else 7):
+                add(int(hashing.murmur3_u64(np.int64(v), np.uint32(featurizer.seeds[name]))) & mask, f"{name} = {v}")
     if data is None:
         return found
     dataset = data if isinstance(data, DataSet) else DataSet(data)

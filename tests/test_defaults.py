@@ -227,3 +227,27 @@ def test_ids_as_categorical_learn_what_ids_as_numbers_cannot(rng):
     default = fastada.train(train, label="label", bits=16, threads=1).evaluate(test)["logloss"]
     as_number = fastada.train(train, label="label", numeric=["ad"], bits=16, threads=1).evaluate(test)["logloss"]
     assert default < as_number - 0.05
+
+
+# -- honest summaries ----------------------------------------------------------------------------
+
+def test_inspect_names_numeric_buckets_and_time_parts_without_data(rng):
+    from fastada.train import describe_slots
+    n = 400
+    table = pa.table({"label": rng.integers(0, 2, n), "price": np.full(n, 10.0),
+                      "at": pa.array(np.full(n, 1_700_000_000), pa.timestamp("s"))})
+    model = fastada.train(table, label="label", numeric=["price"], categorical=["at:hour"], bits=16, threads=1)
+    block = Featurizer(model.spec)(table.to_batches()[0], "t")
+    mask = model.spec.slots - 1
+    bucket, hour = int(block.cat[0, 1] & mask), int(block.cat[0, 0] & mask)
+    names = describe_slots(model, [bucket, hour])
+    assert "price in [8.488, 11.18) (log bucket)" in names[bucket]  # log1p(10) * 4 = 9.6: bucket 9
+    assert f"at:hour = {1_700_000_000 // 3600 % 24}" in names[hour]
+
+
+def test_the_summary_gives_each_epochs_progressive_loss_and_the_last(rng):
+    model = fastada.train(small_table(rng, n=2000), label="label", bits=12, threads=1, epochs=3)
+    s = model.summary
+    assert len(s["progressive_logloss_by_epoch"]) == 3
+    assert s["progressive_logloss"] == s["progressive_logloss_by_epoch"][-1]
+    assert s["progressive_logloss_by_epoch"][-1] < s["progressive_logloss_by_epoch"][0]

@@ -18,7 +18,7 @@ ALLOWED = {
     "model": {"config", "train"},  # Model.predict/evaluate delegate to the driver, lazily
     "synth": {"metrics", "model"},
     "checkpoint": {"config", "model"},
-    "train": {"checkpoint", "config", "features", "kernels", "metrics", "model", "reader", "roles"},
+    "train": {"checkpoint", "config", "features", "hashing", "kernels", "metrics", "model", "reader", "roles"},
     "roles": {"config", "features", "reader"},
     "api": {"config", "model", "reader", "roles", "train"},
     "cli": {"api", "config", "model", "synth", "train"},
