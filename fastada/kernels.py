@@ -475,46 +475,45 @@ def predict_chunk(cat, num, num_values, weights, mask, blocks, out):
             out[r] = _sigmoid(z)
 
 
-@njit(cache=True, parallel=True, nogil=True)
-def race_rates(slots, num_values, labels, row_weights, tables, rates, l1, l2, eps, score_from, scores):
-    """Learn the same rows once at each of several learning rates, each candidate sequentially
-    on its own table (``tables[k]``, a :func:`new_table` for ``rates[k]``), candidates in
-    parallel. ``slots`` from :func:`locate` with no hot slots. Progressive validation: each row
-    is scored by the model before it learns that row; ``scores[k] = (weighted loss, weight)``
-    over rows ``score_from`` and after. The same update as :func:`train_chunk` with one block."""
-    rows = labels.shape[0]
+@njit(cache=True, nogil=True)
+def race_rate(slots, num_values, labels, row_weights, schedule, table, lr, l1, l2, eps, score_from, scores):
+    """Learn rows at one learning rate on a table of their own (a :func:`new_table`); one
+    candidate of a race (the driver runs the candidates on threads of its own: the function is
+    sequential and releases the GIL). ``slots`` from :func:`locate` with no hot slots. Row
+    ``schedule[i]`` is learned at step i + 1 (a row may be listed more than once: several
+    passes). Progressive validation: each row is scored by the model before it learns it;
+    ``scores = (weighted loss, weight)`` over the steps from ``score_from`` on. The same update as
+    :func:`train_chunk` with one block."""
     regularise = l1 > 0.0 or l2 > 0.0
     k_num = num_values.shape[1]
     k_cat = slots.shape[1] - k_num
-    for k in prange(rates.shape[0]):
-        table = tables[k]
-        clock = table.view(np.int64)
-        bias = table.shape[0] - 1
-        lr = rates[k]
-        loss_sum = 0.0
-        weight_sum = 0.0
-        for r in range(rows):
-            z = np.float64(table[bias, WEIGHT])
-            for j in range(k_cat):
-                t = np.int64(slots[r, j])
-                if regularise:
-                    _settle(table, clock, t, r, lr, l1, l2, eps)
-                z += table[t, WEIGHT]
-            for j in range(k_num):
-                t = np.int64(slots[r, k_cat + j])
-                if regularise:
-                    _settle(table, clock, t, r, lr, l1, l2, eps)
-                z += table[t, WEIGHT] * num_values[r, j]
-            y = np.float64(labels[r])
-            rw = np.float64(row_weights[r])
-            if r >= score_from:
-                loss_sum += rw * logistic_loss(z, y)
-                weight_sum += rw
-            g0 = (_sigmoid(z) - y) * rw
-            _adagrad(table, bias, g0, lr, eps)
-            for j in range(k_cat):
-                _adagrad(table, np.int64(slots[r, j]), g0, lr, eps)
-            for j in range(k_num):
-                _adagrad(table, np.int64(slots[r, k_cat + j]), g0 * num_values[r, j], lr, eps)
-        scores[k, 0] = loss_sum
-        scores[k, 1] = weight_sum
+    clock = table.view(np.int64)
+    bias = table.shape[0] - 1
+    loss_sum = 0.0
+    weight_sum = 0.0
+    for i in range(schedule.shape[0]):
+        r = schedule[i]
+        z = np.float64(table[bias, WEIGHT])
+        for j in range(k_cat):
+            t = np.int64(slots[r, j])
+            if regularise:
+                _settle(table, clock, t, i, lr, l1, l2, eps)
+            z += table[t, WEIGHT]
+        for j in range(k_num):
+            t = np.int64(slots[r, k_cat + j])
+            if regularise:
+                _settle(table, clock, t, i, lr, l1, l2, eps)
+            z += table[t, WEIGHT] * num_values[r, j]
+        y = np.float64(labels[r])
+        rw = np.float64(row_weights[r])
+        if i >= score_from:
+            loss_sum += rw * logistic_loss(z, y)
+            weight_sum += rw
+        g0 = (_sigmoid(z) - y) * rw
+        _adagrad(table, bias, g0, lr, eps)
+        for j in range(k_cat):
+            _adagrad(table, np.int64(slots[r, j]), g0, lr, eps)
+        for j in range(k_num):
+            _adagrad(table, np.int64(slots[r, k_cat + j]), g0 * num_values[r, j], lr, eps)
+    scores[0] = loss_sum
+    scores[1] = weight_sum

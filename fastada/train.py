@@ -8,6 +8,7 @@ only this thread calls the parallel kernels.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import math
@@ -517,10 +518,13 @@ class _Training:
                   f"(measured per thread: reading {read_rate:,.0f} rows/s, learning {learn_rate:,.0f} rows/s)")
 
     def _pick_rate(self) -> None:
-        """The learning rate: as given, or (lr="auto") raced: each of :data:`RACE_RATES` learns the
-        first :data:`RACE_ROWS` rows of the first epoch (in its order) on a table of its own, and
-        the rate whose model predicts the second half of them best, each row scored before it is
-        learned, wins. See :func:`auto_rate` for more than one epoch."""
+        """The learning rate: as given, or (lr="auto") raced. Each of :data:`RACE_RATES` learns,
+        on a table of its own, the first half of the first :func:`race_rows` rows (in the first
+        epoch's order) as many times as training will learn each row (``epochs`` passes,
+        reshuffled as training reshuffles), then the second half once, each of its rows scored
+        before it is learned: an estimate of how each rate's model, trained as training will
+        train it, predicts rows it has not seen. The best rate is refined between its neighbours
+        (a parabola through the three in log rate)."""
         learn, state = self.learn, self.state
         if learn.lr != "auto":
             state.lr = float(learn.lr)
@@ -529,46 +533,49 @@ class _Training:
         bits = min(self.spec.bits, RACE_BITS)
         where_to = (np.uint32((1 << bits) - 1), kernels.hot_slots((1 << bits) + 1))
         tasks = [(0, pos, unit, 0) for pos, unit in enumerate(self._units(0))]
+        wanted = race_rows(self.dataset.num_rows)
         parts, rows = [], 0
         for chunk, where, pos, row in read_ahead(tasks, lambda task, worker: self._blocks(task, worker, where_to),
                                                  len(self.featurizers)):
             if chunk is None or not chunk.rows:
                 continue
             weights = chunk.weights if not chunk.held.size else chunk.weights * (chunk.held == 0)
-            take = min(chunk.rows, RACE_ROWS - rows)
+            take = min(chunk.rows, wanted - rows)
             parts.append((chunk.slots[:take], chunk.num_values[:take], chunk.labels[:take], weights[:take]))
             rows += take
-            if rows >= RACE_ROWS:
+            if rows >= wanted:
                 break
         if not rows:  # nothing readable: the epoch will say so
             state.lr = RACE_RATES[len(RACE_RATES) // 2]
             return
         slots, values, labels, weights = (np.ascontiguousarray(np.concatenate(a)) for a in zip(*parts))
+        half = rows // 2
+        schedule = race_schedule(rows, learn.epochs, learn.shuffle, learn.seed)
         rates = np.array(RACE_RATES, dtype=np.float64)
         tables = np.zeros((len(rates), (1 << bits) + 1, kernels.SLOT_WIDTH), dtype=np.float32)
         if learn.initial_accumulator:
             tables[:, :, kernels.ACCUMULATOR] = learn.initial_accumulator
         scores = np.zeros((len(rates), 2), dtype=np.float64)
-        threads = numba.get_num_threads()
-        numba.set_num_threads(min(len(rates), numba.config.NUMBA_NUM_THREADS if learn.threads == "auto"
-                                  else self.max_threads))
-        try:
-            kernels.race_rates(slots, values, labels, weights, tables, rates, learn.l1, learn.l2, learn.eps,
-                               np.int64(rows // 2), scores)
-        finally:
-            numba.set_num_threads(threads)
+        score_from = np.int64(schedule.shape[0] - (rows - half))
+
+        def race(k: int) -> None:  # one candidate; the kernel releases the GIL
+            kernels.race_rate(slots, values, labels, weights, schedule, tables[k], rates[k], learn.l1, learn.l2,
+                              learn.eps, score_from, scores[k])
+
+        cores = numba.config.NUMBA_NUM_THREADS if learn.threads == "auto" else self.max_threads
+        with concurrent.futures.ThreadPoolExecutor(max(1, min(len(rates), cores))) as pool:
+            list(pool.map(race, range(len(rates))))
         losses = [float(loss / weight) if weight > 0 and math.isfinite(loss) else math.inf for loss, weight in scores]
         best = int(np.argmin(losses))
-        state.lr = auto_rate(RACE_RATES[best], learn.epochs)
-        state.lr_race = {"rows": rows, "scored_from_row": rows // 2 + 1, "bits": bits,
+        state.lr = refine_rate(RACE_RATES, losses, best)
+        state.lr_race = {"rows": rows, "learned_rows": half, "passes": learn.epochs, "scored_rows": rows - half,
+                         "bits": bits,
                          "progressive_logloss": {f"{r:g}": _finite_or_none(x) for r, x in zip(RACE_RATES, losses)},
-                         "best": RACE_RATES[best], "epochs": learn.epochs, "lr": state.lr,
-                         "seconds": round(time.perf_counter() - start, 3)}
+                         "best": RACE_RATES[best], "lr": state.lr, "seconds": round(time.perf_counter() - start, 3)}
         shown = ", ".join(f"{r:g}: {x:.5f}" for r, x in zip(RACE_RATES, losses))
-        epochs = "" if learn.epochs == 1 else (f"; for {learn.epochs} epochs {RACE_RATES[best]:g} / sqrt({learn.epochs})"
-                                               f" = {state.lr:.3g}")
-        self.note(f"lr auto: {state.lr:.3g} (progressive logloss of rows {rows // 2 + 1:,}-{rows:,} of the first "
-                  f"{rows:,}, each learned at every rate: {shown}{epochs}; --lr fixes it)")
+        passes = "once" if learn.epochs == 1 else f"{learn.epochs} times"
+        self.note(f"lr auto: {state.lr:.3g} (logloss on rows {half + 1:,}-{rows:,}, each scored before it is learned, "
+                  f"after rows 1-{half:,} were learned {passes} at every rate: {shown}; --lr fixes it)")
 
     def _choose_hot(self) -> None:
         """The hot slots, counted on the first chunk of the data (see :mod:`kernels`); with one
@@ -777,20 +784,44 @@ class _Chunk:
     def rows(self) -> int:
         return self.slots.shape[0]
 
-# lr="auto": the rates raced, the rows they race on, and the slots each candidate's table has.
-RACE_RATES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+# lr="auto": the rates raced (the winner is refined between its neighbours), the rows they race
+# on (a 40th of the data set, within these bounds: the race costs 5 rows learned per row raced,
+# about an eighth of a single pass at most; a data set smaller than RACE_MIN_ROWS races whole),
+# and the slots of each candidate's table.
+RACE_RATES = (0.01, 0.03, 0.1, 0.3, 1.0)
 RACE_ROWS = 200_000
+RACE_MIN_ROWS = 50_000
 RACE_BITS = 22
 
 
-def auto_rate(raced: float, epochs: int) -> float:
-    """The rate for ``epochs`` passes given the best rate for one pass: raced / sqrt(epochs).
+def race_rows(data_rows: int) -> int:
+    """Rows the learning-rate race learns from, for a data set of ``data_rows`` rows."""
+    return min(data_rows, max(RACE_MIN_ROWS, min(RACE_ROWS, data_rows // 40)))
 
-    Adagrad moves a slot with consistent gradients about lr * sqrt(its updates) far; E passes over
-    the same rows give each slot E times the updates without new evidence, so a rare feature is
-    fitted sqrt(E) times as far as one pass would. Dividing the rate by sqrt(E) keeps that
-    distance, and with it the one-pass race's balance of fitting against noise."""
-    return raced / math.sqrt(epochs)
+
+def race_schedule(rows: int, epochs: int, shuffle: bool, seed: int) -> np.ndarray:
+    """The order the race learns its rows in: the first half ``epochs`` times (in a new order each
+    time after the first, if training shuffles), then the second half once (the scored rows)."""
+    half = rows // 2
+    passes = [np.arange(half)]
+    for e in range(1, epochs):
+        passes.append(np.random.default_rng([seed, e, 0x7ACE]).permutation(half) if shuffle else np.arange(half))
+    return np.concatenate(passes + [np.arange(half, rows)]).astype(np.int64)
+
+
+def refine_rate(rates: Sequence[float], losses: Sequence[float], best: int) -> float:
+    """The rate at the bottom of the parabola (in log rate) through the best raced rate and its
+    two neighbours, kept between them: a best rate between two grid points (two near-equal
+    losses) is not rounded to one of them. At the end of the grid, or flat: the best rate."""
+    if not 0 < best < len(rates) - 1 or not all(math.isfinite(losses[i]) for i in (best - 1, best, best + 1)):
+        return float(rates[best])
+    x0, x1, x2 = (math.log(rates[i]) for i in (best - 1, best, best + 1))
+    f0, f1, f2 = (losses[i] for i in (best - 1, best, best + 1))
+    denominator = (x1 - x0) * (f1 - f2) - (x1 - x2) * (f1 - f0)
+    if denominator == 0:
+        return float(rates[best])
+    vertex = x1 - 0.5 * ((x1 - x0) ** 2 * (f1 - f2) - (x1 - x2) ** 2 * (f1 - f0)) / denominator
+    return float(f"{math.exp(min(max(vertex, x0), x2)):.3g}")
 
 
 # A chunk whose rows lose more than this on average (the true label given probability e^-50)

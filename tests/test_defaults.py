@@ -26,8 +26,9 @@ def test_the_race_scores_every_rate_as_the_eager_reference_learns_it(rng, l1, l2
     rates = np.array([0.03, 0.3, 1.0])
     tables = np.zeros((3, spec.slots + 1, kernels.SLOT_WIDTH), np.float32)
     scores = np.zeros((3, 2))
-    kernels.race_rates(slots, block.num_values, block.labels, np.ones(block.rows, np.float32), tables, rates,
-                       l1, l2, 1e-8, np.int64(0), scores)
+    for k in range(3):
+        kernels.race_rate(slots, block.num_values, block.labels, np.ones(block.rows, np.float32),
+                          np.arange(block.rows), tables[k], rates[k], l1, l2, 1e-8, np.int64(0), scores[k])
     rows = [[(h & (spec.slots - 1), x) for h, x in naive.row_features(r, spec)] for r in table.to_pylist()]
     labels = [float(y > 0) for y in table.column("label").to_pylist()]
     for k, rate in enumerate(rates):
@@ -45,13 +46,31 @@ def test_lr_auto_trains_at_the_rate_that_predicted_best_and_says_so(rng):
     race = model.summary["lr_race"]
     losses = race["progressive_logloss"]
     best = min(losses, key=losses.get)
-    assert race["best"] == float(best) == model.summary["lr"]
+    assert race["best"] == float(best)
     assert set(losses) == {f"{r:g}" for r in training.RACE_RATES}
-    assert race["rows"] == 3000 and race["scored_from_row"] == 1501
-    assert any(n.startswith(f"lr auto: {float(best):.3g} (") for n in notes), notes
+    assert race["rows"] == 3000 and race["learned_rows"] == 1500 and race["scored_rows"] == 1500
+    # refined between the best rate's neighbours
+    i = training.RACE_RATES.index(race["best"])
+    lo, hi = training.RACE_RATES[max(0, i - 1)], training.RACE_RATES[min(len(training.RACE_RATES) - 1, i + 1)]
+    assert lo <= model.summary["lr"] <= hi
+    assert any(n.startswith(f"lr auto: {model.summary['lr']:.3g} (") for n in notes), notes
     # the winner is then learned from the start, as if it had been given
-    fixed = fastada.train(table, label="label", bits=12, threads=1, lr=float(best))
+    fixed = fastada.train(table, label="label", bits=12, threads=1, lr=model.summary["lr"])
     np.testing.assert_array_equal(model.weights, fixed.weights)
+
+
+@pytest.mark.parametrize("losses,best,expected", [
+    ([3.0, 2.0, 1.0, 2.0, 3.0], 2, 0.1),          # symmetric in log rate: the grid point itself
+    ([3.0, 2.0, 1.0, 1.0, 3.0], 2, "between"),    # a tie with the next: between the two
+    ([1.0, 2.0, 3.0, 4.0, 5.0], 0, 0.001),        # at the end of the grid: the end
+])
+def test_the_raced_rate_is_refined_between_its_neighbours(losses, best, expected):
+    rates = (0.001, 0.01, 0.1, 1.0, 10.0)  # evenly spaced in log rate
+    rate = training.refine_rate(rates, losses, best)
+    if expected == "between":
+        assert 0.1 < rate < 1.0
+    else:
+        assert rate == pytest.approx(expected, rel=1e-2)
 
 
 def test_a_given_lr_is_used_as_given(rng):
@@ -61,12 +80,16 @@ def test_a_given_lr_is_used_as_given(rng):
     assert not any("lr auto" in n for n in notes)
 
 
-def test_more_epochs_divide_the_raced_rate_by_the_square_root_of_the_epochs(rng):
-    table = small_table(rng, n=2000)
-    one = fastada.train(table, label="label", bits=12, threads=1)
-    four = fastada.train(table, label="label", bits=12, threads=1, epochs=4)
-    assert four.summary["lr_race"]["best"] == one.summary["lr"]
-    assert four.summary["lr"] == pytest.approx(one.summary["lr"] / 2)
+def test_with_several_epochs_the_race_learns_its_rows_that_many_times(rng):
+    schedule = training.race_schedule(10, 3, True, 0)
+    assert schedule.tolist()[:5] == [0, 1, 2, 3, 4] and sorted(schedule[5:10]) == sorted(schedule[10:15]) == [0, 1, 2, 3, 4]
+    assert schedule.tolist()[15:] == [5, 6, 7, 8, 9]
+    # repeated passes over the same few rows of each id reward a smaller rate than one pass does
+    table = _ids_table(rng, 20_000, 4_000, 1.5)
+    one = fastada.train(table, label="label", bits=16, threads=1)
+    five = fastada.train(table, label="label", bits=16, threads=1, epochs=5)
+    assert five.summary["lr_race"]["passes"] == 5
+    assert five.summary["lr"] < one.summary["lr"], (one.summary["lr_race"], five.summary["lr_race"])
 
 
 def _ids_table(rng, n, ids, effect):
@@ -88,8 +111,12 @@ def test_the_race_picks_a_high_rate_for_strong_sparse_signal_and_a_low_one_for_n
     assert noise.summary["lr"] <= 0.05, noise.summary["lr_race"]
 
 
-def test_the_race_stays_within_the_first_rows_of_a_long_data_set(rng, monkeypatch):
-    monkeypatch.setattr(training, "RACE_ROWS", 1000)
+def test_the_race_takes_a_fortieth_of_a_long_data_set_within_bounds(rng, monkeypatch):
+    assert training.race_rows(30_000) == 30_000          # small: all of it
+    assert training.race_rows(1_000_000) == 50_000        # the least
+    assert training.race_rows(4_000_000) == 100_000       # a 40th
+    assert training.race_rows(10**10) == 200_000          # the most
+    monkeypatch.setattr(training, "RACE_MIN_ROWS", 1000)
     model = fastada.train(small_table(rng, n=5000), label="label", bits=10, threads=1, chunk_rows=300)
     assert model.summary["lr_race"]["rows"] == 1000
     assert math.isfinite(model.summary["progressive_logloss"])
