@@ -4,6 +4,7 @@ import json
 import struct
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 import fastada
@@ -58,6 +59,26 @@ def test_flipped_bit_is_refused(saved, where):
     path.write_bytes(bytes(raw))
     with pytest.raises(FastadaError, match="checksum mismatch"):
         fastada.load(path)
+
+
+def test_one_changed_weight_is_refused_by_eval_and_predict_which_map_the_model(saved, tmp_path, capsys):
+    from fastada.cli import main
+    model, path = saved
+    raw = bytearray(path.read_bytes())
+    header = json.loads(raw[20:20 + struct.unpack("<Q", raw[8:16])[0]])
+    start = header["arrays"]["weights"]["offset"]
+    raw[start:start + 4] = struct.pack("<f", 3.0)  # a plausible weight, not noise
+    path.write_bytes(bytes(raw))
+    with pytest.raises(FastadaError, match="weights checksum mismatch"):
+        fastada.load(path, mmap=True)
+    data = tmp_path / "d.parquet"
+    pq.write_table(small_table(np.random.default_rng(0), n=50), data)
+    for argv in (["eval", "--model", str(path), str(data)],
+                 ["predict", "--model", str(path), str(data), "--out", str(tmp_path / "p.parquet")]):
+        assert main(argv) == 2
+        assert "weights checksum mismatch" in capsys.readouterr().err
+    assert not (tmp_path / "p.parquet").exists()
+    assert fastada.load(path, mmap=True, verify=False).weights[0] == 3.0  # asked not to check: not checked
 
 
 def test_other_files_are_not_models(tmp_path):
