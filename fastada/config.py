@@ -35,7 +35,9 @@ class FeatureSpec:
     a value feature and/or a bucket feature (``numeric_mode``). crosses: pairs of categorical or
     numeric columns whose hashes are combined into one more feature each. bits: log2 of the
     number of hashed slots. hash_seed: seeds every column's hash (column seed =
-    murmur3(name, hash_seed)).
+    murmur3(name, hash_seed)). schema: the Arrow types the feature columns had in training (an
+    Arrow IPC schema, base64; "" = unknown), so that data stored otherwise at scoring time, whose
+    values would hash to other slots, is refused instead of scored wrong.
     """
 
     label: str
@@ -46,6 +48,7 @@ class FeatureSpec:
     bits: int = 24
     hash_seed: int = 0
     numeric_mode: str = "both"
+    schema: str = ""
 
     def __post_init__(self):
         _check_int("bits", self.bits, 1, 31)

@@ -18,6 +18,7 @@ the tail), because Parquet hands every batch a fresh copy of its row group's dic
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 
 import numpy as np
@@ -428,6 +429,57 @@ def _feature_column(batch: pa.RecordBatch, name: str, where: str) -> pa.Array:
         raise FastadaError(f"{where}: feature {name!r} needs a timestamp{' or date' if part == 'weekday' else ''} "
                            f"column {base!r}, which has type {t}")
     return TIME_PARTS[part](arr)
+
+
+def hash_form(t: pa.DataType) -> str:
+    """What a categorical column's values hash as: two types of one form give a value the same
+    slot (strings and binaries by their bytes; integers, bools and whole floats by their int64;
+    timestamps and dates by their integer in their own unit)."""
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if (_is_stringlike(t) or pa.types.is_fixed_size_binary(t) or str(t) in ("string_view", "binary_view")):
+        return "bytes"
+    if pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_floating(t):
+        return "number"
+    if pa.types.is_timestamp(t):
+        return f"timestamp[{t.unit}]"
+    if pa.types.is_null(t):
+        return "null"
+    return str(t)
+
+
+def schema_text(schema: pa.Schema) -> str:
+    """``schema`` as text for a model's header (Arrow IPC, base64)."""
+    return base64.b64encode(schema.serialize().to_pybytes()).decode()
+
+
+def schema_from_text(text: str) -> pa.Schema:
+    return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text)))
+
+
+def check_hash_forms(spec: FeatureSpec, schema: pa.Schema, where: str) -> None:
+    """Refuse data whose categorical columns are stored so that their values would hash otherwise
+    than in training (strings then, integers now; another timestamp unit; another time zone for
+    hour and weekday features), naming the column, both types and the fix."""
+    if not spec.schema:
+        return  # a model from before types were kept
+    trained = schema_from_text(spec.schema)
+    for name in spec.categorical:
+        source = source_column(name)
+        i, j = trained.get_field_index(source), schema.get_field_index(source)
+        if i < 0 or j < 0:
+            continue  # missing columns are refused elsewhere, with the file's columns
+        before, now = trained.field(i).type, schema.field(j).type
+        if source != name:  # a time part: the zone decides the hour and the day
+            zone = (getattr(before, "tz", None), getattr(now, "tz", None))
+            if zone[0] != zone[1] and pa.types.is_timestamp(now):
+                raise FastadaError(f"{where}: column {source!r} has type {now} but {before} in training: its "
+                                   f"{name} would be counted in another time zone; convert it to {before}")
+            continue
+        if "null" in (hash_form(before), hash_form(now)) or hash_form(before) == hash_form(now):
+            continue
+        raise FastadaError(f"{where}: categorical column {source!r} has type {now} but {before} in training: "
+                           f"its values would hash to other slots and be scored wrong; cast it to {before}")
 
 
 def _column(batch: pa.RecordBatch, name: str, where: str) -> pa.Array:

@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .config import FastadaError, FeatureSpec, UnreadableData
-from .features import TIME_PARTS, source_column
+from .features import TIME_PARTS, schema_text, source_column
 from .reader import DataSet, column_list
 
 SAMPLE_ROWS = 65536
@@ -120,9 +120,11 @@ def resolve_roles(dataset: DataSet, *, label: str, categorical: Sequence[str] | 
     if not cat and not num:
         raise FastadaError(f"{where}: no feature columns (columns: {column_list(names)}); "
                            f"name them with --categorical / --numeric")
+    sources = list(dict.fromkeys(source_column(c) for c in cat + num))
     spec = FeatureSpec(label=label, categorical=tuple(cat), numeric=tuple(num), weight=weight,
                        crosses=tuple(tuple(c) for c in crosses), bits=bits, hash_seed=hash_seed,
-                       numeric_mode=numeric_mode)
+                       numeric_mode=numeric_mode,
+                       schema=schema_text(pa.schema([dataset.schema.field(c) for c in sources])))
     return spec, roles
 
 

@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from . import checkpoint, hashing, kernels
 from .config import FastadaError, FeatureSpec, LearnConfig, RunConfig, UnreadableData, default_threads
-from .features import FeatureBlock, Featurizer, feature_sources, labels_from_arrow, source_column, weights_from_arrow
+from .features import FeatureBlock, Featurizer, check_hash_forms, feature_sources, labels_from_arrow, source_column, weights_from_arrow
 from .metrics import Evaluation
 from .model import Model, atomic_write
 from .reader import DataSet, column_list, type_kind
@@ -126,6 +126,8 @@ def check_data(dataset: DataSet, spec: FeatureSpec, with_labels: bool = True) ->
         if spec.weight:
             kinds[spec.weight] = (numeric, "weight")
     dataset.check_columns(kinds)
+    for file in range(max(1, len(dataset.files))):
+        check_hash_forms(spec, dataset.file_schema(file), dataset.name(file))
 
 
 def _string_columns(dataset: DataSet, spec: FeatureSpec) -> list[str]:

@@ -5,6 +5,7 @@ Each case below is a promise listed in the README's "Reliability" section.
 
 import json
 import os
+import re
 import resource
 import signal
 import struct
@@ -540,3 +541,55 @@ def test_a_checkpoint_folder_belongs_to_one_run(small_data, tmp_path, capsys):
     assert "holds another run's checkpoints" in err and "--resume" in err
     assert sorted(os.listdir(folder)) == kept and not (tmp_path / "b").exists()
     assert main(first + ["--resume"]) == 0  # the run it belongs to continues
+
+
+# -- schema drift between training and scoring -----------------------------------------------------
+
+def _drift_tables(rng, n=400):
+    codes = rng.integers(0, 30, n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-(codes % 5 - 2)))).astype(np.int8)
+    at = pa.array(rng.integers(1_600_000_000_000, 1_700_000_000_000, n), pa.timestamp("ms"))
+    return codes, y, at
+
+
+def test_categorical_columns_stored_otherwise_at_scoring_are_refused_naming_the_column(rng, tmp_path, capsys):
+    codes, y, at = _drift_tables(rng)
+    train = pa.table({"label": y, "c": pa.array([f"{v}" for v in codes]), "at": at})
+    model = fastada.train(train, label="label", categorical=["c", "at"], bits=12, threads=1)
+    model.save(tmp_path / "m")
+    as_int = train.set_column(1, "c", pa.array(codes))
+    in_us = train.set_column(2, "at", at.cast(pa.timestamp("us")))
+    for table, column in ((as_int, "'c' has type int64 but string"), (in_us, "'at' has type timestamp[us] but timestamp[ms]")):
+        pq.write_table(table, tmp_path / "d.parquet")
+        with pytest.raises(FastadaError, match=re.escape(f"categorical column {column} in training: its values would hash")):
+            model.evaluate(table)
+        for argv in (["eval", "--model", str(tmp_path / "m"), str(tmp_path / "d.parquet")],
+                     ["predict", "--model", str(tmp_path / "m"), str(tmp_path / "d.parquet"), "--out", str(tmp_path / "p.parquet")]):
+            code, _, err = run_cli(argv, capsys)
+            assert code == 2 and column in err and "d.parquet" in err
+        with pytest.raises(FastadaError, match="would hash to other slots"):  # --valid: before training
+            fastada.train(train, label="label", categorical=["c", "at"], bits=12, threads=1, valid=table)
+    assert not (tmp_path / "p.parquet").exists()
+
+
+def test_types_that_hash_alike_are_accepted_at_scoring(rng):
+    codes, y, at = _drift_tables(rng)
+    train = pa.table({"label": y, "c": pa.array([f"{v}" for v in codes]), "n": pa.array(codes, pa.int32())})
+    model = fastada.train(train, label="label", categorical=["c", "n"], bits=12, threads=1)
+    expected = model.predict(train)
+    same = [train.set_column(1, "c", train["c"].cast(pa.large_string())),
+            train.set_column(1, "c", train["c"].combine_chunks().dictionary_encode()),
+            train.set_column(2, "n", train["n"].cast(pa.int64())),
+            train.set_column(2, "n", train["n"].cast(pa.float64()))]
+    for table in same:
+        np.testing.assert_array_equal(model.predict(table), expected)
+
+
+def test_hour_features_of_a_timestamp_in_another_time_zone_are_refused(rng):
+    codes, y, at = _drift_tables(rng)
+    train = pa.table({"label": y, "at": at.cast(pa.timestamp("ms", tz="UTC"))})
+    model = fastada.train(train, label="label", time_features=True, bits=12, threads=1)
+    assert model.spec.categorical == ("at:hour", "at:weekday")
+    model.predict(train.set_column(1, "at", at.cast(pa.timestamp("us", tz="UTC"))))  # the unit: no matter
+    with pytest.raises(FastadaError, match="would be counted in another time zone"):
+        model.predict(train.set_column(1, "at", at.cast(pa.timestamp("ms", tz="Asia/Tokyo"))))
