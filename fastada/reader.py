@@ -61,8 +61,15 @@ class DataSet:
             paths = [data] if isinstance(data, (str, os.PathLike)) else list(data)
             if not paths:
                 raise FastadaError("no data given: pass one or more Parquet files, folders or globs")
+            seen = set()
             for p in paths:
-                self.files.extend(_resolve(os.fspath(p)))
+                for fs, path in _resolve(os.fspath(p)):
+                    # once each: a recursive glob through a symlink loop, or a folder and a glob
+                    # that overlap, name one file many times
+                    key = os.path.realpath(path) if fs is None else (id(fs), path)
+                    if key not in seen:
+                        seen.add(key)
+                        self.files.append((fs, path))
         self._metadata: list[pq.FileMetaData] = []
         self.schema = self._read_schema(skip_unreadable)
         self.units = self._list_units()

@@ -409,6 +409,9 @@ class _Training:
         if state.step == 0:
             raise FastadaError(f"{self.dataset.name(0)}: no rows could be read "
                                f"({state.skipped_row_groups} row groups skipped as unreadable)")
+        if state.train_weight == 0:
+            raise FastadaError(f"{self.dataset.name(0)}: no row was learned: {state.bad_rows:,} of {state.step:,} rows "
+                               f"had a bad label or weight (skipped), the rest weight 0 or held out; no model written")
         self._settle(min(state.epoch, learn.epochs - 1))
         if not np.isfinite(self.table[:, kernels.WEIGHT]).all():
             raise FastadaError(f"training diverged (non-finite weights); lower --lr (now {state.lr:g})")

@@ -593,3 +593,20 @@ def test_hour_features_of_a_timestamp_in_another_time_zone_are_refused(rng):
     model.predict(train.set_column(1, "at", at.cast(pa.timestamp("us", tz="UTC"))))  # the unit: no matter
     with pytest.raises(FastadaError, match="would be counted in another time zone"):
         model.predict(train.set_column(1, "at", at.cast(pa.timestamp("ms", tz="Asia/Tokyo"))))
+
+
+def test_a_recursive_glob_through_a_symlink_loop_reads_each_file_once(tmp_path):
+    (tmp_path / "d").mkdir()
+    pq.write_table(pa.table({"label": [0, 1] * 50, "c": ["a", "b"] * 50}), tmp_path / "d" / "x.parquet")
+    os.symlink(tmp_path / "d", tmp_path / "d" / "loop")
+    dataset = DataSet(str(tmp_path / "d" / "**" / "*.parquet"))
+    assert len(dataset.files) == 1 and dataset.num_rows == 100
+    assert DataSet([str(tmp_path / "d"), str(tmp_path / "d" / "x.parquet")]).num_rows == 100
+
+
+def test_a_run_that_learned_nothing_is_refused(tmp_path, capsys):
+    pq.write_table(pa.table({"label": pa.array([None, None, 7], pa.int64()), "c": ["a", "b", "c"]}), tmp_path / "d.parquet")
+    code, _, err = run_cli(["train", str(tmp_path / "d.parquet"), "--model", str(tmp_path / "m"),
+                            "--on-bad-rows", "skip"], capsys)
+    assert code == 2 and "no row was learned: 3 of 3 rows had a bad label" in err
+    assert not (tmp_path / "m").exists()
