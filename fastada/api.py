@@ -10,7 +10,7 @@ import threading
 from typing import Callable, Sequence
 
 from . import model as _model
-from .config import FeatureSpec, LearnConfig, RunConfig
+from .config import FeatureSpec, LearnConfig, RunConfig, check_environment
 from .model import Model
 from .reader import DataSet
 from .roles import resolve_roles
@@ -59,6 +59,7 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
     >>> m = fastada.train("train.parquet", label="label", bits=20)   # doctest: +SKIP
     >>> m.evaluate("test.parquet")["logloss"]                         # doctest: +SKIP
     """
+    check_environment()
     learn = LearnConfig(lr=lr, l1=l1, l2=l2, eps=eps, initial_accumulator=initial_accumulator,
                         epochs=epochs, threads=threads if threads is not None else "auto",
                         seed=seed, chunk_rows=chunk_rows, shuffle=shuffle, lr_decay=lr_decay,

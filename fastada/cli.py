@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 
-from .config import FastadaError, LearnConfig
+from .config import FastadaError, LearnConfig, check_environment
 
 
 def _columns(text: str) -> list[str]:
@@ -145,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         # SIGTERM as an exception: the command's cleanup runs (no temporary file is left behind)
         signal.signal(signal.SIGTERM, _terminated)
     try:
+        check_environment()
         code = _COMMANDS[args.command](args) or 0
         sys.stdout.flush()  # a closed pipe shows here, not in Python's exit-time flush
         return code

@@ -150,6 +150,14 @@ split between reading and learning by rates measured on the first chunks). chunk
         return dataclasses.asdict(self)
 
 
+def check_environment() -> None:
+    """Refuse settings from the environment that fastada cannot run with (see ``__init__``)."""
+    import fastada
+    if fastada.BAD_NUMBA_THREADS is not None:
+        raise FastadaError(f"NUMBA_NUM_THREADS={fastada.BAD_NUMBA_THREADS!r} is not a number of threads (1 or more); "
+                           f"unset it or set it to the threads Numba may use")
+
+
 def default_threads() -> int:
     """Scoring threads when none are asked for: half the cores; the other half reads and hashes.
     (Training measures its own split: ``threads="auto"``.)"""

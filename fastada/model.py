@@ -252,6 +252,8 @@ def read_file(path: str, *, mmap: bool = False, verify: bool | None = None):
     """
     verify = (not mmap) if verify is None else verify
     try:
+        if os.path.exists(path) and not (os.path.isfile(path) or os.path.isdir(path)):
+            raise FastadaError(f"{path}: a device, pipe or other special file, not a fastada file")
         size = os.path.getsize(path)
         with open(path, "rb") as f:
             prefix = f.read(_PREFIX.size)

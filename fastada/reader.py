@@ -265,6 +265,8 @@ def _resolve(spec: str) -> list[tuple[pafs.FileSystem | None, str]]:
         return [(None, p) for p in found]
     if os.path.isfile(spec):
         return [(None, spec)]
+    if os.path.exists(spec):
+        raise FastadaError(f"{spec}: a device, pipe or other special file, not a Parquet file or folder")
     if glob.has_magic(spec):
         found = sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p))
         if not found:

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from numba import njit
 
+from .config import FastadaError
 from .metrics import evaluate
 from .model import atomic_write
 
@@ -179,6 +180,8 @@ def generate(out: str, rows: int = 1_000_000, test_rows: int = 200_000, seed: in
     truth.json holds the Bayes-optimal test metrics (the planted probabilities scored against the
     drawn test labels), the base rate and the generator's settings.
     """
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise FastadaError(f"seed must be an integer in 0..{2**63 - 1}, got {seed!r}")
     os.makedirs(out, exist_ok=True)
     truth = _Truth(seed, zipf)
     rng = np.random.default_rng([seed, 2])

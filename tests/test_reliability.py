@@ -610,3 +610,21 @@ def test_a_run_that_learned_nothing_is_refused(tmp_path, capsys):
                             "--on-bad-rows", "skip"], capsys)
     assert code == 2 and "no row was learned: 3 of 3 rows had a bad label" in err
     assert not (tmp_path / "m").exists()
+
+
+def test_os_level_problems_give_one_line(tmp_path, capsys, small_data):
+    data, model = small_data
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    cases = [(["eval", "--model", str(fifo), str(data)], "a device, pipe or other special file, not a fastada file"),
+             (["train", str(fifo), "--model", str(tmp_path / "m")], "a device, pipe or other special file, not a Parquet"),
+             (["gen", "--rows", "10", "--seed", "-1", "--out", str(tmp_path / "g")], "seed must be an integer in 0..")]
+    for argv, message in cases:
+        code, _, err = run_cli(argv, capsys)
+        assert code == 2 and message in err, (argv, err)
+    env = dict(os.environ, NUMBA_NUM_THREADS="0")
+    done = subprocess.run([sys.executable, "-m", "fastada.cli", "eval", "--model", str(model), str(data)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == ("fastada: error: NUMBA_NUM_THREADS='0' is not a number of threads (1 or more); "
+                                   "unset it or set it to the threads Numba may use")

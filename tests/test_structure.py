@@ -16,7 +16,7 @@ ALLOWED = {
     "reader": {"config"},
     "features": {"config", "hashing"},
     "model": {"config", "train"},  # Model.predict/evaluate delegate to the driver, lazily
-    "synth": {"metrics", "model"},
+    "synth": {"config", "metrics", "model"},
     "checkpoint": {"config", "model"},
     "train": {"checkpoint", "config", "features", "hashing", "kernels", "metrics", "model", "reader", "roles"},
     "roles": {"config", "features", "reader"},
