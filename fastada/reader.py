@@ -10,6 +10,7 @@ shared/DESIGN-NOTES.md).
 
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
 import os
@@ -87,7 +88,7 @@ class DataSet:
         except FileNotFoundError:
             raise UnreadableData(f"{path}: file not found (was it removed?)") from None
         except (pa.ArrowException, OSError) as e:
-            raise UnreadableData(f"{path}: not a readable Parquet file ({_first_line(e)})") from None
+            raise _read_error(e, path, "not a readable Parquet file") from None
 
     def _read_schema(self, skip_unreadable: bool) -> pa.Schema:
         if self._table is not None:
@@ -158,6 +159,16 @@ class DataSet:
         return {"files": len(self.files) if self._table is None else 0, "rows": self.num_rows,
                 "units": len(self.units), "sha256": digest.hexdigest()}
 
+    def column_type(self, name: str) -> pa.DataType:
+        """The type of column ``name``: of the first file where it is not all-null (type null),
+        so a column empty in the first file takes its type from the files that hold values."""
+        for file in range(max(1, len(self.files)) if self._table is None else 1):
+            schema = self.file_schema(file)
+            i = schema.get_field_index(name)
+            if i >= 0 and not pa.types.is_null(schema.field(i).type):
+                return schema.field(i).type
+        return self.schema.field(name).type
+
     def file_schema(self, file: int) -> pa.Schema:
         if self._table is not None:
             return self._table.schema
@@ -216,7 +227,29 @@ class DataSet:
         except FileNotFoundError:
             raise UnreadableData(f"{path}: file not found (was it removed?)") from None
         except (pa.ArrowException, OSError) as e:
-            raise UnreadableData(f"{where}: cannot be read ({_first_line(e)})") from None
+            raise _read_error(e, where, "cannot be read") from None
+
+
+# Read failures that say nothing about the data: no permission, a network or storage service that
+# failed or timed out. Skipping them as bad data (--on-bad-rows skip) would silently train on less.
+_TRANSIENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.ETIMEDOUT, errno.ECONNRESET, errno.ECONNREFUSED,
+                     errno.ECONNABORTED, errno.ENETDOWN, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EAGAIN,
+                     errno.EINTR, errno.ENOMEM, errno.EMFILE, errno.ENFILE}
+_TRANSIENT_WORDS = ("aws error", "connection", "timed out", "timeout", "throttl", "slow down", "service unavailable",
+                    "permission denied", "access denied", "forbidden")
+
+
+def _read_error(e: Exception, where: str, problem: str) -> FastadaError:
+    """The error for a failed read: :class:`UnreadableData` (skippable) when the file is at fault,
+    a plain :class:`FastadaError` when access, the network or the machine is."""
+    text = _first_line(e)
+    transient = (isinstance(e, (PermissionError, ConnectionError, TimeoutError, InterruptedError, MemoryError))
+                 or getattr(e, "errno", None) in _TRANSIENT_ERRNOS
+                 or any(word in text.lower() for word in _TRANSIENT_WORDS))
+    if transient:
+        return FastadaError(f"{where}: cannot be read now ({text}): access, the network or the machine failed, "
+                            f"not the data, so it is not skipped as bad data; fix that and run again")
+    return UnreadableData(f"{where}: {problem} ({text})")
 
 
 def _from(chunk: Chunk, start_row: int) -> Chunk:

@@ -99,7 +99,8 @@ def resolve_roles(dataset: DataSet, *, label: str, categorical: Sequence[str] | 
     roles[label] = {"role": "label", "why": "named"}
     if weight is not None:
         roles[weight] = {"role": "weight", "why": "named"}
-    undecided = [f for f in dataset.schema if f.name not in roles and f.name not in named]
+    undecided = [pa.field(f.name, dataset.column_type(f.name)) for f in dataset.schema
+                 if f.name not in roles and f.name not in named]
     roles.update(_default_roles(dataset, undecided, sample_rows, time_features))
     roles = {n: roles[n] for n in names if n in roles}
     cat = [c for c in categorical if source_column(c) == c or c in names]
@@ -124,7 +125,7 @@ def resolve_roles(dataset: DataSet, *, label: str, categorical: Sequence[str] | 
     spec = FeatureSpec(label=label, categorical=tuple(cat), numeric=tuple(num), weight=weight,
                        crosses=tuple(tuple(c) for c in crosses), bits=bits, hash_seed=hash_seed,
                        numeric_mode=numeric_mode,
-                       schema=schema_text(pa.schema([dataset.schema.field(c) for c in sources])))
+                       schema=schema_text(pa.schema([pa.field(c, dataset.column_type(c)) for c in sources])))
     return spec, roles
 
 
@@ -176,7 +177,7 @@ def _default_roles(dataset: DataSet, fields: list[pa.Field], sample_rows: int,
         except (UnreadableData, pa.ArrowException):  # training will say what is wrong, where
             sample = None
         for name in sampled:
-            kind = _kind(dataset.schema.field(name).type)
+            kind = _kind(dataset.column_type(name))
             roles[name] = _role_from_values(name, kind, None if sample is None else sample.column(name))
     return roles
 

@@ -118,7 +118,7 @@ def check_data(dataset: DataSet, spec: FeatureSpec, with_labels: bool = True) ->
         if i < 0 and source_column(name) != name:  # a part of a time column
             kinds[source_column(name)] = ({"time"}, f"time (for {name})")
             continue
-        kinds[name] = ({type_kind(dataset.schema.field(i).type), "null"} if i >= 0 else {"null"}, "categorical")
+        kinds[name] = ({type_kind(dataset.column_type(name)), "null"} if i >= 0 else {"null"}, "categorical")
     for name in spec.numeric:
         kinds[name] = (numeric, "numeric")
     if with_labels:
@@ -135,7 +135,7 @@ def _string_columns(dataset: DataSet, spec: FeatureSpec) -> list[str]:
     out = []
     for name in spec.categorical:
         i = dataset.schema.get_field_index(name)
-        t = dataset.schema.field(i).type if i >= 0 else None
+        t = dataset.column_type(name) if i >= 0 else None
         if t is not None and (pa.types.is_string(t) or pa.types.is_large_string(t)
                               or pa.types.is_binary(t) or pa.types.is_large_binary(t)):
             out.append(name)

@@ -628,3 +628,36 @@ def test_os_level_problems_give_one_line(tmp_path, capsys, small_data):
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip() == ("fastada: error: NUMBA_NUM_THREADS='0' is not a number of threads (1 or more); "
                                    "unset it or set it to the threads Numba may use")
+
+
+@pytest.mark.parametrize("error", [PermissionError(13, "Permission denied"), ConnectionError("reset by peer"),
+                                   OSError("AWS Error NETWORK_CONNECTION during GetObject operation")])
+def test_access_and_network_failures_are_not_skipped_as_bad_data(tmp_path, monkeypatch, error):
+    import fastada.reader as reader
+    for name in ("a", "b"):
+        pq.write_table(pa.table({"label": [0, 1] * 100, "c": ["x", "y"] * 100}), tmp_path / f"{name}.parquet")
+    real = reader.pq.ParquetFile
+
+    def failing(source, **kwargs):
+        if "metadata" in kwargs and str(source).endswith("b.parquet"):  # reading rows, not the footer
+            raise error
+        return real(source, **kwargs)
+
+    monkeypatch.setattr(reader.pq, "ParquetFile", failing)
+    with pytest.raises(FastadaError, match="not the data, so it is not skipped as bad data") as caught:
+        fastada.train(str(tmp_path), label="label", bad_rows="skip", bits=10, threads=1)
+    assert not isinstance(caught.value, fastada.config.UnreadableData)
+    assert "b.parquet: cannot be read now" in str(caught.value)
+
+
+def test_a_column_all_null_in_the_first_file_takes_its_role_from_the_files_with_values(tmp_path):
+    rng = np.random.default_rng(5)
+    ads = rng.choice(["a", "b", "c"], 300)
+    y = (ads == "a").astype(np.int8)
+    pq.write_table(pa.table({"label": y[:100], "ad": pa.nulls(100)}), tmp_path / "1.parquet")
+    pq.write_table(pa.table({"label": y[100:], "ad": pa.array(ads[100:])}), tmp_path / "2.parquet")
+    model = fastada.train(str(tmp_path), label="label", bits=10, threads=1, epochs=3)
+    assert model.spec.categorical == ("ad",)
+    assert model.summary["roles"]["ad"]["role"] == "categorical"  # (by its type: the first rows are null)
+    p = model.predict(pa.table({"ad": ["a", "b"]}))
+    assert p[0] > 0.8 > 0.2 > p[1]
