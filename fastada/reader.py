@@ -146,7 +146,8 @@ class DataSet:
 
     def fingerprint(self) -> dict:
         """What identifies this data set for a resumed run: its files and their sizes, row groups
-        and schema (a file rewritten with the same row counts changes its size, almost always)."""
+        and schema (a file rewritten with the same row counts changes its size, almost always);
+        for a table in memory, its content."""
         digest = hashlib.sha256()
         for fs, path in self.files:
             try:
@@ -154,6 +155,9 @@ class DataSet:
             except OSError:
                 size = -1  # gone: the reader will say so when it gets there
             digest.update((os.path.abspath(path) if fs is None else path).encode() + b"\0%d\0" % size)
+        if self._table is not None:  # in memory: its content (a table of the same shape is other data)
+            for batch in self._table_batches:
+                digest.update(batch.serialize())
         digest.update(str(self.schema).encode())
         digest.update(b",".join(b"%d:%d:%d" % (u.file, u.row_group, u.rows) for u in self.units))
         return {"files": len(self.files) if self._table is None else 0, "rows": self.num_rows,

@@ -661,3 +661,13 @@ def test_a_column_all_null_in_the_first_file_takes_its_role_from_the_files_with_
     assert model.summary["roles"]["ad"]["role"] == "categorical"  # (by its type: the first rows are null)
     p = model.predict(pa.table({"ad": ["a", "b"]}))
     assert p[0] > 0.8 > 0.2 > p[1]
+
+
+def test_resume_refuses_another_table_of_the_same_shape(tmp_path):
+    rng = np.random.default_rng(6)
+    table = pa.table({"label": rng.integers(0, 2, 500), "c": rng.choice(["a", "b"], 500)})
+    other = table.set_column(1, "c", pa.array(rng.choice(["x", "y"], 500)))
+    fastada.train(table, label="label", bits=10, threads=1, checkpoint_dir=tmp_path / "ck")
+    with pytest.raises(FastadaError, match="written for other training data"):
+        fastada.train(other, label="label", bits=10, threads=1, checkpoint_dir=tmp_path / "ck", resume=True)
+    fastada.train(table, label="label", bits=10, threads=1, checkpoint_dir=tmp_path / "ck", resume=True)
