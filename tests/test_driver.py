@@ -271,3 +271,81 @@ def test_summary_gives_progressive_loss_by_epoch_and_the_last_as_the_headline(rn
     assert len(by_epoch) == 3 and by_epoch[2] < by_epoch[0]  # a later pass learns from a better model
     assert s["progressive_logloss"] == by_epoch[-1]
     assert min(by_epoch) <= s["progressive_logloss_all_epochs"] <= max(by_epoch)
+
+
+# -- what shuffling, decay, scoring order and resume must do (each pinned by tests/mutations.py) --
+
+def _sorted_by_label(rows):
+    """A click rate set by column c, rows sorted by label: the worst order to learn in (a model
+    that has just seen 500 clicks in a row predicts clicks)."""
+    rng = np.random.default_rng(4)
+    c = rng.integers(0, 7, rows)
+    y = (rng.random(rows) < 0.15 + 0.1 * c).astype(np.int8)
+    order = np.argsort(y, kind="stable")
+    return pa.table({"label": y[order], "c": pa.array([f"v{v}" for v in c[order]])})
+
+
+def test_shuffle_mixes_row_groups_each_epoch(tmp_path):
+    table = _sorted_by_label(4000)
+    pq.write_table(table, tmp_path / "sorted.parquet", row_group_size=100)  # each row group of one label
+    ordered = fastada.train(str(tmp_path / "sorted.parquet"), label="label", bits=10, threads=1, lr=0.3)
+    mixed = fastada.train(str(tmp_path / "sorted.parquet"), label="label", bits=10, threads=1, lr=0.3, shuffle=True,
+                          chunk_rows=100)
+    assert mixed.evaluate(table)["logloss"] < ordered.evaluate(table)["logloss"] - 0.2
+
+
+def test_shuffle_reorders_the_rows_within_a_chunk_by_the_seed():
+    table = _sorted_by_label(1000)  # one row group, one chunk
+    kept = fastada.train(table, label="label", bits=10, threads=1, lr=0.3, shuffle=False)
+    runs = [fastada.train(table, label="label", bits=10, threads=1, lr=0.3, shuffle=True, seed=s) for s in (1, 1, 2)]
+    assert np.array_equal(runs[0].weights, runs[1].weights) and not np.array_equal(runs[0].weights, runs[2].weights)
+    assert runs[0].evaluate(table)["logloss"] < kept.evaluate(table)["logloss"] - 0.2
+
+
+def test_a_decayed_rate_is_the_rate_the_kernel_learns_at(rng):
+    table = small_table(rng, n=1000)
+    once = fastada.train(table, label="label", bits=10, threads=1, lr=0.3)
+    # a second epoch at 1e-9 of the rate moves no weight by more than rounding
+    twice = fastada.train(table, label="label", bits=10, threads=1, lr=0.3, epochs=2, lr_decay=1e-9)
+    np.testing.assert_allclose(twice.weights, once.weights, atol=1e-6)
+    assert not np.allclose(fastada.train(table, label="label", bits=10, threads=1, lr=0.3, epochs=2).weights,
+                           once.weights, atol=1e-3)
+
+
+def test_predictions_follow_the_rows_of_a_file_of_many_row_groups(tmp_path, rng):
+    import naive
+    table = small_table(rng, n=700)
+    pq.write_table(table, tmp_path / "d.parquet", row_group_size=64)
+    model = fastada.train(table, label="label", bits=12, threads=1, lr=0.3)
+    expected = []
+    for row in table.to_pylist():
+        z = model.weights[-1] + sum(model.weights[h & (model.spec.slots - 1)] * x
+                                    for h, x in naive.row_features(row, model.spec))
+        expected.append(1 / (1 + np.exp(-z)))
+    np.testing.assert_allclose(model.predict(str(tmp_path / "d.parquet")), expected, rtol=1e-5)
+
+
+def test_a_resumed_run_with_early_stopping_keeps_the_best_model_of_before_the_stop(tmp_path):
+    rng = np.random.default_rng(11)
+    n = 4000
+    ids = rng.integers(0, 1500, n)  # few rows an id, noisy: later epochs overfit
+    y = (rng.random(n) < 0.3).astype(np.int8)
+    table = pa.table({"label": y, "ad": pa.array([f"a{i}" for i in ids])})
+    pq.write_table(table.slice(0, 3000), tmp_path / "train.parquet", row_group_size=500)
+    pq.write_table(table.slice(3000), tmp_path / "valid.parquet")
+    kwargs = dict(label="label", bits=14, threads=1, lr=0.5, epochs=8, valid=str(tmp_path / "valid.parquet"),
+                  early_stop=3, chunk_rows=500)
+    reference = fastada.train(str(tmp_path / "train.parquet"), **kwargs)
+    assert reference.summary["stopped_early"] and reference.summary["best_rows"] < reference.summary["rows"]
+    stop, seen = threading.Event(), []
+
+    def count(progress):
+        seen.append(progress.rows)
+        if progress.rows > reference.summary["best_rows"] + 500:
+            stop.set()
+
+    with pytest.raises(Stopped):
+        fastada.train(str(tmp_path / "train.parquet"), **kwargs, checkpoint_dir=tmp_path / "ck", on_chunk=count, stop=stop)
+    resumed = fastada.train(str(tmp_path / "train.parquet"), **kwargs, checkpoint_dir=tmp_path / "ck", resume=True)
+    assert resumed.summary["best_rows"] == reference.summary["best_rows"]
+    assert np.array_equal(resumed.weights, reference.weights)

@@ -671,3 +671,13 @@ def test_resume_refuses_another_table_of_the_same_shape(tmp_path):
     with pytest.raises(FastadaError, match="written for other training data"):
         fastada.train(other, label="label", bits=10, threads=1, checkpoint_dir=tmp_path / "ck", resume=True)
     fastada.train(table, label="label", bits=10, threads=1, checkpoint_dir=tmp_path / "ck", resume=True)
+
+
+def test_a_folder_listing_skips_hidden_and_underscore_files(tmp_path):
+    good = pa.table({"label": [0, 1] * 10, "c": ["a", "b"] * 10})
+    pq.write_table(good, tmp_path / "part-0.parquet")
+    for stray in ("_tmp.parquet", ".part-1.parquet.crc.parquet", "_SUCCESS"):
+        pq.write_table(pa.table({"other": [1.0]}), tmp_path / stray)
+    dataset = DataSet(str(tmp_path))
+    assert [os.path.basename(path) for _, path in dataset.files] == ["part-0.parquet"]
+    assert dataset.num_rows == 20

@@ -1,0 +1,90 @@
+"""Break fastada on purpose and check that the test suite notices: each breakage must fail it.
+
+    python tests/mutations.py             # every breakage (a few minutes each at worst)
+    python tests/mutations.py --list
+    python tests/mutations.py bias-sum    # one
+
+Each breakage is applied to a copy of the checkout (the files git tracks), and the suite runs
+there with ``-x`` (it stops at the first failure, so a caught breakage is quick). The script
+exits 1 if any breakage leaves the suite green. Not part of the suite itself: it runs the suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# name -> (file, text, replacement, what it breaks)
+BREAKAGES = {
+    "bias-sum": ("fastada/kernels.py", "mine[h, _W] - mine[h, _W0])", "mine[h, _W])",
+                 "Hogwild views of the bias and hot slots add their whole weight, not their change"),
+    "one-bias-copy": ("fastada/kernels.py", "    for b in range(private.shape[0]):\n        if taken[b, 0] == 0:",
+                      "    for b in range(1):\n        if taken[b, 0] == 0:",
+                      "only the first thread's views of the bias and hot slots reach the table"),
+    "no-row-shuffle": ("fastada/train.py", "        if learn.shuffle:\n            order =",
+                       "        if False:\n            order =", "rows are not shuffled within chunks"),
+    "no-row-group-shuffle": ("fastada/train.py",
+                             "units = [units[i] for i in np.random.default_rng([self.learn.seed, epoch]).permutation(len(units))]",
+                             "units = units", "row groups are not shuffled per epoch"),
+    "no-lr-decay": ("fastada/train.py", "        lr = self._rate(epoch)\n", "        lr = self.state.lr\n",
+                    "the learning kernel ignores --lr-decay"),
+    "predict-reversed": ("fastada/train.py", "read_ahead(dataset.units, work, len(featurizers))",
+                         "read_ahead(dataset.units[::-1], work, len(featurizers))",
+                         "predict reads row groups in reverse order (predictions misaligned with rows)"),
+    "auc-ties-lose": ("fastada/metrics.py", "area += positives[b] * (below + 0.5 * negatives[b])",
+                      "area += positives[b] * below", "AUC counts ties as losses"),
+    "list-hidden-files": ("fastada/reader.py", 'return not base.startswith((".", "_")) and base.lower()',
+                          "return base.lower()", "folder listings no longer skip _ and . files"),
+    "resume-drops-best": ("fastada/train.py", 'self.best_table = found.arrays.get("best")',
+                          "self.best_table = None", "resume drops the best model kept for early stopping"),
+}
+
+
+def run(name: str, pytest_args: list[str]) -> bool:
+    """Apply breakage ``name`` to a copy of the checkout and run the suite; True if it failed."""
+    path, text, replacement, _ = BREAKAGES[name]
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    with tempfile.TemporaryDirectory(prefix=f"fastada-{name}-") as copy:
+        for f in files:
+            os.makedirs(os.path.dirname(os.path.join(copy, f)) or copy, exist_ok=True)
+            if os.path.isfile(os.path.join(ROOT, f)):
+                shutil.copy2(os.path.join(ROOT, f), os.path.join(copy, f))
+        source = open(os.path.join(copy, path)).read()
+        if source.count(text) != 1:
+            raise SystemExit(f"{name}: the text to break is not found once in {path}; update tests/mutations.py")
+        with open(os.path.join(copy, path), "w") as f:
+            f.write(source.replace(text, replacement))
+        done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-rf", "-p", "no:cacheprovider", *pytest_args],
+                              cwd=copy, capture_output=True, text=True,
+                              env=dict(os.environ, PYTHONPATH=copy, NUMBA_CACHE_DIR=os.path.join(copy, ".numba")))
+        lines = done.stdout.strip().splitlines()
+        failed = [line.split(" - ")[0][len("FAILED "):] for line in lines if line.startswith("FAILED ")]
+        summary = (f"by {failed[0]}" if failed else lines[-1]) if lines else done.stderr[-300:]
+        print(f"{name:22} {'caught' if done.returncode else 'MISSED'} {summary}", flush=True)
+        return done.returncode != 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("names", nargs="*", help="breakages to apply (default: all)")
+    ap.add_argument("--list", action="store_true")
+    ap.add_argument("--pytest", default="", help="extra pytest arguments, e.g. a test file")
+    args = ap.parse_args()
+    if args.list:
+        for name, (_, _, _, what) in BREAKAGES.items():
+            print(f"{name:22} {what}")
+        return 0
+    missed = [n for n in (args.names or BREAKAGES) if not run(n, args.pytest.split())]
+    if missed:
+        print(f"the suite stays green with: {', '.join(missed)}")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
