@@ -790,8 +790,8 @@ class _Chunk:
         return self.slots.shape[0]
 
 # lr="auto": the rates raced (the winner is refined between its neighbours), the rows they race
-# on (a 40th of the data set, within these bounds: the race costs 5 rows learned per row raced,
-# about an eighth of a single pass at most; a data set smaller than RACE_MIN_ROWS races whole),
+# on (all of a data set of up to RACE_ROWS rows; of a larger one a 40th, within RACE_MIN_ROWS and
+# RACE_ROWS: the race costs 5 rows learned per row raced, at most about an eighth of one pass),
 # and the slots of each candidate's table.
 RACE_RATES = (0.01, 0.03, 0.1, 0.3, 1.0)
 RACE_ROWS = 200_000
@@ -801,7 +801,9 @@ RACE_BITS = 22
 
 def race_rows(data_rows: int) -> int:
     """Rows the learning-rate race learns from, for a data set of ``data_rows`` rows."""
-    return min(data_rows, max(RACE_MIN_ROWS, min(RACE_ROWS, data_rows // 40)))
+    if data_rows <= RACE_ROWS:
+        return data_rows
+    return max(RACE_MIN_ROWS, min(RACE_ROWS, data_rows // 40))
 
 
 def race_schedule(rows: int, epochs: int, shuffle: bool, seed: int) -> np.ndarray:

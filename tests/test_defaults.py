@@ -113,9 +113,11 @@ def test_the_race_picks_a_high_rate_for_strong_sparse_signal_and_a_low_one_for_n
 
 def test_the_race_takes_a_fortieth_of_a_long_data_set_within_bounds(rng, monkeypatch):
     assert training.race_rows(30_000) == 30_000          # small: all of it
+    assert training.race_rows(200_000) == 200_000
     assert training.race_rows(1_000_000) == 50_000        # the least
     assert training.race_rows(4_000_000) == 100_000       # a 40th
     assert training.race_rows(10**10) == 200_000          # the most
+    monkeypatch.setattr(training, "RACE_ROWS", 2000)
     monkeypatch.setattr(training, "RACE_MIN_ROWS", 1000)
     model = fastada.train(small_table(rng, n=5000), label="label", bits=10, threads=1, chunk_rows=300)
     assert model.summary["lr_race"]["rows"] == 1000
