@@ -26,7 +26,7 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
           eps: float = LearnConfig.eps, initial_accumulator: float = 0.0, epochs: int = 1,
           threads: int | str | None = None, seed: int = 0, chunk_rows: int = LearnConfig.chunk_rows,
           shuffle: bool = False, lr_decay: float = 1.0, holdout_every: int = 0,
-          bad_rows: str = "fail", valid=None,
+          bad_rows: str = "fail", learner: str = "adagrad", beta: float = 1.0, valid=None,
           eval_every_rows: int = 0, early_stop: int = 0,
           checkpoint_dir: str | os.PathLike | None = None, checkpoint_every_rows: int = 0,
           checkpoint_every_seconds: float = 0.0, keep_checkpoints: int = 3, resume: bool = False,
@@ -34,7 +34,8 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
           on_chunk: Callable[[Progress], None] | None = None,
           on_evaluation: Callable[[dict], None] | None = None,
           on_note: Callable[[str], None] | None = None, stop: threading.Event | None = None) -> Model:
-    """Train a logistic model with Hogwild per-feature Adagrad on ``data``.
+    """Train a logistic model with Hogwild per-feature Adagrad (or, ``learner="ftrl"``,
+    FTRL-Proximal: ``lr`` is its alpha, ``beta`` its beta) on ``data``.
 
     data: Parquet file(s), folder(s), glob(s), filesystem URI(s), or a ``pyarrow.Table``.
     Columns not named in ``categorical``/``numeric``/``ignore`` take a role by their type, the
@@ -63,7 +64,7 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
     learn = LearnConfig(lr=lr, l1=l1, l2=l2, eps=eps, initial_accumulator=initial_accumulator,
                         epochs=epochs, threads=threads if threads is not None else "auto",
                         seed=seed, chunk_rows=chunk_rows, shuffle=shuffle, lr_decay=lr_decay,
-                        holdout_every=holdout_every, bad_rows=bad_rows)
+                        holdout_every=holdout_every, bad_rows=bad_rows, learner=learner, beta=beta)
     run = RunConfig(eval_every_rows=eval_every_rows, early_stop=early_stop,
                     checkpoint_dir=os.fspath(checkpoint_dir) if checkpoint_dir is not None else None,
                     checkpoint_every_rows=checkpoint_every_rows,

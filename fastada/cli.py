@@ -72,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     lg = t.add_argument_group("learning")
     lg.add_argument("--lr", type=_lr_arg, default=LearnConfig.lr,
                     help="Adagrad learning rate, or auto (default): raced on the first rows, the winner kept")
+    lg.add_argument("--learner", choices=("adagrad", "ftrl"), default="adagrad",
+                    help="per-coordinate Adagrad (default) or FTRL-Proximal (--lr is its alpha)")
+    lg.add_argument("--beta", type=float, default=1.0, help="FTRL's beta (default 1)")
     lg.add_argument("--l1", type=float, default=0.0)
     lg.add_argument("--l2", type=float, default=0.0)
     lg.add_argument("--initial-accumulator", type=float, default=0.0)
@@ -274,6 +277,7 @@ def _train(args) -> int:
             l1=args.l1, l2=args.l2, initial_accumulator=args.initial_accumulator, epochs=args.epochs,
             threads=args.threads, seed=args.seed, chunk_rows=args.chunk_rows, shuffle=args.shuffle,
             lr_decay=args.lr_decay, holdout_every=args.holdout_every, bad_rows=args.on_bad_rows,
+            learner=args.learner, beta=args.beta,
             valid=args.valid,
             eval_every_rows=args.eval_every_rows, early_stop=args.early_stop,
             checkpoint_dir=args.checkpoint_dir, checkpoint_every_rows=args.checkpoint_every_rows,

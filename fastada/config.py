@@ -24,6 +24,7 @@ class UnreadableData(FastadaError):
 
 
 BAD_ROWS = ("fail", "skip")
+LEARNERS = ("adagrad", "ftrl")
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,8 @@ split between reading and learning by rates measured on the first chunks). chunk
     lr_decay: float = 1.0
     holdout_every: int = 0
     bad_rows: str = "fail"
+    learner: str = "adagrad"
+    beta: float = 1.0
 
     def __post_init__(self):
         if self.lr != "auto" and not (_is_number(self.lr) and self.lr > 0):
@@ -141,6 +144,10 @@ split between reading and learning by rates measured on the first chunks). chunk
         _check_int("chunk_rows", self.chunk_rows, 1, 2**26)
         if not (_is_number(self.lr_decay) and 0 < self.lr_decay <= 1):
             raise FastadaError(f"lr_decay must be a number in (0, 1], got {self.lr_decay!r}")
+        if self.learner not in LEARNERS:
+            raise FastadaError(f"learner must be one of {', '.join(LEARNERS)}, got {self.learner!r}")
+        if not (_is_number(self.beta) and self.beta >= 0):
+            raise FastadaError(f"beta must be a number >= 0, got {self.beta!r}")
         if self.bad_rows not in BAD_ROWS:
             raise FastadaError(f"bad_rows must be one of {BAD_ROWS}, got {self.bad_rows!r}")
         if self.holdout_every != 0:

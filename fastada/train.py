@@ -22,7 +22,7 @@ import numba
 import numpy as np
 import pyarrow as pa
 
-from . import checkpoint, hashing, kernels
+from . import checkpoint, ftrl, hashing, kernels
 from .config import FastadaError, FeatureSpec, LearnConfig, RunConfig, UnreadableData, default_threads
 from .features import FeatureBlock, Featurizer, check_hash_forms, feature_sources, labels_from_arrow, source_column, weights_from_arrow
 from .metrics import Evaluation
@@ -331,7 +331,8 @@ class _Training:
         self.block_loss = np.zeros((self.max_threads, 4), dtype=np.float64)
         self.sequential_chunks = 0  # chunks learned by one block (the first; with auto, until measured)
         self.hot = self.private = None  # kernels.HotSlots and the threads' views of them (_choose_hot)
-        self.regularise = learn.l1 > 0 or learn.l2 > 0
+        self.ftrl = learn.learner == "ftrl"
+        self.regularise = (learn.l1 > 0 or learn.l2 > 0) and not self.ftrl  # (FTRL's weights need no catch-up)
         self.unit_start = dict(zip(dataset.units, np.cumsum([0] + [u.rows for u in dataset.units]).tolist()))
         identity = {"spec": spec.to_dict(), "learn": {k: v for k, v in learn.to_dict().items() if k != "threads"},
                     "data": dataset.fingerprint(), "valid": valid.fingerprint() if valid is not None else None,
@@ -564,8 +565,12 @@ class _Training:
         score_from = np.int64(schedule.shape[0] - (rows - half))
 
         def race(k: int) -> None:  # one candidate; the kernel releases the GIL
-            kernels.race_rate(slots, values, labels, weights, schedule, tables[k], rates[k], learn.l1, learn.l2,
-                              learn.eps, score_from, scores[k])
+            if self.ftrl:
+                ftrl.race_rate(slots, values, labels, weights, schedule, tables[k], rates[k], learn.beta, learn.l1,
+                               learn.l2, score_from, scores[k])
+            else:
+                kernels.race_rate(slots, values, labels, weights, schedule, tables[k], rates[k], learn.l1, learn.l2,
+                                  learn.eps, score_from, scores[k])
 
         cores = numba.config.NUMBA_NUM_THREADS if learn.threads == "auto" else self.max_threads
         with concurrent.futures.ThreadPoolExecutor(max(1, min(len(rates), cores))) as pool:
@@ -589,7 +594,7 @@ class _Training:
         rows = self.table.shape[0]
         self.hot = self.bias_only = kernels.hot_slots(rows)  # a lone learner looks nothing up
         self.read_rate = None
-        if self.max_threads > 1:
+        if self.max_threads > 1 and not self.ftrl:  # (FTRL learns on the shared table only)
             unit = self.dataset.units[0]
             try:
                 featurizer = Featurizer(self.spec, self.skip)
@@ -619,11 +624,15 @@ class _Training:
         blocks = 1 if sequential else self.threads
         self.block_loss[:] = 0.0
         start = time.perf_counter()
-        status = kernels.train_chunk(chunk.slots, chunk.num_values, chunk.labels, chunk.weights, chunk.held,
-                                     self.table, self.clock, np.int64(state.step), lr, learn.l1, learn.l2,
-                                     learn.eps, blocks, self.block_loss, self.hot.slots, self.private, self.taken,
-                                     self.max_threads > 1, kernels.FOLD_UPDATES,
-                                     kernels.refresh_rows(state.step, blocks))
+        if self.ftrl:
+            status = ftrl.train_chunk(chunk.slots, chunk.num_values, chunk.labels, chunk.weights, chunk.held,
+                                      self.table, lr, learn.beta, learn.l1, learn.l2, blocks, self.block_loss)
+        else:
+            status = kernels.train_chunk(chunk.slots, chunk.num_values, chunk.labels, chunk.weights, chunk.held,
+                                         self.table, self.clock, np.int64(state.step), lr, learn.l1, learn.l2,
+                                         learn.eps, blocks, self.block_loss, self.hot.slots, self.private,
+                                         self.taken, self.max_threads > 1, kernels.FOLD_UPDATES,
+                                         kernels.refresh_rows(state.step, blocks))
         if sequential:
             self.sequential_chunks += 1
             if self.auto and self.split is None and self.sequential_chunks == 2:
@@ -671,12 +680,23 @@ class _Training:
 
     def _settle_views(self, epoch: int | None = None) -> None:
         """Hand the threads' views of the hot slots back to the table (kernels.fold_views)."""
-        if self.hot is None:
+        if self.hot is None or self.ftrl:
             return
         learn = self.learn
         epoch = min(self.state.epoch, learn.epochs - 1) if epoch is None else epoch
         kernels.fold_views(self.table, self.clock, self.hot.slots, self.private, self.taken, self.max_threads > 1,
                            np.int64(self.state.step), self._rate(epoch), learn.l1, learn.l2, learn.eps)
+
+    def _weights(self, table: np.ndarray, epoch: int | None = None) -> np.ndarray:
+        """The model's weights (the bias last) from a settled slot table, or from its first two
+        fields (early stopping's copy)."""
+        if not self.ftrl:
+            return np.ascontiguousarray(table[:, kernels.WEIGHT])
+        learn = self.learn
+        epoch = min(self.state.epoch, learn.epochs - 1) if epoch is None else epoch
+        out = np.empty(table.shape[0], dtype=np.float32)
+        ftrl.weights(table, self._rate(epoch), learn.beta, learn.l1, learn.l2, out)
+        return out
 
     def _evaluate(self, kind: str, epoch: int) -> None:
         state, run = self.state, self.run_config
@@ -687,7 +707,7 @@ class _Training:
         if self.learn.holdout_every:
             record["holdout_logloss"] = held_loss / held_weight if held_weight else None
         if self.valid is not None:
-            weights = np.ascontiguousarray(self.table[:, kernels.WEIGHT])
+            weights = self._weights(self.table, epoch)
             result = evaluate_model(Model(self.spec, weights), self.valid, threads=self.threads,
                                     chunk_rows=self.learn.chunk_rows)
             record.update({f"valid_{k}": _finite_or_none(v) for k, v in result.items() if k != "rows"})
@@ -749,6 +769,7 @@ class _Training:
             "progressive_logloss": _finite_or_none(self._progressive_logloss()),  # the last epoch's
             "progressive_logloss_by_epoch": self._progressive_by_epoch(),
             "progressive_logloss_all_epochs": state.train_loss / state.train_weight if state.train_weight else None,
+            "learner": self.learn.learner,
             "lr": state.lr,
             "lr_race": state.lr_race,
             "roles": self.roles,
@@ -765,7 +786,7 @@ class _Training:
         if self.run_config.early_stop:
             summary["best_logloss"] = state.best
             summary["best_rows"] = state.best_rows
-        return Model(self.spec, np.ascontiguousarray(kept[:, kernels.WEIGHT]),
+        return Model(self.spec, self._weights(kept if kept is self.best_table else self.table),
                      np.ascontiguousarray(kept[:, kernels.ACCUMULATOR]), learn=self.learn.to_dict(),
                      summary=summary)
 

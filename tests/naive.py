@@ -117,3 +117,30 @@ def auc(p, y) -> float:
     greater = (pos[:, None] > neg[None, :]).sum()
     ties = (pos[:, None] == neg[None, :]).sum()
     return (greater + 0.5 * ties) / (len(pos) * len(neg))
+
+
+def ftrl_proximal(rows, labels, row_weights, slots, alpha, beta, l1, l2):
+    """Weights (bias last, unregularised) after one pass of FTRL-Proximal (McMahan et al. 2013,
+    Algorithm 1), and the mean progressive logloss. rows: per example, a list of (slot, value)."""
+    z = np.zeros(slots + 1)
+    n = np.zeros(slots + 1)
+
+    def weight(s):
+        r1, r2 = (0.0, 0.0) if s == slots else (l1, l2)
+        if abs(z[s]) <= r1:
+            return 0.0
+        return -(z[s] - math.copysign(r1, z[s])) / ((beta + math.sqrt(n[s])) / alpha + r2)
+
+    loss = 0.0
+    for features, y, rw in zip(rows, labels, row_weights):
+        coords = [(slots, 1.0)] + list(features)
+        w = [weight(s) for s, _ in coords]
+        margin = sum(wi * x for wi, (_, x) in zip(w, coords))
+        p = 1 / (1 + math.exp(-margin))
+        loss += rw * (math.log1p(math.exp(-abs(margin))) + max(margin, 0) - y * margin)
+        for wi, (s, x) in zip(w, coords):
+            g = (p - y) * x * rw
+            sigma = (math.sqrt(n[s] + g * g) - math.sqrt(n[s])) / alpha
+            z[s] += g - sigma * wi
+            n[s] += g * g
+    return np.array([weight(s) for s in range(slots + 1)]), n, loss / sum(row_weights)
