@@ -557,32 +557,47 @@ class _Training:
         slots, values, labels, weights = (np.ascontiguousarray(np.concatenate(a)) for a in zip(*parts))
         half = rows // 2
         schedule = race_schedule(rows, learn.epochs, learn.shuffle, learn.seed)
-        rates = np.array(RACE_RATES, dtype=np.float64)
-        tables = np.zeros((len(rates), (1 << bits) + 1, kernels.SLOT_WIDTH), dtype=np.float32)
-        if learn.initial_accumulator:
-            tables[:, :, kernels.ACCUMULATOR] = learn.initial_accumulator
-        scores = np.zeros((len(rates), 2), dtype=np.float64)
         score_from = np.int64(schedule.shape[0] - (rows - half))
-
-        def race(k: int) -> None:  # one candidate; the kernel releases the GIL
-            if self.ftrl:
-                ftrl.race_rate(slots, values, labels, weights, schedule, tables[k], rates[k], learn.beta, learn.l1,
-                               learn.l2, score_from, scores[k])
-            else:
-                kernels.race_rate(slots, values, labels, weights, schedule, tables[k], rates[k], learn.l1, learn.l2,
-                                  learn.eps, score_from, scores[k])
-
         cores = numba.config.NUMBA_NUM_THREADS if learn.threads == "auto" else self.max_threads
-        with concurrent.futures.ThreadPoolExecutor(max(1, min(len(rates), cores))) as pool:
-            list(pool.map(race, range(len(rates))))
-        losses = [float(loss / weight) if weight > 0 and math.isfinite(loss) else math.inf for loss, weight in scores]
-        best = int(np.argmin(losses))
-        state.lr = refine_rate(RACE_RATES, losses, best)
+        found: dict[float, float] = {}
+
+        def race(rate: float) -> float:  # one candidate on a table of its own; the kernel releases the GIL
+            table = np.zeros(((1 << bits) + 1, kernels.SLOT_WIDTH), dtype=np.float32)
+            if learn.initial_accumulator:
+                table[:, kernels.ACCUMULATOR] = learn.initial_accumulator
+            score = np.zeros(2, dtype=np.float64)
+            if self.ftrl:
+                ftrl.race_rate(slots, values, labels, weights, schedule, table, rate, learn.beta, learn.l1,
+                               learn.l2, score_from, score)
+            else:
+                kernels.race_rate(slots, values, labels, weights, schedule, table, rate, learn.l1, learn.l2,
+                                  learn.eps, score_from, score)
+            loss, weight = score
+            return float(loss / weight) if weight > 0 and math.isfinite(loss) else math.inf
+
+        candidates = list(RACE_RATES)
+        with concurrent.futures.ThreadPoolExecutor(max(1, min(len(candidates), cores))) as pool:
+            for _ in range(1 + RACE_WIDENINGS):
+                for rate, loss in zip(candidates, pool.map(race, candidates)):
+                    found[rate] = loss
+                rates = sorted(found)
+                best = min(range(len(rates)), key=lambda i: (found[rates[i]], i))
+                # the best at an end of the grid: the best may lie beyond it; race two more there
+                step = math.sqrt(10.0)
+                if best == len(rates) - 1 and rates[-1] < RACE_LIMITS[1]:
+                    candidates = [rates[-1] * step, rates[-1] * step * step]
+                elif best == 0 and rates[0] > RACE_LIMITS[0]:
+                    candidates = [rates[0] / step, rates[0] / step / step]
+                else:
+                    break
+        RATES = [float(f"{r:.3g}") for r in rates]
+        losses = [found[r] for r in rates]
+        state.lr = refine_rate(RATES, losses, best)
         state.lr_race = {"rows": rows, "learned_rows": half, "passes": learn.epochs, "scored_rows": rows - half,
                          "bits": bits,
-                         "progressive_logloss": {f"{r:g}": _finite_or_none(x) for r, x in zip(RACE_RATES, losses)},
-                         "best": RACE_RATES[best], "lr": state.lr, "seconds": round(time.perf_counter() - start, 3)}
-        shown = ", ".join(f"{r:g}: {x:.5f}" for r, x in zip(RACE_RATES, losses))
+                         "progressive_logloss": {f"{r:g}": _finite_or_none(x) for r, x in zip(RATES, losses)},
+                         "best": RATES[best], "lr": state.lr, "seconds": round(time.perf_counter() - start, 3)}
+        shown = ", ".join(f"{r:g}: {x:.5f}" for r, x in zip(RATES, losses))
         passes = "once" if learn.epochs == 1 else f"{learn.epochs} times"
         self.note(f"lr auto: {state.lr:.3g} (logloss on rows {half + 1:,}-{rows:,}, each scored before it is learned, "
                   f"after rows 1-{half:,} were learned {passes} at every rate: {shown}; --lr fixes it)")
@@ -815,6 +830,8 @@ class _Chunk:
 # RACE_ROWS: the race costs 5 rows learned per row raced, at most about an eighth of one pass),
 # and the slots of each candidate's table.
 RACE_RATES = (0.01, 0.03, 0.1, 0.3, 1.0)
+RACE_WIDENINGS = 3            # times the grid may grow past an end where the best rate sits
+RACE_LIMITS = (1e-4, 100.0)   # ... but not past these
 RACE_ROWS = 200_000
 RACE_MIN_ROWS = 50_000
 RACE_BITS = 22
