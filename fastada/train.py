@@ -831,7 +831,7 @@ class _Chunk:
 # and the slots of each candidate's table.
 RACE_RATES = (0.01, 0.03, 0.1, 0.3, 1.0)
 RACE_WIDENINGS = 3            # times the grid may grow past an end where the best rate sits
-RACE_LIMITS = (1e-4, 100.0)   # ... but not past these
+RACE_LIMITS = (1e-4, 10.0)    # ... but not past these
 RACE_ROWS = 200_000
 RACE_MIN_ROWS = 50_000
 RACE_BITS = 22
