@@ -29,7 +29,7 @@ import fastada
 from fastada.features import Featurizer
 from fastada.reader import DataSet
 from fastada.roles import resolve_spec
-from fastada.train import _string_columns
+from fastada.stream import _string_columns
 
 
 def median_rate(fn, rows, repeat):

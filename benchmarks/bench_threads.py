@@ -45,7 +45,7 @@ from fastada import kernels  # noqa: E402
 from fastada.features import Featurizer  # noqa: E402
 from fastada.reader import DataSet  # noqa: E402
 from fastada.roles import resolve_spec  # noqa: E402
-from fastada.train import _string_columns, read_ahead, set_threads  # noqa: E402
+from fastada.stream import _string_columns, read_ahead, set_threads  # noqa: E402
 
 
 @njit(cache=True, parallel=True, nogil=True)

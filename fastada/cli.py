@@ -376,7 +376,7 @@ def _predict(args) -> int:
 
     from .api import load
     from .model import atomic_replace_target
-    from .train import predict_batches
+    from .score import predict_batches
     from .api import open_data
     from .model import check_outputs
     data, inputs = open_data(args.data)
@@ -427,7 +427,7 @@ def _inspect(args) -> int:
         raise FastadaError("--top and --scan-rows must be >= 0")
 
     from .api import load
-    from .train import describe_slots
+    from .score import describe_slots
     model = load(args.model, mmap=True)
     spec = model.spec
     w = np.asarray(model.weights[:-1])

@@ -63,14 +63,14 @@ class Model:
 
     def predict(self, data, *, threads: int | None = None, chunk_rows: int = 65536) -> np.ndarray:
         """Probabilities for every row of ``data`` (a Parquet path, list of paths, or Arrow table)."""
-        from .train import predict_batches
+        from .score import predict_batches
         parts = [p for p, _, _ in predict_batches(self, data, threads=threads, chunk_rows=chunk_rows)]
         return np.concatenate(parts) if parts else np.zeros(0, np.float64)
 
     def evaluate(self, data, *, label: str | None = None, threads: int | None = None,
                  chunk_rows: int = 65536) -> dict:
         """logloss, auc, ne, calibration and rows of the model on labelled ``data``."""
-        from .train import evaluate_model
+        from .score import evaluate_model
         return evaluate_model(self, data, label=label, threads=threads, chunk_rows=chunk_rows)
 
     # -- files ---------------------------------------------------------------------------------

@@ -13,34 +13,21 @@ import dataclasses
 import json
 import math
 import os
-import queue
 import threading
 import time
 from typing import Callable, Iterator, Sequence
 
 import numba
 import numpy as np
-import pyarrow as pa
 
-from . import checkpoint, ftrl, hashing, kernels
-from .config import FastadaError, FeatureSpec, LearnConfig, RunConfig, UnreadableData, default_threads
-from .features import FeatureBlock, Featurizer, check_hash_forms, feature_sources, labels_from_arrow, source_column, weights_from_arrow
-from .metrics import Evaluation
+from . import checkpoint, ftrl, kernels
+from .config import FastadaError, FeatureSpec, LearnConfig, RunConfig, UnreadableData
+from .features import FeatureBlock, Featurizer
 from .model import Model, atomic_write
-from .reader import DataSet, column_list, type_kind
+from .reader import DataSet
 from .roles import roles_line
-
-
-def set_threads(threads: int | None) -> int:
-    """Use ``threads`` Numba threads (capped at NUMBA_NUM_THREADS, fixed at start-up)."""
-    available = numba.config.NUMBA_NUM_THREADS
-    if threads == "auto":
-        threads = None
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise FastadaError(f"threads must be 'auto' or an integer >= 1, got {threads!r}")
-    n = min(default_threads(), available) if threads is None else max(1, min(int(threads), available))
-    numba.set_num_threads(n)
-    return n
+from .score import evaluate_model
+from .stream import _string_columns, check_data, read_ahead, read_workers, set_threads
 
 
 # A model this large (1 GiB as a file) that dwarfs its data is said to be so.
@@ -108,105 +95,6 @@ def _gib(n: int) -> str:
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
-def check_data(dataset: DataSet, spec: FeatureSpec, with_labels: bool = True) -> None:
-    """Every file has every column the spec reads, each of one kind across files: said before
-    hours of training, not when the reader reaches the file."""
-    numeric = {"integer", "float", "bool", "null"}
-    kinds: dict[str, tuple[set[str], str]] = {}
-    for name in spec.categorical:
-        i = dataset.schema.get_field_index(name)
-        if i < 0 and source_column(name) != name:  # a part of a time column
-            kinds[source_column(name)] = ({"time"}, f"time (for {name})")
-            continue
-        kinds[name] = ({type_kind(dataset.column_type(name)), "null"} if i >= 0 else {"null"}, "categorical")
-    for name in spec.numeric:
-        kinds[name] = (numeric, "numeric")
-    if with_labels:
-        kinds[spec.label] = (numeric, "label")
-        if spec.weight:
-            kinds[spec.weight] = (numeric, "weight")
-    dataset.check_columns(kinds)
-    for file in range(max(1, len(dataset.files))):
-        check_hash_forms(spec, dataset.file_schema(file), dataset.name(file))
-
-
-def _string_columns(dataset: DataSet, spec: FeatureSpec) -> list[str]:
-    """Categorical columns stored as strings/binaries: read them dictionary-encoded."""
-    out = []
-    for name in spec.categorical:
-        i = dataset.schema.get_field_index(name)
-        t = dataset.column_type(name) if i >= 0 else None
-        if t is not None and (pa.types.is_string(t) or pa.types.is_large_string(t)
-                              or pa.types.is_binary(t) or pa.types.is_large_binary(t)):
-            out.append(name)
-    return out
-
-
-def read_ahead(tasks: Sequence, produce: Callable[[object, int], Iterator], workers: int,
-               depth: int = 2, limit: list[int] | None = None) -> Iterator:
-    """Everything ``produce(task, worker)`` yields, task after task in order, computed ahead by
-    ``workers`` background threads (each on a whole task; at most ``workers`` tasks in flight and
-    ``depth`` finished items waiting per task, so memory stays bounded). Reading Parquet and
-    hashing release the GIL, so the threads overlap each other and the learner. Errors re-raise
-    here, in order. ``limit``: a one-item list; a worker whose index is not below ``limit[0]``
-    takes no more tasks (lowering it while running shrinks the pool).
-    """
-    done = object()
-    stop = threading.Event()
-    lock = threading.Condition()
-    queues: dict[int, queue.Queue] = {}
-    taken = [0]
-
-    def put(q: queue.Queue, item) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def work(worker: int) -> None:
-        while not stop.is_set():
-            if limit is not None and worker >= limit[0]:
-                return
-            with lock:
-                i = taken[0]
-                if i >= len(tasks):
-                    return
-                taken[0] += 1
-                q = queues[i] = queue.Queue(maxsize=depth)
-                lock.notify_all()
-            try:
-                for item in produce(tasks[i], worker):
-                    if not put(q, item):
-                        return
-                put(q, done)
-            except BaseException as e:  # handed to the consumer, which raises it in order
-                put(q, e)
-                return
-
-    threads = [threading.Thread(target=work, args=(k,), name=f"fastada-read-{k}", daemon=True)
-               for k in range(max(1, min(workers, len(tasks))))]
-    for t in threads:
-        t.start()
-    try:
-        for i in range(len(tasks)):
-            with lock:
-                while i not in queues:
-                    lock.wait()
-                q = queues.pop(i)
-            while True:
-                item = q.get()
-                if item is done:
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-    finally:
-        stop.set()
-
-
 def split_cores(cores: int, read_rate: float, learn_rate: float) -> tuple[int, int]:
     """(learners, readers) for ``cores`` when one thread reads and hashes ``read_rate`` rows/s and
     one learns ``learn_rate``: learners take the share of the cores that balances the two,
@@ -218,12 +106,6 @@ def split_cores(cores: int, read_rate: float, learn_rate: float) -> tuple[int, i
     learners = int(round(cores * read_rate / (read_rate + learn_rate)))
     learners = max(1, min(cores - 1, learners))
     return learners, cores - learners + 1
-
-
-def read_workers(threads: int) -> int:
-    """Background threads that read and hash: the cores the learners leave, plus one (a learner
-    waits on memory more than it computes; on 2 cores, 1 learner + 2 readers beat 1 + 1 by 16%)."""
-    return max(1, (os.cpu_count() or 1) - threads + 1)
 
 
 @dataclasses.dataclass
@@ -874,15 +756,6 @@ def refine_rate(rates: Sequence[float], losses: Sequence[float], best: int) -> f
 DIVERGED_LOSS = 50.0
 
 
-def _bucket_range(b: int) -> str:
-    """The numbers in log bucket ``b`` (the featurizer's floor(4 log1p|x|), negatives below 0)."""
-    k, sign = (b, "") if b >= 0 else (-b - 1, "-")
-    lo, hi = (math.expm1(v / 4) if v / 4 < 709 else math.inf for v in (k, k + 1))
-    if sign:
-        return f"in ({-hi:.4g}, {-lo:.4g}] (log bucket)"
-    return f"in [{lo:.4g}, {hi:.4g}) (log bucket)"
-
-
 def _finite_or_none(x):
     return None if isinstance(x, float) and not math.isfinite(x) else x
 
@@ -919,108 +792,3 @@ class _JsonLog:
             raise FastadaError(f"{self.path}: cannot write the log ({e.strerror or e})") from None
 
 
-def predict_batches(model: Model, data, *, threads: int | None = None, chunk_rows: int = 65536,
-                    keep: Sequence[str] = ()) -> Iterator[tuple[np.ndarray, pa.RecordBatch, str]]:
-    """(probabilities, batch of the ``keep`` columns, (where, first row)) per chunk, in order."""
-    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or not 1 <= chunk_rows <= 2**26:
-        raise FastadaError(f"chunk_rows must be an integer in 1..{2**26}, got {chunk_rows!r}")
-    dataset = data if isinstance(data, DataSet) else DataSet(data)
-    blocks = set_threads(threads)
-    spec = model.spec
-    featurizer = Featurizer(spec)
-    keep = list(dict.fromkeys(keep))
-    for c in keep:
-        if c not in dataset.schema.names:
-            raise FastadaError(f"{dataset.name(0)}: column {c!r} to keep not found "
-                               f"(columns: {column_list(dataset.schema.names)})")
-    columns = list(dict.fromkeys([*feature_sources(spec), *keep]))
-    check_data(dataset, spec, with_labels=False)
-    mask = np.uint32(spec.slots - 1)
-    weights = np.asarray(model.weights)
-
-    featurizers = [featurizer] + [Featurizer(spec) for _ in range(read_workers(blocks) - 1)]
-    dictionary = _string_columns(dataset, spec)
-
-    def work(unit, worker: int):
-        for chunk in dataset.unit_chunks(unit, columns, chunk_rows, dictionary):
-            block = featurizers[worker](chunk.batch, chunk.where, with_labels=False)
-            yield block, chunk.batch.select(keep), chunk.where, chunk.row
-
-    for block, kept, where, first_row in read_ahead(dataset.units, work, len(featurizers)):
-        out = np.empty(block.rows, dtype=np.float64)
-        if block.rows:
-            kernels.predict_chunk(block.cat, block.num, block.num_values, weights, mask, blocks, out)
-            if not np.isfinite(out).all():
-                raise FastadaError(f"{where}, row {first_row + int(np.argmin(np.isfinite(out)))}: the model gives a "
-                                   f"non-finite prediction (its weights hold NaN or inf); it cannot be used")
-        yield out, kept, (where, first_row)
-
-
-def evaluate_model(model: Model, data, *, label: str | None = None, threads: int | None = None,
-                   chunk_rows: int = 65536) -> dict:
-    """Stream ``data`` through ``model`` and return logloss, auc, ne, calibration, rows."""
-    dataset = data if isinstance(data, DataSet) else DataSet(data)
-    label = label or model.spec.label
-    if label not in dataset.schema.names:
-        raise FastadaError(f"{dataset.name(0)}: label column {label!r} not found "
-                           f"(columns: {column_list(dataset.schema.names)})")
-    if dataset.num_rows == 0:
-        raise FastadaError(f"{dataset.name(0)}: the data set has no rows")
-    weight = model.spec.weight if model.spec.weight in dataset.schema.names else None
-    evaluation = Evaluation()
-    seen: set = set()
-    for p, batch, where in predict_batches(model, dataset, threads=threads, chunk_rows=chunk_rows,
-                                           keep=[label] + ([weight] if weight else [])):
-        y = labels_from_arrow(batch.column(label), label, where[0], seen, where[1])
-        w = weights_from_arrow(batch.column(weight), weight, *where) if weight else None
-        evaluation.add(p, y, w)
-    return evaluation.result()
-
-
-def describe_slots(model: Model, slots: Sequence[int], data=None, scan_rows: int = 200_000) -> dict[int, list[str]]:
-    """What feeds each of ``slots``: features known from the spec alone (each column's null or
-    missing feature, each numeric column's value feature and log buckets, each time part's
-    values) and, given ``data``, the first values found in up to ``scan_rows`` rows (a slot can
-    hold several features: hashing collides)."""
-    spec = model.spec
-    mask = spec.slots - 1
-    featurizer = Featurizer(spec)
-    wanted = {int(s) for s in slots}
-    found: dict[int, list[str]] = {s: [] for s in wanted}
-
-    def add(slot: int, text: str) -> None:
-        if slot in wanted and text not in found[slot] and len(found[slot]) < 3:
-            found[slot].append(text)
-
-    for name in spec.feature_columns:
-        add(featurizer.null_hash[name] & mask, f"{name} = null/missing")
-    for name in spec.numeric:
-        if featurizer.value_column[name] >= 0:
-            add(featurizer.value_hash[name] & mask, f"{name} (value feature, log1p)")
-        if featurizer.bucket_column[name] >= 0:
-            table = featurizer.bucket_tables[name] & np.uint32(mask)
-            for i in np.nonzero(np.isin(table, np.fromiter(wanted, np.uint32, len(wanted))))[0]:
-                add(int(table[i]), f"{name} {_bucket_range(int(i) - hashing.BUCKET_OFFSET)}"
-                    if i < table.shape[0] - 1 else f"{name} missing (log bucket)")
-    for name in spec.categorical:
-        if source_column(name) != name:  # a time part: its few values
-            for v in range(24 if name.endswith(":hour") else 7):
-                add(int(hashing.murmur3_u64(np.int64(v), np.uint32(featurizer.seeds[name]))) & mask, f"{name} = {v}")
-    if data is None:
-        return found
-    dataset = data if isinstance(data, DataSet) else DataSet(data)
-    names = list(spec.categorical) + [f"{c} (log bucket)" for c in spec.numeric
-                                      if featurizer.bucket_column[c] >= 0] + [f"{a}*{b}" for a, b in spec.crosses]
-    sources = [[c] for c in spec.categorical] + [[c] for c in spec.numeric if featurizer.bucket_column[c] >= 0] \
-        + [[a, b] for a, b in spec.crosses]
-    seen_rows = 0
-    for chunk in dataset.chunks(feature_sources(spec), 65536, None, _string_columns(dataset, spec)):
-        block = featurizer(chunk.batch, chunk.where, with_labels=False)
-        hits = np.isin(block.cat & np.uint32(mask), np.fromiter(wanted, np.uint32, len(wanted)))
-        for r, j in zip(*np.nonzero(hits)):
-            values = ", ".join(repr(chunk.batch.column(c)[int(r)].as_py())[:40] for c in sources[j])
-            add(int(block.cat[r, j] & mask), f"{names[j]} = {values}")
-        seen_rows += block.rows
-        if seen_rows >= scan_rows:
-            break
-    return found

@@ -274,7 +274,7 @@ def test_ids_as_categorical_learn_what_ids_as_numbers_cannot(rng):
 # -- honest summaries ----------------------------------------------------------------------------
 
 def test_inspect_names_numeric_buckets_and_time_parts_without_data(rng):
-    from fastada.train import describe_slots
+    from fastada.score import describe_slots
     n = 400
     table = pa.table({"label": rng.integers(0, 2, n), "price": np.full(n, 10.0),
                       "at": pa.array(np.full(n, 1_700_000_000), pa.timestamp("s"))})

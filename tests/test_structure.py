@@ -16,13 +16,15 @@ ALLOWED = {
     "metrics": set(),
     "reader": {"config"},
     "features": {"config", "hashing"},
-    "model": {"config", "train"},  # Model.predict/evaluate delegate to the driver, lazily
+    "model": {"config", "score"},  # Model.predict/evaluate delegate to scoring, lazily
+    "stream": {"config", "features", "reader"},
+    "score": {"config", "features", "hashing", "kernels", "metrics", "reader", "stream"},
     "synth": {"config", "metrics", "model"},
     "checkpoint": {"config", "model"},
-    "train": {"checkpoint", "config", "features", "ftrl", "hashing", "kernels", "metrics", "model", "reader", "roles"},
+    "train": {"checkpoint", "config", "features", "ftrl", "kernels", "model", "reader", "roles", "score", "stream"},
     "roles": {"config", "features", "reader"},
     "api": {"config", "model", "reader", "roles", "train"},
-    "cli": {"api", "config", "model", "synth", "train"},
+    "cli": {"api", "config", "model", "score", "synth", "train"},
 }
 
 
