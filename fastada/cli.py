@@ -75,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     lg.add_argument("--learner", choices=("adagrad", "ftrl"), default="adagrad",
                     help="per-coordinate Adagrad (default) or FTRL-Proximal (--lr is its alpha)")
     lg.add_argument("--beta", type=float, default=1.0, help="FTRL's beta (default 1)")
+    lg.add_argument("--negative-rate", type=float, default=1.0,
+                    help="keep each negative row with this probability (the same rows every epoch); the "
+                         "model is recalibrated to the full data (default 1: keep all)")
     lg.add_argument("--l1", type=float, default=0.0)
     lg.add_argument("--l2", type=float, default=0.0)
     lg.add_argument("--initial-accumulator", type=float, default=0.0)
@@ -277,7 +280,7 @@ def _train(args) -> int:
             l1=args.l1, l2=args.l2, initial_accumulator=args.initial_accumulator, epochs=args.epochs,
             threads=args.threads, seed=args.seed, chunk_rows=args.chunk_rows, shuffle=args.shuffle,
             lr_decay=args.lr_decay, holdout_every=args.holdout_every, bad_rows=args.on_bad_rows,
-            learner=args.learner, beta=args.beta,
+            learner=args.learner, beta=args.beta, negative_rate=args.negative_rate,
             valid=args.valid,
             eval_every_rows=args.eval_every_rows, early_stop=args.early_stop,
             checkpoint_dir=args.checkpoint_dir, checkpoint_every_rows=args.checkpoint_every_rows,

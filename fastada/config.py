@@ -125,6 +125,7 @@ split between reading and learning by rates measured on the first chunks). chunk
     bad_rows: str = "fail"
     learner: str = "adagrad"
     beta: float = 1.0
+    negative_rate: float = 1.0
 
     def __post_init__(self):
         if self.lr != "auto" and not (_is_number(self.lr) and self.lr > 0):
@@ -144,6 +145,8 @@ split between reading and learning by rates measured on the first chunks). chunk
         _check_int("chunk_rows", self.chunk_rows, 1, 2**26)
         if not (_is_number(self.lr_decay) and 0 < self.lr_decay <= 1):
             raise FastadaError(f"lr_decay must be a number in (0, 1], got {self.lr_decay!r}")
+        if not (_is_number(self.negative_rate) and 0 < self.negative_rate <= 1):
+            raise FastadaError(f"negative_rate must be a number in (0, 1], got {self.negative_rate!r}")
         if self.learner not in LEARNERS:
             raise FastadaError(f"learner must be one of {', '.join(LEARNERS)}, got {self.learner!r}")
         if not (_is_number(self.beta) and self.beta >= 0):

@@ -384,6 +384,13 @@ class _Training:
             first = self.unit_start[unit] + row
             held = ((np.arange(first, first + n) % learn.holdout_every) == learn.holdout_every - 1).view(np.uint8)
         values, labels = block.num_values, block.labels
+        if learn.negative_rate < 1:  # the same rows every epoch: drawn from their place in the data set
+            first = self.unit_start[unit] + row
+            keep = (labels > 0.5) | (row_uniforms(learn.seed, first, n) < learn.negative_rate)
+            slots, values, labels, weights = slots[keep], values[keep], labels[keep], weights[keep]
+            if held.size:
+                held = held[keep]
+            n = int(keep.sum())
         if learn.shuffle:
             order = np.random.default_rng([learn.seed, epoch, unit.file, unit.row_group, row]).permutation(n)
             slots, values, labels, weights = slots[order], values[order], labels[order], weights[order]
@@ -587,12 +594,15 @@ class _Training:
     def _weights(self, table: np.ndarray, epoch: int | None = None) -> np.ndarray:
         """The model's weights (the bias last) from a settled slot table, or from its first two
         fields (early stopping's copy)."""
-        if not self.ftrl:
-            return np.ascontiguousarray(table[:, kernels.WEIGHT])
         learn = self.learn
-        epoch = min(self.state.epoch, learn.epochs - 1) if epoch is None else epoch
-        out = np.empty(table.shape[0], dtype=np.float32)
-        ftrl.weights(table, self._rate(epoch), learn.beta, learn.l1, learn.l2, out)
+        if not self.ftrl:
+            out = np.array(table[:, kernels.WEIGHT])
+        else:
+            epoch = min(self.state.epoch, learn.epochs - 1) if epoch is None else epoch
+            out = np.empty(table.shape[0], dtype=np.float32)
+            ftrl.weights(table, self._rate(epoch), learn.beta, learn.l1, learn.l2, out)
+        if learn.negative_rate < 1:  # learned on 1 negative in 1/rate: back to the data's odds
+            out[-1] += np.float32(math.log(learn.negative_rate))
         return out
 
     def _evaluate(self, kind: str, epoch: int) -> None:
@@ -667,6 +677,7 @@ class _Training:
             "progressive_logloss_by_epoch": self._progressive_by_epoch(),
             "progressive_logloss_all_epochs": state.train_loss / state.train_weight if state.train_weight else None,
             "learner": self.learn.learner,
+            "negative_rate": self.learn.negative_rate,
             "lr": state.lr,
             "lr_race": state.lr_race,
             "roles": self.roles,
@@ -717,6 +728,16 @@ RACE_LIMITS = (1e-4, 10.0)    # ... but not past these
 RACE_ROWS = 200_000
 RACE_MIN_ROWS = 50_000
 RACE_BITS = 22
+
+
+def row_uniforms(seed: int, first: int, n: int) -> np.ndarray:
+    """A uniform number in [0, 1) for each of rows ``first`` .. ``first + n - 1`` of a data set
+    (splitmix64 of the row's place and the seed): which rows negative downsampling keeps."""
+    x = np.arange(first, first + n, dtype=np.uint64) + np.uint64((seed * 0x9E3779B97F4A7C15) % 2**64)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    x = x ^ (x >> np.uint64(31))
+    return (x >> np.uint64(11)).astype(np.float64) / float(2**53)
 
 
 def race_rows(data_rows: int) -> int:
