@@ -38,7 +38,8 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
     """Train a logistic model with Hogwild per-feature Adagrad (or, ``learner="ftrl"``,
     FTRL-Proximal: ``lr`` is its alpha, ``beta`` its beta) on ``data``.
 
-    data: Parquet file(s), folder(s), glob(s), filesystem URI(s), or a ``pyarrow.Table``.
+    data: Parquet file(s), folder(s), glob(s), filesystem URI(s), or data in memory: a
+    ``pyarrow.Table``, a pandas DataFrame, or any Arrow PyCapsule stream (polars, DuckDB; read whole).
     Columns not named in ``categorical``/``numeric``/``ignore`` take a role by their type, the
     file's pandas metadata and their first values (:mod:`fastada.roles`: integer ids and codes
     categorical, quantities numeric; the pandas index, constant columns and row keys ignored);

@@ -46,7 +46,8 @@ class Chunk:
 
 
 class DataSet:
-    """Parquet files (local paths, folders, globs or filesystem URIs) or an Arrow table."""
+    """Parquet files (local paths, folders, globs or filesystem URIs), or data in memory: an Arrow
+    table or batch, a pandas DataFrame, or any object with ``__arrow_c_stream__`` (read whole)."""
 
     def __init__(self, data, skip_unreadable: bool = False):
         """``skip_unreadable``: leave out files whose footer cannot be read (listed in
@@ -54,8 +55,7 @@ class DataSet:
         self._table: pa.Table | None = None
         self.unreadable: list[str] = []
         self.files: list[tuple[pafs.FileSystem | None, str]] = []
-        if isinstance(data, pa.RecordBatch):
-            data = pa.Table.from_batches([data])
+        data = _as_table(data)
         if isinstance(data, pa.Table):
             self._table = data
         else:
@@ -262,6 +262,27 @@ def _from(chunk: Chunk, start_row: int) -> Chunk:
     if skip <= 0:
         return chunk
     return Chunk(chunk.batch.slice(skip), chunk.unit, start_row, chunk.where)
+
+
+def _as_table(data):
+    """In-memory data as an Arrow table: a record batch, a reader, a pandas DataFrame (its index
+    left out), or anything that speaks the Arrow PyCapsule stream interface (polars, DuckDB,
+    pandas >= 2.2, Arrow objects; ``__arrow_c_stream__``). Paths are returned as given."""
+    if isinstance(data, (str, os.PathLike, pa.Table)):
+        return data
+    if isinstance(data, pa.RecordBatch):
+        return pa.Table.from_batches([data])
+    if type(data).__module__.split(".")[0] == "pandas" and type(data).__name__ == "DataFrame":
+        try:
+            return pa.Table.from_pandas(data, preserve_index=False)
+        except (pa.ArrowException, TypeError, ValueError) as e:
+            raise FastadaError(f"the DataFrame cannot be read as Arrow ({_first_line(e)})") from None
+    if hasattr(data, "__arrow_c_stream__"):
+        try:
+            return pa.RecordBatchReader.from_stream(data).read_all()
+        except (pa.ArrowException, TypeError, ValueError) as e:
+            raise FastadaError(f"{type(data).__name__}: cannot be read as an Arrow stream ({_first_line(e)})") from None
+    return data
 
 
 def column_list(names) -> str:

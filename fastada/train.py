@@ -719,9 +719,9 @@ class _Chunk:
         return self.slots.shape[0]
 
 # lr="auto": the rates raced (the winner is refined between its neighbours), the rows they race
-# on (all of a data set of up to RACE_ROWS rows; of a larger one a 40th, within RACE_MIN_ROWS and
-# RACE_ROWS: the race costs 5 rows learned per row raced, at most about an eighth of one pass),
-# and the slots of each candidate's table.
+# on (all of a data set of up to RACE_ROWS rows; of a larger one a 100th, within RACE_MIN_ROWS and
+# RACE_ROWS: the race costs 5 rows learned per row raced, so about 5% of one pass), and the slots
+# of each candidate's table.
 RACE_RATES = (0.01, 0.03, 0.1, 0.3, 1.0)
 RACE_WIDENINGS = 3            # times the grid may grow past an end where the best rate sits
 RACE_LIMITS = (1e-4, 10.0)    # ... but not past these
@@ -744,7 +744,7 @@ def race_rows(data_rows: int) -> int:
     """Rows the learning-rate race learns from, for a data set of ``data_rows`` rows."""
     if data_rows <= RACE_ROWS:
         return data_rows
-    return max(RACE_MIN_ROWS, min(RACE_ROWS, data_rows // 40))
+    return max(RACE_MIN_ROWS, min(RACE_ROWS, data_rows // 100))
 
 
 def race_schedule(rows: int, epochs: int, shuffle: bool, seed: int) -> np.ndarray:

@@ -124,11 +124,11 @@ def test_the_race_picks_a_high_rate_for_strong_sparse_signal_and_a_low_one_for_n
     assert noise.summary["lr"] <= 0.05, noise.summary["lr_race"]
 
 
-def test_the_race_takes_a_fortieth_of_a_long_data_set_within_bounds(rng, monkeypatch):
+def test_the_race_takes_a_hundredth_of_a_long_data_set_within_bounds(rng, monkeypatch):
     assert training.race_rows(30_000) == 30_000          # small: all of it
     assert training.race_rows(200_000) == 200_000
     assert training.race_rows(1_000_000) == 50_000        # the least
-    assert training.race_rows(4_000_000) == 100_000       # a 40th
+    assert training.race_rows(10_000_000) == 100_000      # a 100th
     assert training.race_rows(10**10) == 200_000          # the most
     monkeypatch.setattr(training, "RACE_ROWS", 2000)
     monkeypatch.setattr(training, "RACE_MIN_ROWS", 1000)
@@ -334,3 +334,33 @@ def test_downsampling_keeps_the_same_rows_every_epoch_and_every_click(rng):
     three = fastada.train(table, label="label", bits=12, threads=1, negative_rate=0.2, lr=0.1, epochs=3, shuffle=True)
     assert three.summary["rows"] == 3 * one.summary["rows"]
     assert one.summary["rows"] > clicks
+
+
+# -- data in memory ------------------------------------------------------------------------------
+
+class _Frame:
+    """What polars, DuckDB and pandas >= 2.2 frames offer: an Arrow PyCapsule stream."""
+
+    def __init__(self, table):
+        self.table = table
+
+    def __arrow_c_stream__(self, requested_schema=None):
+        return self.table.__arrow_c_stream__(requested_schema)
+
+
+def test_frames_and_arrow_streams_train_evaluate_and_predict_row_aligned(rng):
+    table = small_table(rng, n=2000)
+    frame = _Frame(table)
+    model = fastada.train(frame, label="label", bits=12, threads=1, lr=0.2)
+    reference = fastada.train(table, label="label", bits=12, threads=1, lr=0.2)
+    np.testing.assert_array_equal(model.weights, reference.weights)
+    np.testing.assert_array_equal(model.predict(_Frame(table)), reference.predict(table))
+    reader = pa.RecordBatchReader.from_batches(table.schema, table.to_batches(max_chunksize=300))
+    assert model.evaluate(reader)["logloss"] == pytest.approx(reference.evaluate(table)["logloss"])
+
+
+def test_a_pandas_frame_trains_without_its_index():
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"label": [0, 1] * 50, "ad": ["a", "b"] * 50}, index=np.arange(100) * 7)
+    model = fastada.train(frame, label="label", bits=10, threads=1, lr=0.5)
+    assert model.spec.categorical == ("ad",) and model.predict(frame).shape == (100,)
