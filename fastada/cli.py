@@ -296,7 +296,8 @@ def _train(args) -> int:
             signal.signal(sig, handler)
     progress.close()
     s = model.summary
-    print(f"trained {s['rows']:,} rows in {s['seconds']:.2f} s ({s['rows_per_second']:,} rows/s, "
+    kept = f" (negatives kept at rate {s['negative_rate']:g})" if s.get("negative_rate", 1) < 1 else ""
+    print(f"trained {s['rows']:,} rows{kept} in {s['seconds']:.2f} s ({s['rows_per_second']:,} rows/s, "
           f"{_threads(s)}), progressive logloss {_fmt(s['progressive_logloss'])}"
           f"{' (last epoch)' if len(s.get('progressive_logloss_by_epoch') or ()) > 1 else ''}; "
           f"model written to {args.model}")
@@ -437,7 +438,11 @@ def _inspect(args) -> int:
     nonzero = int(np.count_nonzero(w))
     summary = {k: v for k, v in model.summary.items() if k != "evaluations"}
     evaluations = model.summary.get("evaluations") or []
-    print(json.dumps({"spec": spec.to_dict(), "learn": model.learn, "summary": summary}, indent=2))
+    shown = spec.to_dict()
+    if shown.pop("schema", ""):  # the columns' Arrow types, as text a reader can use
+        from .features import schema_from_text
+        shown["types"] = {f.name: str(f.type) for f in schema_from_text(spec.schema)}
+    print(json.dumps({"spec": shown, "learn": model.learn, "summary": summary}, indent=2))
     if evaluations:
         print(f"{len(evaluations)} evaluations recorded; the last: {json.dumps(evaluations[-1])}")
     print(f"bias {float(model.weights[-1]):+.6f}; non-zero weights {nonzero:,} of {w.size:,} slots")

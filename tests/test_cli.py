@@ -155,7 +155,11 @@ def test_validation_log_plot_and_inspect(data, tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     capsys.readouterr()
     assert main(["inspect", str(model), "--top", "8", "--data", str(data / "test.parquet")]) == 0
-    lines = capsys.readouterr().out.split("largest weights")[1].splitlines()[1:]
+    out = capsys.readouterr().out
+    header = json.loads(out[:out.index("\n}\n") + 3])
+    assert header["spec"]["types"]["C1"] in ("string", "large_string") and "schema" not in header["spec"]
+    assert header["summary"]["roles"]["C1"] == {"role": "categorical", "why": "strings"}
+    lines = out.split("largest weights")[1].splitlines()[1:]
     assert len(lines) == 8
     columns = {f"C{i}" for i in range(1, 27)} | {f"I{i}" for i in range(1, 14)}
     assert all(line.split()[2].split("*")[0] in columns for line in lines), lines
