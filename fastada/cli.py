@@ -438,10 +438,10 @@ def _inspect(args) -> int:
     nonzero = int(np.count_nonzero(w))
     summary = {k: v for k, v in model.summary.items() if k != "evaluations"}
     evaluations = model.summary.get("evaluations") or []
+    from .score import column_types
     shown = spec.to_dict()
     if shown.pop("schema", ""):  # the columns' Arrow types, as text a reader can use
-        from .features import schema_from_text
-        shown["types"] = {f.name: str(f.type) for f in schema_from_text(spec.schema)}
+        shown["types"] = column_types(spec)
     print(json.dumps({"spec": shown, "learn": model.learn, "summary": summary}, indent=2))
     if evaluations:
         print(f"{len(evaluations)} evaluations recorded; the last: {json.dumps(evaluations[-1])}")

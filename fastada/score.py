@@ -12,7 +12,8 @@ import pyarrow as pa
 
 from . import hashing, kernels
 from .config import FastadaError
-from .features import Featurizer, feature_sources, labels_from_arrow, source_column, weights_from_arrow
+from .features import (Featurizer, feature_sources, labels_from_arrow, schema_from_text, source_column,
+                       weights_from_arrow)
 from .metrics import Evaluation
 from .reader import DataSet, column_list
 from .stream import _string_columns, check_data, read_ahead, read_workers, set_threads
@@ -132,3 +133,8 @@ def _bucket_range(b: int) -> str:
     if sign:
         return f"in ({-hi:.4g}, {-lo:.4g}] (log bucket)"
     return f"in [{lo:.4g}, {hi:.4g}) (log bucket)"
+
+
+def column_types(spec) -> dict[str, str]:
+    """The Arrow type each feature column had in training, as text (empty for older models)."""
+    return {f.name: str(f.type) for f in schema_from_text(spec.schema)} if spec.schema else {}
