@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .kernels import STATUS_NOT_FINITE, STATUS_OK, _sigmoid, logistic_loss
+from .kernels import _sigmoid, chunk_status, logistic_loss
 
 Z, N = 0, 1  # fields of a slot in the table
 
@@ -91,10 +91,7 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, alpha, beta
         block_loss[b, 1] = weight_sum
         block_loss[b, 2] = held_loss
         block_loss[b, 3] = held_weight
-    total = 0.0
-    for b in range(blocks):
-        total += block_loss[b, 0] + block_loss[b, 2]
-    return STATUS_OK if np.isfinite(total) else STATUS_NOT_FINITE
+    return chunk_status(block_loss, blocks)
 
 
 @njit(cache=True, nogil=True)

@@ -447,6 +447,12 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
         block_loss[b, 1] = weight_sum
         block_loss[b, 2] = held_loss
         block_loss[b, 3] = held_weight
+    return chunk_status(block_loss, blocks)
+
+
+@njit(cache=True, inline="always")
+def chunk_status(block_loss, blocks):
+    """STATUS_OK if every block's losses are finite (a learner's kernels report through it)."""
     total = 0.0
     for b in range(blocks):
         total += block_loss[b, 0] + block_loss[b, 2]
