@@ -171,10 +171,8 @@ def fit(dataset: DataSet, spec: FeatureSpec, learn: LearnConfig, run: RunConfig 
     (from :func:`roles.resolve_roles`) is said in a note once the run starts and kept in the
     model's summary.
     """
-    training = _Training(dataset, spec, learn, run or RunConfig(), valid, on_chunk, on_evaluation,
-                         on_note or (lambda text: None), stop)
-    training.roles = roles
-    return training.run()
+    return _Training(dataset, spec, learn, run or RunConfig(), valid, on_chunk, on_evaluation,
+                     on_note or (lambda text: None), stop, roles).run()
 
 
 class _Training:
@@ -182,7 +180,7 @@ class _Training:
     evaluation, epoch end and checkpoint. Everything that decides the model's bits is a function of
     the table, the state and the data, so a run resumed from a checkpoint continues exactly."""
 
-    def __init__(self, dataset, spec, learn, run, valid, on_chunk, on_evaluation, note, stop):
+    def __init__(self, dataset, spec, learn, run, valid, on_chunk, on_evaluation, note, stop, roles=None):
         if dataset.num_rows == 0:
             raise FastadaError(f"{dataset.name(0)}: the data set has no rows")
         if run.early_stop and valid is None and not learn.holdout_every:
@@ -202,7 +200,7 @@ class _Training:
         self.threads = set_threads(1) if self.auto else self.max_threads
         self.readers = [cores if self.auto else read_workers(self.threads)]
         self.split: dict | None = None
-        self.roles: dict | None = None
+        self.roles = roles
         if learn.threads == "auto" and not self.auto:
             self.split = {"cores": cores, "learners": 1, "readers": self.readers[0]}
         self.skip = learn.bad_rows == "skip"
@@ -376,21 +374,20 @@ class _Training:
             where_to = (self.mask, self.hot if self.threads > 1 or self.split is None else self.bias_only)
         mask, hot = where_to
         n = block.rows
-        slots = np.empty((n, block.cat.shape[1] + block.num.shape[1]), dtype=np.int32)
-        kernels.locate(block.cat, block.num, mask, hot.lookup, slots)
+        first = self.unit_start[unit] + row  # the chunk's first row's place in the data set
+        cat, num, values, labels = block.cat, block.num, block.num_values, block.labels
         weights = block.weights if block.weights is not None else np.ones(n, np.float32)
         held = _NO_HOLDOUT
         if learn.holdout_every:
-            first = self.unit_start[unit] + row
             held = ((np.arange(first, first + n) % learn.holdout_every) == learn.holdout_every - 1).view(np.uint8)
-        values, labels = block.num_values, block.labels
         if learn.negative_rate < 1:  # the same rows every epoch: drawn from their place in the data set
-            first = self.unit_start[unit] + row
             keep = (labels > 0.5) | (row_uniforms(learn.seed, first, n) < learn.negative_rate)
-            slots, values, labels, weights = slots[keep], values[keep], labels[keep], weights[keep]
+            cat, num, values, labels, weights = cat[keep], num[keep], values[keep], labels[keep], weights[keep]
             if held.size:
                 held = held[keep]
             n = int(keep.sum())
+        slots = np.empty((n, cat.shape[1] + num.shape[1]), dtype=np.int32)
+        kernels.locate(cat, num, mask, hot.lookup, slots)
         if learn.shuffle:
             order = np.random.default_rng([learn.seed, epoch, unit.file, unit.row_group, row]).permutation(n)
             slots, values, labels, weights = slots[order], values[order], labels[order], weights[order]
