@@ -14,8 +14,13 @@ and ``arrays``: name -> {dtype, shape, offset, nbytes, crc32}. The arrays are ``
 (float32, slots + 1, the bias last) and ``accumulators`` (float32, slots + 1: Adagrad's G, so
 training can continue). Files are written to a temporary name, fsynced and renamed, so a crash
 never leaves a partial model where a model was. Loading checks magic, version, sizes, dtypes and
-checksums; ``mmap=True`` maps the weights instead of reading them (checksums are then skipped
-unless ``verify=True``).
+checksums; ``mmap=True`` maps the weights instead of reading them (the weights' checksum is
+still verified).
+
+Version 2 is the sparse form, written when fewer than a third of the weights of a model of 2^16
+slots or more are non-zero (an L1-trained FTRL model, or a table far larger than its data): ``sparse: true`` in the header and
+the arrays ``index`` (uint32, the slots with a non-zero weight, increasing, the bias last),
+``weights`` and ``accumulators`` (float32, those slots' values). Loading expands it.
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ from .config import FastadaError, FeatureSpec
 
 MAGIC = b"FASTADA\n"
 FORMAT_VERSION = 1
+SPARSE_FORMAT_VERSION = 2
+SPARSE_SHARE = 1 / 3  # written sparse below this share of non-zero weights (12 bytes a weight vs 8 a slot)
+SPARSE_MIN_SLOTS = 1 << 16  # ... and from this size (a smaller file gains nothing worth a second layout)
 _ALIGN = 64
 _PREFIX = struct.Struct("<8sQI")
 _MAX_HEADER = 1 << 24
@@ -76,18 +84,32 @@ class Model:
     # -- files ---------------------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the model atomically (temporary file, fsync, rename)."""
+        """Write the model atomically (temporary file, fsync, rename); sparse (format version 2)
+        when fewer than a third of its weights are non-zero."""
+        header = {"kind": "model", "spec": self.spec.to_dict(), "learn": self.learn, "summary": self.summary}
+        weights = np.asarray(self.weights)
+        kept = weights != 0
+        kept[-1] = True  # the bias, always
+        count = int(kept.sum())
+        if weights.size > SPARSE_MIN_SLOTS and count < SPARSE_SHARE * weights.size:
+            index = np.flatnonzero(kept).astype("<u4")
+            arrays = {"index": index, "weights": weights[index]}
+            if self.accumulators is not None:
+                arrays["accumulators"] = np.asarray(self.accumulators)[index]
+            write_file(path, {**header, "sparse": True}, arrays, version=SPARSE_FORMAT_VERSION)
+            return
         arrays = {"weights": self.weights}
         if self.accumulators is not None:
             arrays["accumulators"] = self.accumulators
-        write_file(path, {"kind": "model", "spec": self.spec.to_dict(), "learn": self.learn,
-                          "summary": self.summary}, arrays)
+        write_file(path, header, arrays)
 
 
-def write_file(path, header: dict, arrays: dict[str, np.ndarray]) -> None:
-    """Write ``header`` (JSON-able) and float32 ``arrays`` in the fastada file format, atomically."""
-    arrays = {name: np.ascontiguousarray(a, dtype="<f4") for name, a in arrays.items()}
-    header = {"format_version": FORMAT_VERSION, "fastada_version": __version__, **header}
+def write_file(path, header: dict, arrays: dict[str, np.ndarray], version: int = FORMAT_VERSION) -> None:
+    """Write ``header`` (JSON-able) and ``arrays`` (float32; uint32 ones stay uint32) in the fastada
+    file format, atomically."""
+    arrays = {name: np.ascontiguousarray(a, dtype="<u4" if a.dtype == np.uint32 else "<f4")
+              for name, a in arrays.items()}
+    header = {"format_version": version, "fastada_version": __version__, **header}
     # The header lists the array offsets, which depend on the header's size: reserve room
     # for it (a trial layout plus slack for longer numbers), then lay the arrays out after it.
     reserved = _pad(_PREFIX.size + len(json.dumps(_with_layout(header, arrays, 0))) + 256)
@@ -237,10 +259,31 @@ def load(path: str | os.PathLike, *, mmap: bool = False, verify: bool | None = N
         raise FastadaError(f"{path}: corrupt model header ({e})") from None
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise FastadaError(f"{path}: corrupt model header (spec: {type(e).__name__}: {e})") from None
-    weights = read("weights", (spec.slots + 1,))
-    accumulators = (read("accumulators", (spec.slots + 1,), verify=verify if verify is not None else not mmap)
-                    if "accumulators" in header["arrays"] else None)
+    if header.get("sparse"):
+        weights, accumulators = _expand(path, header, read, spec.slots + 1)
+    else:
+        weights = read("weights", (spec.slots + 1,))
+        accumulators = (read("accumulators", (spec.slots + 1,), verify=verify if verify is not None else not mmap)
+                        if "accumulators" in header["arrays"] else None)
     return Model(spec, weights, accumulators, learn=header.get("learn"), summary=header.get("summary"))
+
+
+def _expand(path: str, header: dict, read, size: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Dense weights and accumulators from a sparse model file (every checksum verified)."""
+    try:
+        count = int(header["arrays"]["index"]["shape"][0])
+    except (KeyError, TypeError, ValueError, IndexError):
+        raise FastadaError(f"{path}: corrupt sparse model (no index array)") from None
+    index = read("index", (count,), verify=True, dtype="<u4")
+    if count == 0 or index[-1] != size - 1 or (count > 1 and not (np.diff(index.astype(np.int64)) > 0).all()):
+        raise FastadaError(f"{path}: corrupt sparse model (its slot index is not increasing up to the bias)")
+    weights = np.zeros(size, dtype=np.float32)
+    weights[index] = read("weights", (count,), verify=True)
+    accumulators = None
+    if "accumulators" in header["arrays"]:
+        accumulators = np.zeros(size, dtype=np.float32)
+        accumulators[index] = read("accumulators", (count,), verify=True)
+    return weights, accumulators
 
 
 def read_file(path: str, *, mmap: bool = False, verify: bool | None = None):
@@ -279,19 +322,21 @@ def read_file(path: str, *, mmap: bool = False, verify: bool | None = None):
             raise TypeError("header is not an object")
     except (ValueError, KeyError, TypeError) as e:
         raise FastadaError(f"{path}: corrupt header ({e})") from None
-    if version != FORMAT_VERSION:
+    if version not in (FORMAT_VERSION, SPARSE_FORMAT_VERSION) or (version == SPARSE_FORMAT_VERSION) != bool(
+            header.get("sparse")):
         raise FastadaError(f"{path}: format version {version} is not supported "
-                           f"(this fastada reads version {FORMAT_VERSION})")
+                           f"(this fastada reads versions {FORMAT_VERSION} and {SPARSE_FORMAT_VERSION}, sparse)")
 
-    def read(name: str, shape: tuple[int, ...], verify: bool = verify) -> np.ndarray:
+    def read(name: str, shape: tuple[int, ...], verify: bool = verify, dtype: str = "<f4") -> np.ndarray:
         if name not in layout:
             raise FastadaError(f"{path}: corrupt file (no {name} array)")
-        return _read_array(path, size, name, layout[name], shape, mmap, verify)
+        return _read_array(path, size, name, layout[name], shape, mmap and dtype == "<f4" and not header.get("sparse"),
+                           verify, dtype)
 
     return header, read
 
 
-def _read_array(path, size, name, entry, expected, mmap, verify) -> np.ndarray:
+def _read_array(path, size, name, entry, expected, mmap, verify, wanted="<f4") -> np.ndarray:
     try:
         dtype = np.dtype(entry["dtype"])
         shape = tuple(int(x) for x in entry["shape"])
@@ -299,9 +344,9 @@ def _read_array(path, size, name, entry, expected, mmap, verify) -> np.ndarray:
     except (KeyError, TypeError, ValueError) as e:
         raise FastadaError(f"{path}: corrupt header for {name} ({e})") from None
     length = int(np.prod(expected))
-    if dtype != np.dtype("<f4") or shape != tuple(expected) or nbytes != length * 4:
+    if dtype != np.dtype(wanted) or shape != tuple(expected) or nbytes != length * 4:
         raise FastadaError(f"{path}: {name} has dtype {dtype} and shape {shape}, "
-                           f"expected float32 {tuple(expected)}")
+                           f"expected {np.dtype(wanted).name} {tuple(expected)}")
     if offset < 0 or offset + nbytes > size:
         raise FastadaError(f"{path}: truncated file ({name} ends at byte {offset + nbytes}, "
                            f"the file has {size})")

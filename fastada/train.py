@@ -223,9 +223,10 @@ class _Training:
         features = self.featurizers[0].k_cat + self.featurizers[0].k_num
         check_memory(spec.bits, features, learn.chunk_rows, self.readers[0], run.early_stop > 0, learn.lr == "auto")
         if spec.slots >= LARGE_MODEL_SLOTS and spec.slots > 16 * dataset.num_rows * max(1, features):
-            note(f"2^{spec.bits} slots for at most {dataset.num_rows * features:,} distinct features: the model "
-                 f"file will take {_gib(8 * spec.slots)}; --bits {fitting_bits(dataset.num_rows * features)} "
-                 f"holds them with few collisions")
+            note(f"2^{spec.bits} slots for at most {dataset.num_rows * features:,} distinct features: training "
+                 f"holds {_gib(16 * spec.slots)} of table and a model loads as {_gib(4 * spec.slots)} of weights "
+                 f"(its file is written sparse); --bits {fitting_bits(dataset.num_rows * features)} holds them "
+                 f"with few collisions")
         self.state = _State(next_eval=run.eval_every_rows)
         self.table = self.best_table = None
         if run.resume:

@@ -88,3 +88,41 @@ def test_other_files_are_not_models(tmp_path):
         fastada.load(p)
     with pytest.raises(FastadaError, match="file not found"):
         fastada.load(tmp_path / "missing")
+
+
+def test_a_sparse_model_is_written_sparse_and_loads_as_it_was(rng, tmp_path):
+    table = small_table(rng, n=2000)
+    model = fastada.train(table, label="label", bits=16, learner="ftrl", lr=0.1, l1=1.0, threads=1)
+    nonzero = int((model.weights != 0).sum())
+    assert nonzero < model.weights.size / 100
+    path = tmp_path / "m.fastada"
+    model.save(path)
+    raw = path.read_bytes()
+    header = json.loads(raw[20:20 + struct.unpack("<Q", raw[8:16])[0]])
+    assert header["format_version"] == 2 and header["sparse"] is True
+    assert len(raw) < 8 * (model.weights.size) / 20  # a dense file holds 8 bytes a slot
+    for mmap in (False, True):
+        loaded = fastada.load(path, mmap=mmap)
+        np.testing.assert_array_equal(loaded.weights, model.weights)
+        np.testing.assert_array_equal(loaded.accumulators[model.weights != 0], model.accumulators[model.weights != 0])
+        np.testing.assert_array_equal(loaded.predict(table), model.predict(table))
+
+
+def test_a_dense_model_stays_version_1(saved):
+    _, path = saved
+    raw = path.read_bytes()
+    assert json.loads(raw[20:20 + struct.unpack("<Q", raw[8:16])[0]])["format_version"] == 1
+
+
+def test_a_sparse_model_with_a_changed_index_or_weight_is_refused(rng, tmp_path):
+    model = fastada.train(small_table(rng, n=1000), label="label", bits=16, learner="ftrl", lr=0.1, l1=1.0, threads=1)
+    path = tmp_path / "m.fastada"
+    model.save(path)
+    raw = bytearray(path.read_bytes())
+    header = json.loads(raw[20:20 + struct.unpack("<Q", raw[8:16])[0]])
+    for name in ("index", "weights"):
+        broken = bytearray(raw)
+        broken[header["arrays"][name]["offset"]] ^= 0x01
+        path.write_bytes(bytes(broken))
+        with pytest.raises(FastadaError, match=f"{name} checksum mismatch"):
+            fastada.load(path, mmap=True)

@@ -313,7 +313,7 @@ def test_a_full_disk_keeps_the_previous_model_and_says_so(tmp_path):
     base = [sys.executable, "-m", "fastada.cli", "train", data, "--model", str(model), "--quiet", "--threads", "1"]
     subprocess.run(base + ["--bits", "12"], check=True)  # 32 KiB: fits
     before = model.read_bytes()
-    proc = subprocess.run(base + ["--bits", "20"], preexec_fn=small_file_limit, capture_output=True, text=True)
+    proc = subprocess.run(base + ["--bits", "15"], preexec_fn=small_file_limit, capture_output=True, text=True)
     assert proc.returncode == 2, proc.stderr
     assert "m.fastada: cannot write (File too large); the previous file is unchanged" in proc.stderr
     assert model.read_bytes() == before
