@@ -85,10 +85,12 @@ class Model:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the model atomically (temporary file, fsync, rename); sparse (format version 2)
-        when fewer than a third of its weights are non-zero."""
+        when fewer than a third of its slots were touched."""
         header = {"kind": "model", "spec": self.spec.to_dict(), "learn": self.learn, "summary": self.summary}
         weights = np.asarray(self.weights)
-        kept = weights != 0
+        kept = weights != 0  # the touched slots: a weight, or (L1 at zero) an accumulator
+        if self.accumulators is not None:
+            kept |= np.asarray(self.accumulators) != 0
         kept[-1] = True  # the bias, always
         count = int(kept.sum())
         if weights.size > SPARSE_MIN_SLOTS and count < SPARSE_SHARE * weights.size:
