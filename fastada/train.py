@@ -479,13 +479,25 @@ class _Training:
                     break
         RATES = [float(f"{r:.3g}") for r in rates]
         losses = [found[r] for r in rates]
-        state.lr = refine_rate(RATES, losses, best)
+        finite = [x for x in losses if math.isfinite(x)]
+        scored = int(np.count_nonzero(weights[half:]))
+        if scored < RACE_MIN_SCORED or not finite or max(finite) - min(finite) <= 1e-9 * abs(min(finite)):
+            # a handful of rows, or rates that score alike: the race cannot tell them apart
+            state.lr = RACE_FALLBACK
+            why = (f"only {scored} rows to score" if scored < RACE_MIN_SCORED else "every rate scored alike")
+        else:
+            state.lr = refine_rate(RATES, losses, best)
+            why = None
         state.lr_race = {"rows": rows, "learned_rows": half, "passes": learn.epochs, "scored_rows": rows - half,
                          "bits": bits,
                          "progressive_logloss": {f"{r:g}": _finite_or_none(x) for r, x in zip(RATES, losses)},
                          "best": RATES[best], "lr": state.lr, "seconds": round(time.perf_counter() - start, 3)}
         shown = ", ".join(f"{r:g}: {x:.5f}" for r, x in zip(RATES, losses))
         passes = "once" if learn.epochs == 1 else f"{learn.epochs} times"
+        if why is not None:
+            state.lr_race["fallback"] = why
+            self.note(f"lr auto: {state.lr:g}, the fallback ({why}: the race cannot choose; --lr fixes it)")
+            return
         self.note(f"lr auto: {state.lr:.3g} (logloss on rows {half + 1:,}-{rows:,}, each scored before it is learned, "
                   f"after rows 1-{half:,} were learned {passes} at every rate: {shown}; --lr fixes it)")
 
@@ -725,6 +737,8 @@ RACE_WIDENINGS = 3            # times the grid may grow past an end where the be
 RACE_LIMITS = (1e-4, 10.0)    # ... but not past these
 RACE_ROWS = 200_000
 RACE_MIN_ROWS = 50_000
+RACE_MIN_SCORED = 50  # fewer scored rows than this (or rates that score alike): RACE_FALLBACK
+RACE_FALLBACK = 0.05  # the former default: best or within 0.0003 of best on the samples of up to 8k rows
 RACE_BITS = 22
 
 

@@ -364,3 +364,16 @@ def test_a_pandas_frame_trains_without_its_index():
     frame = pd.DataFrame({"label": [0, 1] * 50, "ad": ["a", "b"] * 50}, index=np.arange(100) * 7)
     model = fastada.train(frame, label="label", bits=10, threads=1, lr=0.5)
     assert model.spec.categorical == ("ad",) and model.predict(frame).shape == (100,)
+
+
+@pytest.mark.parametrize("table", [
+    pa.table({"label": [1], "c": ["a"]}),                                          # one row
+    pa.table({"label": [1, 0] * 20, "c": ["a", "b"] * 20}),                         # 20 rows to score
+    pa.table({"label": [1, 0] * 500, "c": ["a", "b"] * 500, "w": [0.0] * 999 + [1.0]}),  # one row of weight
+])
+def test_the_race_falls_back_when_it_cannot_tell_rates_apart(table):
+    notes = []
+    model = fastada.train(table, label="label", weight="w" if "w" in table.column_names else None, bits=8,
+                          threads=1, on_note=notes.append)
+    assert model.summary["lr"] == training.RACE_FALLBACK and model.summary["lr_race"]["fallback"]
+    assert any(n.startswith("lr auto: 0.05, the fallback") for n in notes), notes
