@@ -279,10 +279,19 @@ def _as_table(data):
             raise FastadaError(f"the DataFrame cannot be read as Arrow ({_first_line(e)})") from None
     if hasattr(data, "__arrow_c_stream__"):
         try:
-            return pa.RecordBatchReader.from_stream(data).read_all()
+            return _without_views(pa.RecordBatchReader.from_stream(data).read_all())
         except (pa.ArrowException, TypeError, ValueError) as e:
             raise FastadaError(f"{type(data).__name__}: cannot be read as an Arrow stream ({_first_line(e)})") from None
     return data
+
+
+def _without_views(table: pa.Table) -> pa.Table:
+    """``table`` with string_view / binary_view columns (polars exports them) as large_string /
+    large_binary, which every Arrow kernel fastada uses takes."""
+    views = {"string_view": pa.large_string(), "binary_view": pa.large_binary()}
+    if not any(str(f.type) in views for f in table.schema):
+        return table
+    return table.cast(pa.schema([pa.field(f.name, views.get(str(f.type), f.type), f.nullable) for f in table.schema]))
 
 
 def column_list(names) -> str:

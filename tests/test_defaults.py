@@ -377,3 +377,16 @@ def test_the_race_falls_back_when_it_cannot_tell_rates_apart(table):
                           threads=1, on_note=notes.append)
     assert model.summary["lr"] == training.RACE_FALLBACK and model.summary["lr_race"]["fallback"]
     assert any(n.startswith("lr auto: 0.05, the fallback") for n in notes), notes
+
+
+def test_polars_and_duckdb_frames_train_and_predict(rng):
+    table = small_table(rng, n=1000)
+    reference = fastada.train(table, label="label", bits=12, threads=1, lr=0.2)
+    pl = pytest.importorskip("polars")
+    frame = pl.from_arrow(table)
+    model = fastada.train(frame, label="label", bits=12, threads=1, lr=0.2)
+    np.testing.assert_array_equal(model.predict(frame), reference.predict(table))
+    duckdb = pytest.importorskip("duckdb")
+    relation = duckdb.from_arrow(table)
+    model = fastada.train(relation, label="label", bits=12, threads=1, lr=0.2)
+    np.testing.assert_array_equal(model.predict(duckdb.from_arrow(table)), reference.predict(table))
