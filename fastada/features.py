@@ -92,6 +92,8 @@ class Featurizer:
 
     def _hash_column(self, name: str) -> int:
         """Where a column's hash lives in ``cat``, for crosses (numeric: its bucket feature)."""
+        if self.spec.schema and any(f.name == name and is_list_type(f.type) for f in schema_from_text(self.spec.schema)):
+            raise FastadaError(f"cross with list column {name!r}: crosses take one value a row; leave it out")
         if name in self.spec.categorical:
             return self.spec.categorical.index(name)
         if self.bucket_column[name] < 0:
@@ -112,7 +114,10 @@ class Featurizer:
         cat = np.empty((n, self.k_cat), dtype=np.uint32)
         num = np.empty((n, self.k_num), dtype=np.uint32)
         num_values = np.empty((n, self.k_num), dtype=np.float32)
-        self._hash_batch(batch, where, cat, num, num_values)
+        extras = self._hash_batch(batch, where, cat, num, num_values)
+        if extras:  # list columns' elements after the first: more features of value 1, padded with 0s
+            num = np.concatenate([num] + [h for h, _ in extras], axis=1)
+            num_values = np.concatenate([num_values] + [v for _, v in extras], axis=1)
         labels = weights = None
         bad = None
         if with_labels:
@@ -130,8 +135,9 @@ class Featurizer:
         return FeatureBlock(cat, num, num_values, labels, weights, 0 if bad is None else int(bad.sum()),
                             frozenset(kinds) if with_labels else frozenset())
 
-    def _hash_batch(self, batch, where, cat, num, num_values) -> None:
-        """Every feature of ``batch`` into ``cat``, ``num``, ``num_values``.
+    def _hash_batch(self, batch, where, cat, num, num_values) -> list:
+        """Every feature of ``batch`` into ``cat``, ``num``, ``num_values``; returns the extra
+        (hashes, values) matrices of list columns (see :meth:`_list_column`).
 
         Python only describes the columns (their buffers' addresses) and hashes a dictionary it
         has not seen; the per-row work is one compiled call that releases the GIL, so reader
@@ -140,8 +146,12 @@ class Featurizer:
         keep = []  # arrays whose addresses the compiled call reads: alive until it returns
         dictionaries = self._string_dictionary_hashes(batch, keep)
         dict_rows = []
+        extras = []
         for j, name in enumerate(spec.categorical):
             arr = _feature_column(batch, name, where)
+            if is_list_type(arr.type):
+                extras.append(self._list_column(arr, name, where, cat, j))
+                continue
             if not pa.types.is_dictionary(arr.type):
                 self._categorical(arr, name, where, cat, j)  # hashed per row, column by column
                 continue
@@ -177,7 +187,37 @@ class Featurizer:
             self._num_bucket_column, self._cross_left, self._cross_right, self._cross_seed, self._cross_column,
             cat, num, num_values)
         del keep
+        return extras
 
+    def _list_column(self, arr: pa.Array, name: str, where: str, cat: np.ndarray, column: int):
+        """A list column (tags, history ids): one feature per element, each hashed as a scalar of
+        the column would be. The first element goes to ``cat[:, column]`` (a null or empty list:
+        the column's null feature, as for a scalar); the others to an extra matrix of hashes and
+        values (1 for an element, 0 for the padding of shorter lists, which learns nothing)."""
+        if isinstance(arr, pa.ChunkedArray):
+            arr = arr.combine_chunks()
+        n = len(arr)
+        lengths = arr.value_lengths().fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+        elements = arr.flatten()  # the elements of the non-null lists, in row order
+        hashes = np.empty((len(elements), 1), dtype=np.uint32)
+        if len(elements):
+            self._categorical(elements, name, where, hashes, 0)
+        null_hash = np.uint32(self.null_hash[name])
+        first = np.full(n, null_hash, dtype=np.uint32)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        present = lengths > 0
+        first[present] = hashes[starts[present], 0]
+        cat[:, column] = first
+        width = max(int(lengths.max(initial=0)) - 1, 0)
+        extra_h = np.full((n, width), null_hash, dtype=np.uint32)
+        extra_v = np.zeros((n, width), dtype=np.float32)
+        if width:
+            rows = np.repeat(np.arange(n), lengths)
+            position = np.arange(len(elements)) - starts[rows]
+            later = position > 0
+            extra_h[rows[later], position[later] - 1] = hashes[later, 0]
+            extra_v[rows[later], position[later] - 1] = 1.0
+        return extra_h, extra_v
     def _string_dictionary_hashes(self, batch: pa.RecordBatch, keep: list) -> dict[str, np.ndarray]:
         """The hashes of every string dictionary of ``batch`` (columns whose dictionary holds
         strings or binaries with 32-bit offsets and no nulls), checked against the cache and
@@ -431,12 +471,22 @@ def _feature_column(batch: pa.RecordBatch, name: str, where: str) -> pa.Array:
     return TIME_PARTS[part](arr)
 
 
+def is_list_type(t: pa.DataType) -> bool:
+    """A list (or large list) of strings, binaries or integers: a multi-valued categorical column."""
+    if not (pa.types.is_list(t) or pa.types.is_large_list(t)):
+        return False
+    v = t.value_type
+    return _is_stringlike(v) or pa.types.is_integer(v) or str(v) in ("string_view", "binary_view")
+
+
 def hash_form(t: pa.DataType) -> str:
     """What a categorical column's values hash as: two types of one form give a value the same
     slot (strings and binaries by their bytes; integers, bools and whole floats by their int64;
     timestamps and dates by their integer in their own unit)."""
     if pa.types.is_dictionary(t):
         t = t.value_type
+    if is_list_type(t):
+        return f"list<{hash_form(t.value_type)}>"
     if (_is_stringlike(t) or pa.types.is_fixed_size_binary(t) or str(t) in ("string_view", "binary_view")):
         return "bytes"
     if pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_floating(t):

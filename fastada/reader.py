@@ -368,4 +368,6 @@ def type_kind(t: pa.DataType) -> str:
         return "null"
     if pa.types.is_timestamp(t) or pa.types.is_date(t):
         return "time"
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return f"list of {type_kind(t.value_type)}"
     return "other"

@@ -4,7 +4,8 @@ Columns the user names keep the role given. The others take one from their Arrow
 file's pandas metadata and the values in the first rows, by rules drawn from how click logs are
 stored (the Criteo, Avazu and TalkingData samples, pandas' Parquet files):
 
-* strings, binaries, dictionaries and bools are categorical;
+* strings, binaries, dictionaries and bools are categorical; so are lists of strings or integers
+  (tags, history ids), one feature per element;
 * a timestamp or date column is ignored, and said; with ``time_features`` it gives two
   categorical features, ``<column>:hour`` (0-23, in the column's time zone) and
   ``<column>:weekday`` (0 = Monday; a date gives only the weekday). Not by default: on the one
@@ -38,7 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .config import FastadaError, FeatureSpec, UnreadableData
-from .features import TIME_PARTS, schema_text, source_column
+from .features import TIME_PARTS, is_list_type, schema_text, source_column
 from .reader import DataSet, column_list
 
 SAMPLE_ROWS = 65536
@@ -165,6 +166,8 @@ def _default_roles(dataset: DataSet, fields: list[pa.Field], sample_rows: int,
                 roles[f.name] = _role("ignored", f"{what}; --time-features gives its {' and '.join(parts)}")
         elif _kind(t) in ("string", "integer", "float"):
             sampled.append(f.name)
+        elif _kind(t) == "list":
+            roles[f.name] = _role("categorical", "a list: one feature per element", "lists: one feature per element")
         elif _kind(t) == "categorical":
             roles[f.name] = _role("categorical", "bool" if pa.types.is_boolean(t) else "a dictionary or binary")
         elif pa.types.is_decimal(t):
@@ -192,6 +195,8 @@ def _role(role: str, why: str, reason: str | None = None) -> dict:
 
 
 def _kind(t: pa.DataType) -> str:
+    if is_list_type(t):
+        return "list"
     if pa.types.is_dictionary(t):
         return "categorical"
     if pa.types.is_string(t) or pa.types.is_large_string(t) or str(t) == "string_view":

@@ -441,6 +441,9 @@ class _Training:
         if not rows:  # nothing readable: the epoch will say so
             state.lr = RACE_RATES[len(RACE_RATES) // 2]
             return
+        width = max(p[1].shape[1] for p in parts)  # list columns: chunks of different widths
+        parts = [(np.pad(sl, ((0, 0), (0, width - v.shape[1]))), np.pad(v, ((0, 0), (0, width - v.shape[1]))), y, w)
+                 for sl, v, y, w in parts]  # (padding: slot 0 with value 0, which learns nothing)
         slots, values, labels, weights = (np.ascontiguousarray(np.concatenate(a)) for a in zip(*parts))
         half = rows // 2
         schedule = race_schedule(rows, learn.epochs, learn.shuffle, learn.seed)

@@ -390,3 +390,53 @@ def test_polars_and_duckdb_frames_train_and_predict(rng):
     relation = duckdb.from_arrow(table)
     model = fastada.train(relation, label="label", bits=12, threads=1, lr=0.2)
     np.testing.assert_array_equal(model.predict(duckdb.from_arrow(table)), reference.predict(table))
+
+
+# -- multi-valued (list) columns -----------------------------------------------------------------
+
+def _tags_table(rng, n):
+    vocab = [f"t{i}" for i in range(40)]
+    tags = []
+    for _ in range(n):
+        k = int(rng.integers(0, 5))
+        tags.append(None if k == 4 and rng.random() < 0.5 else [str(v) for v in rng.choice(vocab, k)])
+    good = np.array([sum(t in ("t1", "t2", "t3") for t in (row or [])) for row in tags])
+    y = (rng.random(n) < 1 / (1 + np.exp(-(good * 1.5 - 1)))).astype(np.int8)
+    return pa.table({"label": y, "tags": pa.array(tags, pa.list_(pa.string())),
+                     "ids": pa.array([[int(v) for v in rng.integers(0, 9, int(rng.integers(1, 3)))] for _ in range(n)],
+                                     pa.list_(pa.int64()))})
+
+
+def test_list_columns_give_one_feature_per_element_as_the_eager_reference_learns_them(rng):
+    table = _tags_table(rng, 600)
+    model = fastada.train(table, label="label", bits=8, threads=1, lr=0.3, chunk_rows=128)  # collisions too
+    assert model.spec.categorical == ("tags", "ids")
+    assert model.summary["roles"]["tags"]["why"] == "a list: one feature per element"
+    spec, mask = model.spec, model.spec.slots - 1
+    seed = {c: naive.murmur3_32(c.encode(), 0) for c in ("tags", "ids")}
+    null = {c: naive.murmur3_32(b"\xffnull", s) for c, s in seed.items()}
+    rows = []
+    for r in table.to_pylist():
+        features = []
+        for c in ("tags", "ids"):
+            values = r[c] or []
+            if not values:
+                features.append((null[c] & mask, 1.0))
+            for v in values:
+                raw = v.encode() if isinstance(v, str) else naive._int_bytes(v)
+                features.append((naive.murmur3_32(raw, seed[c]) & mask, 1.0))
+        rows.append(features)
+    labels = [float(y) for y in table["label"].to_pylist()]
+    w_ref, _, loss_ref = naive.adagrad_eager(rows, labels, [1.0] * len(rows), spec.slots, 0.3, 0.0, 0.0, 1e-8)
+    np.testing.assert_allclose(model.weights, w_ref, rtol=2e-4, atol=2e-5)
+    assert model.summary["progressive_logloss"] == pytest.approx(loss_ref, rel=1e-5)
+
+
+def test_a_list_column_learns_from_its_elements_and_scores_like_training(rng):
+    train, test = _tags_table(rng, 20_000), _tags_table(np.random.default_rng(5), 5000)
+    with_tags = fastada.train(train, label="label", bits=14, threads=1)
+    without = fastada.train(train, label="label", ignore=["tags"], bits=14, threads=1)
+    assert with_tags.evaluate(test)["logloss"] < without.evaluate(test)["logloss"] - 0.015
+    np.testing.assert_array_equal(with_tags.predict(test.slice(0, 100)), with_tags.predict(test)[:100])
+    with pytest.raises(fastada.FastadaError, match="cross with list column 'tags'"):
+        fastada.train(train, label="label", crosses=[("tags", "ids")], bits=14, threads=1)

@@ -70,9 +70,9 @@ REFUSED = {
     "type changes string -> int between files": (
         lambda d: [write(d / "a.parquet", two(c=["x", "y"])), write(d / "b.parquet", two(c=[1, 2]))], [],
         "b.parquet: column 'c' has type int64 but string in"),
-    "a list column named as a feature": (
-        lambda d: [write(d / "a.parquet", two(c=pa.array([[1], [2]])))], ["--categorical", "c"],
-        "column 'c' has type list<element: int64>, which cannot be a feature"),
+    "a list of floats named as a feature": (
+        lambda d: [write(d / "a.parquet", two(c=pa.array([[1.5], [2.5]])))], ["--categorical", "c"],
+        "column 'c' has type list<element: double>, which cannot be a feature"),
     "a struct column named numeric": (
         lambda d: [write(d / "a.parquet", two(c=pa.array([{"a": 1}, {"a": 2}])))], ["--numeric", "c"],
         "a.parquet: numeric column 'c' has type struct<a: int64>; it must be bool or float or integer"),
