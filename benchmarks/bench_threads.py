@@ -50,10 +50,18 @@ from fastada.stream import _string_columns, read_ahead, set_threads  # noqa: E40
 
 @njit(cache=True, parallel=True, nogil=True)
 def gather_scatter(cat, num, table, mask, blocks):
-    """Touch every feature's slot like a learner must (read, then write), and nothing more."""
+    """Touch every feature's slot like a learner must (read, then write), and nothing more; the
+    slots of the row :data:`kernels.PREFETCH_ROWS` ahead asked for first, as the kernel does."""
     rows = cat.shape[0]
+    ahead = kernels.PREFETCH_ROWS
     for b in prange(blocks):
-        for r in range(rows * b // blocks, rows * (b + 1) // blocks):
+        hi = rows * (b + 1) // blocks
+        for r in range(rows * b // blocks, hi):
+            if r + ahead < hi:
+                for j in range(cat.shape[1]):
+                    kernels._prefetch(table, np.int64(cat[r + ahead, j] & mask) * 4)
+                for j in range(num.shape[1]):
+                    kernels._prefetch(table, np.int64(num[r + ahead, j] & mask) * 4)
             z = 0.0
             for j in range(cat.shape[1]):
                 z += table[np.int64(cat[r, j] & mask), 0]
@@ -147,12 +155,15 @@ def measure(data: str, threads: list[int], workers: list[int], kernel_rows: int,
     return result
 
 
+KERNEL_LR = 0.05  # a fixed rate: the kernel's speed does not depend on it, and lr auto is a race, not a rate
+
+
 def kernel_runners(blocks, spec):
     """(learn_all(t), ceiling(t), fresh_table(), hot_and_slots) over hashed ``blocks`` in memory:
     the learning kernel with ``t`` threads as training runs it (one thread learns every slot in the
     table, several keep the hot ones in views), and the bare shared-table gather/scatter."""
     mask = np.uint32(spec.slots - 1)
-    learn = fastada.LearnConfig(threads=1)
+    learn = fastada.LearnConfig(threads=1, lr=KERNEL_LR)
 
     table = kernels.new_table(spec.slots)
     clock = table.view(np.int64)

@@ -265,6 +265,37 @@ def _atomic_add(typingctx, array, index, value):
     return types.void(array, types.int64, types.float32), codegen
 
 
+def _prefetcher(write: int):
+    """An intrinsic ``f(array, index)`` that asks the CPU to bring ``array.flat[index]``'s cache
+    line in (to write it, or only to read it): no fault, no wait, no effect on results."""
+    @intrinsic
+    def prefetch(typingctx, array, index):
+        def codegen(context, builder, signature, args):
+            import llvmlite.ir as ir
+            byte_pointer = ir.IntType(8).as_pointer()
+            data = context.make_array(signature.args[0])(context, builder, args[0]).data
+            address = builder.bitcast(builder.gep(data, [args[1]]), byte_pointer)
+            i32 = ir.IntType(32)
+            fn = builder.module.declare_intrinsic(
+                "llvm.prefetch", fnty=ir.FunctionType(ir.VoidType(), [byte_pointer, i32, i32, i32]))
+            # (address, write?, locality 3 = keep in every cache level, data not instructions)
+            builder.call(fn, [address, ir.Constant(i32, write), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+            return context.get_dummy_value()
+        return types.void(array, types.int64), codegen
+    return prefetch
+
+
+_prefetch = _prefetcher(write=1)
+_prefetch_read = _prefetcher(write=0)
+
+
+# Rows ahead whose slots the kernels ask the CPU for while they learn the current one: a row's
+# ~50 slots are scattered over a table far larger than the caches, and fetching the next rows'
+# while this one computes took one thread from 3.2M to 5.1-5.3M rows/s (2^24 slots, zstd data
+# with Zipf 1.05 columns, 2 cores, 2026-12-05); 1, 2, 4 and 8 rows ahead were within noise.
+PREFETCH_ROWS = 2
+
+
 # Fields of a block's private view of a hot slot (``private[b, h]``).
 _W, _G, _W0, _G0, _UPDATES = 0, 1, 2, 3, 4
 _VIEW_WIDTH = 8
@@ -401,6 +432,11 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
                 taken[b, 0] = 1
                 age = 0
             age += 1
+            if r + PREFETCH_ROWS < hi:
+                for j in range(k_cat + k_num):
+                    t = np.int64(slots[r + PREFETCH_ROWS, j])
+                    if t >= 0:
+                        _prefetch(table, t * SLOT_WIDTH)
             z = np.float64(mine[0, _W])  # the bias
             for j in range(k_cat):
                 t = np.int64(slots[r, j])
@@ -472,7 +508,13 @@ def predict_chunk(cat, num, num_values, weights, mask, blocks, out):
     rows = out.shape[0]
     bias = np.float64(weights[weights.shape[0] - 1])
     for b in prange(blocks):
-        for r in range(rows * b // blocks, rows * (b + 1) // blocks):
+        hi = rows * (b + 1) // blocks
+        for r in range(rows * b // blocks, hi):
+            if r + PREFETCH_ROWS < hi:
+                for j in range(cat.shape[1]):
+                    _prefetch_read(weights, np.int64(cat[r + PREFETCH_ROWS, j] & mask))
+                for j in range(num.shape[1]):
+                    _prefetch_read(weights, np.int64(num[r + PREFETCH_ROWS, j] & mask))
             z = bias
             for j in range(cat.shape[1]):
                 z += weights[np.int64(cat[r, j] & mask)]
@@ -499,6 +541,9 @@ def race_rate(slots, num_values, labels, row_weights, schedule, table, lr, l1, l
     weight_sum = 0.0
     for i in range(schedule.shape[0]):
         r = schedule[i]
+        if i + PREFETCH_ROWS < schedule.shape[0]:
+            for j in range(slots.shape[1]):
+                _prefetch(table, np.int64(slots[schedule[i + PREFETCH_ROWS], j]) * SLOT_WIDTH)
         z = np.float64(table[bias, WEIGHT])
         for j in range(k_cat):
             t = np.int64(slots[r, j])
