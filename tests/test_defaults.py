@@ -170,6 +170,21 @@ def test_integer_columns_become_categorical_when_they_look_like_ids_or_codes(rng
     assert roles["banner_pos"]["why"] == "integers, 4 distinct values: a code"
 
 
+def test_the_size_frequency_rank_is_spearmans_correlation(rng):
+    from scipy.stats import spearmanr
+
+    from fastada.roles import _size_frequency_rank
+    for trial in range(100):
+        n = int(rng.integers(3, 3000))
+        x = rng.zipf(1.3, n) if trial % 2 else rng.integers(0, 50, n)  # quantities, then codes (ties)
+        values, counts = np.unique(x, return_counts=True)
+        repeated = counts >= 2
+        if repeated.sum() < 3 or np.ptp(counts[repeated]) == 0:
+            assert _size_frequency_rank(x) is None
+            continue
+        assert _size_frequency_rank(x) == pytest.approx(spearmanr(values[repeated], counts[repeated])[0], abs=1e-12)
+
+
 def test_whole_floats_with_nulls_are_judged_as_integers(rng):
     """pandas stores an integer column that has nulls as float64."""
     ids = rng.integers(10_000, 400_000, 3000).astype(float)

@@ -32,18 +32,33 @@ VECTORS = [
 def test_murmur3_matches_published_vectors(data, seed, expected):
     assert hashing.hash_bytes(data, seed) == expected
     assert naive.murmur3_32(data, seed) == expected
+    assert compiled_murmur3(data, seed) == expected
+
+
+def compiled_murmur3(data: bytes, seed: int) -> int:
+    """The compiled hash (what the featurizer runs) of ``data``."""
+    buf = np.frombuffer(data, dtype=np.uint8) if data else np.zeros(1, np.uint8)
+    return int(hashing.murmur3_32(buf, 0, len(data), np.uint32(seed)))
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=64), st.integers(0, 2**32 - 1))
 def test_murmur3_matches_reference_transcription_on_any_bytes(data, seed):
-    assert hashing.hash_bytes(data, seed) == naive.murmur3_32(data, seed)
+    assert hashing.hash_bytes(data, seed) == naive.murmur3_32(data, seed) == compiled_murmur3(data, seed)
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.integers(-2**63, 2**63 - 1), st.integers(0, 2**32 - 1))
 def test_integer_hash_is_murmur3_of_eight_little_endian_bytes(value, seed):
     assert hashing.murmur3_u64(np.int64(value), np.uint32(seed)) == naive.murmur3_32(struct.pack("<q", value), seed)
+
+
+def test_the_numpy_integer_hash_equals_the_compiled_one(rng):
+    values = np.concatenate([rng.integers(-2**63, 2**63 - 1, 500, dtype=np.int64),
+                             np.arange(-5000, 5000, dtype=np.int64), [np.int64(1) << 40]])
+    for seed in (0, 7, 2**32 - 1):
+        expected = [hashing.murmur3_u64(v, np.uint32(seed)) for v in values]
+        assert list(hashing.murmur3_u64_array(values, seed)) == expected
 
 
 def test_matches_mmh3_when_installed():
