@@ -40,21 +40,39 @@ def test_hot_slots_are_capped_most_written_first(rng):
     assert set(hot.slots[1:].tolist()) == set(np.argsort(-counts, kind="stable")[:10].tolist())
 
 
-def test_locate_gives_each_feature_its_slot_or_its_hot_position(rng):
+def test_locate_gives_each_feature_its_slot_or_its_hot_position_hot_categorical_ones_first(rng):
     bits = 12
     mask = (1 << bits) - 1
     cat = hashes(rng, 3000, 4, hot_values=[5, 6, 4100], hot_share=0.7)
+    cat[rng.random(3000) < 0.3, 2] = 6  # a hot value after a cold one
     num = hashes(rng, 3000, 2)
     num[:, 1] = 17
     hot = kernels.hot_slots(mask + 2, [5, 6, 17, 4100 & mask])
     out = np.empty((3000, 6), np.int32)
     kernels.locate(cat, num, mask, hot.lookup, out)
     position = {int(s): h for h, s in enumerate(hot.slots)}
-    for r in range(0, 3000, 7):
-        for j, h in enumerate(list(cat[r]) + list(num[r])):
-            slot = int(h) & mask
-            expected = -1 - position[slot] if slot in position else slot
-            assert out[r, j] == expected
+
+    def where(h):
+        slot = int(h) & mask
+        return -1 - position[slot] if slot in position else slot
+
+    mixed = 0
+    for r in range(3000):
+        located = [where(h) for h in cat[r]]
+        # categorical features (value 1): hot ones first, then cold, each in column order
+        assert list(out[r, :4]) == [t for t in located if t < 0] + [t for t in located if t >= 0]
+        mixed += located != list(out[r, :4])
+        # numeric features keep their columns' places (their values are given by column)
+        assert list(out[r, 4:]) == [where(h) for h in num[r]]
+    assert mixed > 100  # the test saw rows that needed reordering
+
+
+def test_with_one_thread_locate_keeps_every_feature_in_column_order(rng):
+    mask = (1 << 12) - 1
+    cat, num = hashes(rng, 500, 4), hashes(rng, 500, 2)
+    out = np.empty((500, 6), np.int32)
+    kernels.locate(cat, num, mask, kernels.hot_slots(mask + 2).lookup, out)
+    assert (out == (np.concatenate([cat, num], axis=1) & mask)).all()
 
 
 def run_kernel(chunks, hot, blocks, shared, table_rows, lr=0.1, fold=kernels.FOLD_UPDATES, refresh=64):
