@@ -10,7 +10,7 @@ import threading
 from typing import Callable, Sequence
 
 from . import model as _model
-from .config import FeatureSpec, LearnConfig, RunConfig, check_environment
+from .config import FastadaError, FeatureSpec, LearnConfig, RunConfig, check_environment
 from .model import Model
 from .reader import DataSet
 from .roles import resolve_roles
@@ -34,7 +34,8 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
           log_json: str | os.PathLike | None = None,
           on_chunk: Callable[[Progress], None] | None = None,
           on_evaluation: Callable[[dict], None] | None = None,
-          on_note: Callable[[str], None] | None = None, stop: threading.Event | None = None) -> Model:
+          on_note: Callable[[str], None] | None = None, stop: threading.Event | None = None,
+          init: Model | str | os.PathLike | None = None) -> Model:
     """Train a logistic model with Hogwild per-feature Adagrad (or, ``learner="ftrl"``,
     FTRL-Proximal: ``lr`` is its alpha, ``beta`` its beta) on ``data``.
 
@@ -48,6 +49,10 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
     ``threads=1`` is sequential and bit-for-bit repeatable; ``threads="auto"`` (or None, the
     default) measures reading and learning on the first chunks and splits the cores between them.
     ``model``: if given, the trained model is also written there (atomically).
+    ``init``: a model (of ``learner="adagrad"``), or its file, to continue: its columns, roles, bits and hash
+    seed, its weights and Adagrad accumulators, and (with ``lr="auto"``) its learning rate are
+    taken; ``data`` is learned as more rows of the same run (the next day's logs, the next
+    batch of ``partial_fit``). Column roles cannot be given with it.
 
     Validation: ``valid`` (data evaluated at the end of each epoch and every ``eval_every_rows``
     rows) and/or ``holdout_every=K`` (every K-th row held out and scored, never learned).
@@ -78,19 +83,43 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
     else:
         FeatureSpec(label=label, bits=bits, hash_seed=hash_seed, numeric_mode=numeric_mode)  # check early
         dataset = DataSet(data, skip_unreadable=bad_rows == "skip")
-    spec, roles = resolve_roles(dataset, label=label, categorical=categorical, numeric=numeric, ignore=ignore,
-                                 weight=weight, crosses=crosses, bits=bits, hash_seed=hash_seed,
-                                 numeric_mode=numeric_mode, time_features=time_features)
+    init_path = None
+    if init is not None and not isinstance(init, Model):
+        init_path = os.fspath(init)
+        init = _model.load(init_path)
+    if init is None:
+        spec, roles = resolve_roles(dataset, label=label, categorical=categorical, numeric=numeric, ignore=ignore,
+                                     weight=weight, crosses=crosses, bits=bits, hash_seed=hash_seed,
+                                     numeric_mode=numeric_mode, time_features=time_features)
+    else:
+        spec, roles = _continued_spec(init, label=label, bits=bits, hash_seed=hash_seed, numeric_mode=numeric_mode,
+                                      roles=dict(categorical=categorical, numeric=numeric, ignore=ignore, weight=weight,
+                                                 crosses=crosses, time_features=time_features))
     valid_set = None if valid is None else valid if isinstance(valid, DataSet) else DataSet(valid)
     # every output checked now, not after hours of training
     inputs = [path for data_set in (dataset, valid_set) if data_set is not None
-              for fs, path in data_set.files if fs is None]
+              for fs, path in data_set.files if fs is None] + ([init_path] if init_path else [])
     _model.check_outputs({"--model": model, "--log-json": log_json, "--checkpoint-dir": checkpoint_dir}, inputs)
     trained = fit(dataset, spec, learn, run, valid=valid_set, on_chunk=on_chunk,
-                  on_evaluation=on_evaluation, on_note=on_note, stop=stop, roles=roles)
+                  on_evaluation=on_evaluation, on_note=on_note, stop=stop, roles=roles, init=init)
     if model is not None:
         trained.save(model)
     return trained
+
+
+def _continued_spec(init: Model, roles: dict, **spec_values) -> tuple[FeatureSpec, dict | None]:
+    """``init``'s spec and roles, for a run that continues it: a setting left at its default
+    takes the model's; one given otherwise than the model's is refused, as are column roles."""
+    given = [name for name, value in roles.items() if value]
+    if given:
+        raise FastadaError(f"init: a continued model keeps its own columns and roles; leave out {', '.join(given)}")
+    defaults = {name: train.__kwdefaults__[name] for name in spec_values}
+    for name, value in spec_values.items():
+        theirs = getattr(init.spec, name)
+        if value != defaults[name] and value != theirs:
+            raise FastadaError(f"init: the model was trained with {name}={theirs!r}, not {value!r}; "
+                               f"a continued model keeps its own")
+    return init.spec, init.summary.get("roles")
 
 
 def open_data(data) -> tuple[DataSet, list[str]]:

@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
                                    "over Parquet data.", epilog=TRAIN_EXAMPLES)
     t.add_argument("data", nargs="+", help="Parquet files, folders, globs or URIs")
     t.add_argument("--model", required=True, help="where to write the model")
+    t.add_argument("--init-model", default=None, metavar="MODEL",
+                   help="continue this model (an adagrad model: its columns, bits, weights, accumulators and "
+                        "learning rate) on DATA, e.g. yesterday's model on today's logs")
     t.add_argument("--quiet", action="store_true", help="no progress lines")
     r = t.add_argument_group("data and column roles (by default: strings categorical, numbers numeric)")
     r.add_argument("--label", default="label")
@@ -286,7 +289,8 @@ def _train(args) -> int:
             checkpoint_dir=args.checkpoint_dir, checkpoint_every_rows=args.checkpoint_every_rows,
             checkpoint_every_seconds=args.checkpoint_every_seconds,
             keep_checkpoints=args.keep_checkpoints, resume=args.resume, log_json=args.log_json,
-            on_chunk=progress, on_evaluation=progress.evaluation, on_note=progress.note, stop=stop)
+            on_chunk=progress, on_evaluation=progress.evaluation, on_note=progress.note, stop=stop,
+            init=args.init_model)
     except Stopped as e:
         progress.close()
         print(f"fastada: {e}", file=sys.stderr)

@@ -119,22 +119,23 @@ class DataSet:
         """Refuse, before any reading, a file that lacks one of the columns or stores it with a type
         of another kind. ``kinds``: column -> (the type kinds it may have, see :func:`type_kind`;
         its role, for messages)."""
-        for file in range(len(self.files) if self._table is None else 0):
+        for file in range(len(self.files) if self._table is None else 1):  # (a table: its one schema)
             schema = self.file_schema(file)
             for name, (allowed, role) in kinds.items():
                 i = schema.get_field_index(name)
                 if i < 0:
-                    raise FastadaError(f"{self.files[file][1]}: column {name!r} is missing (the file has "
+                    raise FastadaError(f"{self.name(file)}: column {name!r} is missing (the "
+                                       f"{'table' if self._table is not None else 'file'} has "
                                        f"{column_list(schema.names)})")
                 kind = type_kind(schema.field(i).type)
                 if kind not in allowed:
                     first = self.schema.field(name).type
                     if type_kind(first) == kind:
-                        raise FastadaError(f"{self.files[file][1]}: {role} column {name!r} has type "
+                        raise FastadaError(f"{self.name(file)}: {role} column {name!r} has type "
                                            f"{schema.field(i).type}; it must be "
                                            f"{' or '.join(sorted(allowed - {'null'}))}")
-                    raise FastadaError(f"{self.files[file][1]}: column {name!r} has type {schema.field(i).type} "
-                                       f"but {first} in {self.files[0][1]}; a column must keep its kind "
+                    raise FastadaError(f"{self.name(file)}: column {name!r} has type {schema.field(i).type} "
+                                       f"but {first} in {self.name(0)}; a column must keep its kind "
                                        f"({' or '.join(sorted(allowed - {'null'}))}) in every file")
 
     def _list_units(self) -> list[Unit]:

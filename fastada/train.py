@@ -161,7 +161,7 @@ class _State:
 def fit(dataset: DataSet, spec: FeatureSpec, learn: LearnConfig, run: RunConfig | None = None, *,
         valid: DataSet | None = None, on_chunk: Callable[[Progress], None] | None = None,
         on_evaluation: Callable[[dict], None] | None = None, on_note: Callable[[str], None] | None = None,
-        stop: threading.Event | None = None, roles: dict | None = None) -> Model:
+        stop: threading.Event | None = None, roles: dict | None = None, init: Model | None = None) -> Model:
     """Train a model on ``dataset``: ``learn.epochs`` passes of Hogwild lazy Adagrad.
 
     ``run`` adds periodic evaluation (on ``valid`` and/or the holdout), early stopping that keeps
@@ -169,10 +169,10 @@ def fit(dataset: DataSet, spec: FeatureSpec, learn: LearnConfig, run: RunConfig 
     ``on_note`` one-line remarks (a resumed checkpoint, a skipped damaged one); setting ``stop``
     ends the run after the current chunk with a checkpoint, raising :class:`Stopped`. ``roles``
     (from :func:`roles.resolve_roles`) is said in a note once the run starts and kept in the
-    model's summary.
+    model's summary. ``init``: a model of the same spec to continue (see :func:`fastada.train`).
     """
     return _Training(dataset, spec, learn, run or RunConfig(), valid, on_chunk, on_evaluation,
-                     on_note or (lambda text: None), stop, roles).run()
+                     on_note or (lambda text: None), stop, roles, init).run()
 
 
 class _Training:
@@ -180,7 +180,7 @@ class _Training:
     evaluation, epoch end and checkpoint. Everything that decides the model's bits is a function of
     the table, the state and the data, so a run resumed from a checkpoint continues exactly."""
 
-    def __init__(self, dataset, spec, learn, run, valid, on_chunk, on_evaluation, note, stop, roles=None):
+    def __init__(self, dataset, spec, learn, run, valid, on_chunk, on_evaluation, note, stop, roles=None, init=None):
         if dataset.num_rows == 0:
             raise FastadaError(f"{dataset.name(0)}: the data set has no rows")
         if run.early_stop and valid is None and not learn.holdout_every:
@@ -238,6 +238,8 @@ class _Training:
             raise FastadaError(f"--checkpoint-dir {run.checkpoint_dir} holds another run's checkpoints ({len(found)}, "
                                f"newest {os.path.basename(found[-1])}): continue that run with --resume, or give "
                                f"this one a folder of its own")
+        if self.table is None and init is not None:
+            self._continue(init)
         if self.table is None:
             self.table = kernels.new_table(spec.slots, learn.initial_accumulator)
         if self.table.shape != (spec.slots + 1, kernels.SLOT_WIDTH):
@@ -247,6 +249,29 @@ class _Training:
         self.log = _JsonLog(run.log_json, self.state.history) if run.log_json else None
         self.begun = time.perf_counter()
         self.last_checkpoint = (self.state.step, self.begun)
+
+    def _continue(self, init: Model) -> None:
+        """Start from ``init``'s weights and accumulators (settled: every slot's regularisation is
+        paid up to its last step, so this run's clock starts at 0 for all of them) and, with
+        lr="auto", its learning rate."""
+        learn = self.learn
+        if learn.learner != "adagrad" or init.learn.get("learner", "adagrad") != "adagrad":
+            raise FastadaError(f"init: only an adagrad model can be continued by an adagrad run (the model's learner: "
+                               f"{init.learn.get('learner', 'adagrad')}, this run's: {learn.learner}); an FTRL model "
+                               f"keeps its z and n only in checkpoints: continue it with --resume")
+        if init.spec != self.spec:
+            raise FastadaError("init: the model was trained with other columns, bits or hash seed than this run's")
+        if init.accumulators is None:
+            raise FastadaError("init: the model has no accumulators (was it loaded from a file without them?)")
+        self.table = kernels.new_table(self.spec.slots)
+        self.table[:, kernels.WEIGHT] = init.weights
+        self.table[:, kernels.ACCUMULATOR] = init.accumulators
+        if learn.negative_rate < 1:  # the model's bias is at the data's odds; this run learns at its sampled odds
+            self.table[-1, kernels.WEIGHT] -= np.float32(math.log(learn.negative_rate))
+        if learn.lr == "auto" and init.summary.get("lr"):
+            self.state.lr = float(init.summary["lr"])
+            self.state.lr_race = {"continued": True, "lr": self.state.lr}
+            self.note(f"lr auto: {self.state.lr:.3g}, the continued model's rate (--lr fixes it)")
 
     def _resume(self) -> None:
         found, skipped = checkpoint.newest(self.run_config.checkpoint_dir)

@@ -349,3 +349,58 @@ def test_a_resumed_run_with_early_stopping_keeps_the_best_model_of_before_the_st
     resumed = fastada.train(str(tmp_path / "train.parquet"), **kwargs, checkpoint_dir=tmp_path / "ck", resume=True)
     assert resumed.summary["best_rows"] == reference.summary["best_rows"]
     assert np.array_equal(resumed.weights, reference.weights)
+
+
+# -- continuing a model (init=): the next day's data, or partial_fit's next batch -----------------
+
+def test_a_model_continued_batch_by_batch_equals_one_pass_over_all_batches(rng):
+    table = small_table(rng, n=4000)
+    settings = dict(label="label", bits=12, lr=0.1, l1=1e-4, l2=1e-3, threads=1)
+    whole = fastada.train(table, **settings)
+    model = None
+    for part in range(4):
+        model = fastada.train(table.slice(part * 1000, 1000), init=model, **settings)
+    # lazy L1/L2 settled at each batch's end and going on from there is the same closed form
+    np.testing.assert_allclose(model.weights, whole.weights, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.accumulators, whole.accumulators, rtol=1e-5)
+
+
+def test_a_continued_model_keeps_its_columns_and_raced_rate(rng):
+    first = fastada.train(small_table(rng, n=3000), label="label", bits=12, threads=1)  # lr auto: raced
+    notes = []
+    second = fastada.train(small_table(rng, n=3000), init=first, threads=1, on_note=notes.append)
+    assert second.spec == first.spec and second.summary["lr"] == first.summary["lr"]
+    assert any("continued model's rate" in n for n in notes)
+    with pytest.raises(FastadaError, match="<table>: column 'code' is missing"):
+        fastada.train(small_table(rng, n=3000).drop_columns(["code"]), init=first, threads=1)
+
+
+@pytest.mark.parametrize("settings,message", [
+    (dict(bits=14), "bits=12, not 14"),
+    (dict(label="other"), "label='label', not 'other'"),
+    (dict(categorical=["word"]), "leave out categorical"),
+    (dict(learner="ftrl"), "only an adagrad model"),
+])
+def test_continuing_refuses_settings_the_model_was_not_trained_with(rng, settings, message):
+    first = fastada.train(small_table(rng, n=500), label="label", bits=12, lr=0.1, threads=1)
+    with pytest.raises(FastadaError, match=message):
+        fastada.train(small_table(rng, n=500), init=first, threads=1, **settings)
+
+
+def test_train_init_model_continues_a_model_file_and_never_overwrites_it(rng, tmp_path, capsys):
+    from fastada.cli import main
+    days = [tmp_path / f"day{i}.parquet" for i in (1, 2)]
+    for path in days:
+        pq.write_table(small_table(rng, n=2000), path)
+    common = ["--bits", "12", "--lr", "0.1", "--l2", "1e-4", "--threads", "1", "--quiet"]
+    assert main(["train", str(days[0]), "--model", str(tmp_path / "day1.fastada"), *common]) == 0
+    assert main(["train", str(days[1]), "--init-model", str(tmp_path / "day1.fastada"),
+                 "--model", str(tmp_path / "day2.fastada"), *common]) == 0
+    assert main(["train", *map(str, days), "--model", str(tmp_path / "both.fastada"), *common]) == 0
+    continued, both = fastada.load(tmp_path / "day2.fastada"), fastada.load(tmp_path / "both.fastada")
+    np.testing.assert_allclose(continued.weights, both.weights, rtol=1e-5, atol=1e-6)
+    before = (tmp_path / "day1.fastada").read_bytes()
+    assert main(["train", str(days[1]), "--init-model", str(tmp_path / "day1.fastada"),
+                 "--model", str(tmp_path / "day1.fastada"), *common]) == 2
+    assert "also an input" in capsys.readouterr().err
+    assert (tmp_path / "day1.fastada").read_bytes() == before
