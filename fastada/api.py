@@ -20,7 +20,8 @@ from .train import Progress, fit
 def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
           categorical: Sequence[str] | None = None, numeric: Sequence[str] | None = None,
           ignore: Sequence[str] = (), weight: str | None = None,
-          crosses: Sequence[tuple[str, str]] = (), bits: int = 24, hash_seed: int = 0,
+          crosses: Sequence[tuple[str, str]] = (), list_weights: dict[str, str] | None = None,
+          bits: int = 24, hash_seed: int = 0,
           numeric_mode: str = "both", time_features: bool = False, lr: float | str = LearnConfig.lr,
           l1: float = 0.0, l2: float = 0.0,
           eps: float = LearnConfig.eps, initial_accumulator: float = 0.0, epochs: int = 1,
@@ -45,6 +46,8 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
     file's pandas metadata and their first values (:mod:`fastada.roles`: integer ids and codes
     categorical, quantities numeric; the pandas index, constant columns and row keys ignored);
     ``time_features``: timestamp and date columns give hour and weekday features (else ignored).
+    ``list_weights``: {list column: list<number> column} gives each element of a list column
+    (tags, a sparse row's indices) a value from the parallel list (tag scores, the row's values).
     ``model.summary["roles"]`` says what each column became and why.
     ``threads=1`` is sequential and bit-for-bit repeatable; ``threads="auto"`` (or None, the
     default) measures reading and learning on the first chunks and splits the cores between them.
@@ -90,11 +93,13 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
     if init is None:
         spec, roles = resolve_roles(dataset, label=label, categorical=categorical, numeric=numeric, ignore=ignore,
                                      weight=weight, crosses=crosses, bits=bits, hash_seed=hash_seed,
-                                     numeric_mode=numeric_mode, time_features=time_features)
+                                     numeric_mode=numeric_mode, time_features=time_features,
+                                     list_weights=tuple((list_weights or {}).items()))
     else:
         spec, roles = _continued_spec(init, label=label, bits=bits, hash_seed=hash_seed, numeric_mode=numeric_mode,
                                       roles=dict(categorical=categorical, numeric=numeric, ignore=ignore, weight=weight,
-                                                 crosses=crosses, time_features=time_features))
+                                                 crosses=crosses, time_features=time_features,
+                                                 list_weights=list_weights))
     valid_set = None if valid is None else valid if isinstance(valid, DataSet) else DataSet(valid)
     # every output checked now, not after hours of training
     inputs = [path for data_set in (dataset, valid_set) if data_set is not None

@@ -32,6 +32,16 @@ def _crosses(text: str) -> list[tuple[str, str]]:
     return pairs
 
 
+def _list_weights(text: str) -> dict[str, str]:
+    pairs = {}
+    for item in _columns(text):
+        parts = item.split("=")
+        if len(parts) != 2 or not all(parts):
+            raise argparse.ArgumentTypeError(f"list weights {item!r} must look like LIST=WEIGHTS")
+        pairs[parts[0]] = parts[1]
+    return pairs
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fastada", description="Hogwild per-feature Adagrad for sparse CTR models.")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -63,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--ignore", type=_columns, default=[], help="columns to leave out")
     r.add_argument("--weight", default=None, help="per-row weight column")
     r.add_argument("--cross", type=_crosses, default=[], help="column pairs to cross: A*B,C*D")
+    r.add_argument("--list-weights", type=_list_weights, default={}, metavar="LIST=WEIGHTS,..",
+                   help="list columns whose elements take their values from a parallel list<number> column "
+                        "(tags=tag_scores); else each element has value 1")
     r.add_argument("--time-features", action="store_true",
                    help="timestamp and date columns give hour-of-day and weekday features (else ignored)")
     r.add_argument("--numeric-mode", choices=("value", "bucket", "both"), default="both",
@@ -278,6 +291,7 @@ def _train(args) -> int:
         model = api.train(
             args.data, label=args.label, model=args.model, categorical=args.categorical,
             numeric=args.numeric, ignore=args.ignore, weight=args.weight, crosses=args.cross,
+            list_weights=args.list_weights,
             bits=args.bits, hash_seed=args.hash_seed, numeric_mode=args.numeric_mode,
             time_features=args.time_features, lr=args.lr,
             l1=args.l1, l2=args.l2, initial_accumulator=args.initial_accumulator, epochs=args.epochs,

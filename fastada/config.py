@@ -38,7 +38,9 @@ class FeatureSpec:
     number of hashed slots. hash_seed: seeds every column's hash (column seed =
     murmur3(name, hash_seed)). schema: the Arrow types the feature columns had in training (an
     Arrow IPC schema, base64; "" = unknown), so that data stored otherwise at scoring time, whose
-    values would hash to other slots, is refused instead of scored wrong.
+    values would hash to other slots, is refused instead of scored wrong. list_weights: pairs
+    (list column, list<number> column) whose second gives each element of the first its value
+    (else 1): a row's tag scores, a sparse matrix's values.
     """
 
     label: str
@@ -50,6 +52,7 @@ class FeatureSpec:
     hash_seed: int = 0
     numeric_mode: str = "both"
     schema: str = ""
+    list_weights: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self):
         _check_int("bits", self.bits, 1, 31)
@@ -65,6 +68,11 @@ class FeatureSpec:
         for name in (self.label, self.weight):
             if name is not None and name in seen:
                 raise FastadaError(f"column {name!r} cannot be both a feature and the label/weight")
+        for name, weights in self.list_weights:
+            if name not in self.categorical:
+                raise FastadaError(f"list weights {name}={weights}: column {name!r} is not a categorical feature")
+            if weights in seen or weights in (self.label, self.weight):
+                raise FastadaError(f"list weights {name}={weights}: column {weights!r} already has another role")
         for a, b in self.crosses:
             for name in (a, b):
                 if name not in seen:
@@ -88,6 +96,7 @@ class FeatureSpec:
         for key in ("categorical", "numeric"):
             d[key] = tuple(d.get(key, ()))
         d["crosses"] = tuple(tuple(pair) for pair in d.get("crosses", ()))
+        d["list_weights"] = tuple(tuple(pair) for pair in d.get("list_weights", ()))
         return cls(**d)
 
 

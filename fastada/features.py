@@ -63,6 +63,7 @@ class Featurizer:
         self.seeds = seeds
         self.null_hash = {c: hashing.hash_bytes(hashing.NULL_TAG, s) for c, s in seeds.items()}
         self.value_hash = {c: hashing.hash_bytes(hashing.VALUE_TAG, s) for c, s in seeds.items()}
+        self.present_hash = {c: hashing.hash_bytes(hashing.PRESENT_TAG, seeds[c]) for c, _ in spec.list_weights}
         mode = spec.numeric_mode
         n_cat = len(spec.categorical)
         bucketed = mode in ("bucket", "both")
@@ -77,6 +78,7 @@ class Featurizer:
         self.k_cat = n_cat_block + len(spec.crosses)
         self.k_num = len(spec.numeric) if mode in ("value", "both") else 0
         self._dictionary_cache: dict[str, tuple[pa.Array, np.ndarray]] = {}
+        self.list_weights = dict(spec.list_weights)
         numeric = spec.numeric
         self._num_value_hash = np.array([self.value_hash[c] for c in numeric], dtype=np.uint32)
         self._num_missing_hash = np.array([self.null_hash[c] for c in numeric], dtype=np.uint32)
@@ -114,7 +116,7 @@ class Featurizer:
         cat = np.empty((n, self.k_cat), dtype=np.uint32)
         num = np.empty((n, self.k_num), dtype=np.uint32)
         num_values = np.empty((n, self.k_num), dtype=np.float32)
-        extras = self._hash_batch(batch, where, cat, num, num_values)
+        extras = self._hash_batch(batch, where, cat, num, num_values, first_row)
         if extras:  # list columns' elements after the first: more features of value 1, padded with 0s
             num = np.concatenate([num] + [h for h, _ in extras], axis=1)
             num_values = np.concatenate([num_values] + [v for _, v in extras], axis=1)
@@ -135,7 +137,7 @@ class Featurizer:
         return FeatureBlock(cat, num, num_values, labels, weights, 0 if bad is None else int(bad.sum()),
                             frozenset(kinds) if with_labels else frozenset())
 
-    def _hash_batch(self, batch, where, cat, num, num_values) -> list:
+    def _hash_batch(self, batch, where, cat, num, num_values, first_row: int = 0) -> list:
         """Every feature of ``batch`` into ``cat``, ``num``, ``num_values``; returns the extra
         (hashes, values) matrices of list columns (see :meth:`_list_column`).
 
@@ -150,7 +152,9 @@ class Featurizer:
         for j, name in enumerate(spec.categorical):
             arr = _feature_column(batch, name, where)
             if is_list_type(arr.type):
-                extras.append(self._list_column(arr, name, where, cat, j))
+                weights = self.list_weights.get(name)
+                extras.append(self._list_column(arr, name, where, cat, j, None if weights is None else
+                                                (weights, _column(batch, weights, where)), first_row))
                 continue
             if not pa.types.is_dictionary(arr.type):
                 self._categorical(arr, name, where, cat, j)  # hashed per row, column by column
@@ -189,11 +193,16 @@ class Featurizer:
         del keep
         return extras
 
-    def _list_column(self, arr: pa.Array, name: str, where: str, cat: np.ndarray, column: int):
+    def _list_column(self, arr: pa.Array, name: str, where: str, cat: np.ndarray, column: int,
+                     weighted: tuple[str, pa.Array] | None = None, first_row: int = 0):
         """A list column (tags, history ids): one feature per element, each hashed as a scalar of
         the column would be. The first element goes to ``cat[:, column]`` (a null or empty list:
         the column's null feature, as for a scalar); the others to an extra matrix of hashes and
-        values (1 for an element, 0 for the padding of shorter lists, which learns nothing)."""
+        values (1 for an element, 0 for the padding of shorter lists, which learns nothing).
+
+        ``weighted``: (name, list array) of the elements' values. Then every element goes to the
+        extra matrix with its value, and ``cat[:, column]`` says only whether the list has
+        elements (a present or the null feature), since a feature there has value 1."""
         if isinstance(arr, pa.ChunkedArray):
             arr = arr.combine_chunks()
         n = len(arr)
@@ -206,17 +215,24 @@ class Featurizer:
         first = np.full(n, null_hash, dtype=np.uint32)
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
         present = lengths > 0
-        first[present] = hashes[starts[present], 0]
+        values = np.ones(len(elements), dtype=np.float32)
+        if weighted is None:
+            first[present] = hashes[starts[present], 0]
+            skip = 1  # the first element is in cat
+        else:
+            first[present] = self.present_hash[name]
+            values = _element_weights(weighted, lengths, name, where, first_row)
+            skip = 0
         cat[:, column] = first
-        width = max(int(lengths.max(initial=0)) - 1, 0)
+        width = max(int(lengths.max(initial=0)) - skip, 0)
         extra_h = np.full((n, width), null_hash, dtype=np.uint32)
         extra_v = np.zeros((n, width), dtype=np.float32)
         if width:
             rows = np.repeat(np.arange(n), lengths)
             position = np.arange(len(elements)) - starts[rows]
-            later = position > 0
-            extra_h[rows[later], position[later] - 1] = hashes[later, 0]
-            extra_v[rows[later], position[later] - 1] = 1.0
+            later = position >= skip
+            extra_h[rows[later], position[later] - skip] = hashes[later, 0]
+            extra_v[rows[later], position[later] - skip] = values[later]
         return extra_h, extra_v
     def _string_dictionary_hashes(self, batch: pa.RecordBatch, keep: list) -> dict[str, np.ndarray]:
         """The hashes of every string dictionary of ``batch`` (columns whose dictionary holds
@@ -439,9 +455,43 @@ def weights_from_arrow(arr: pa.Array, name: str, where: str, first_row: int = 0)
     return w.astype(np.float32)
 
 
+def _element_weights(weighted: tuple[str, pa.Array], lengths: np.ndarray, name: str, where: str,
+                     first_row: int) -> np.ndarray:
+    """The values of a list column's elements from its weights column (a parallel list of
+    numbers): each row's list as long as the elements', every value finite."""
+    weights_name, arr = weighted
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    t = arr.type
+    if not ((pa.types.is_list(t) or pa.types.is_large_list(t))
+            and (pa.types.is_integer(t.value_type) or pa.types.is_floating(t.value_type))):
+        raise FastadaError(f"{where}: list weights column {weights_name!r} has type {t}; it must be a list of "
+                           f"numbers, one for each element of {name!r}")
+    counts = arr.value_lengths().fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    differ = counts != lengths
+    if differ.any():
+        i = int(np.argmax(differ))
+        raise FastadaError(f"{where}, row {first_row + i}: list weights column {weights_name!r} has {counts[i]} "
+                           f"values for the {lengths[i]} elements of {name!r}")
+    values = arr.flatten()
+    if values.null_count:
+        rows = np.repeat(np.arange(len(counts)), counts)
+        i = int(rows[np.argmax(values.is_null().to_numpy(zero_copy_only=False))])
+        raise FastadaError(f"{where}, row {first_row + i}: list weights column {weights_name!r} has a null value")
+    values = values.to_numpy(zero_copy_only=False).astype(np.float32)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        rows = np.repeat(np.arange(len(counts)), counts)
+        i = int(rows[np.argmax(bad)])
+        raise FastadaError(f"{where}, row {first_row + i}: list weights column {weights_name!r} has value "
+                           f"{values[np.argmax(bad)]}; weights must be finite")
+    return values
+
+
 def feature_sources(spec: FeatureSpec) -> list[str]:
-    """The stored columns the features of ``spec`` read (a time feature ``ts:hour`` reads ``ts``)."""
-    return list(dict.fromkeys(source_column(c) for c in spec.feature_columns))
+    """The stored columns the features of ``spec`` read (a time feature ``ts:hour`` reads ``ts``;
+    a weighted list column its weights too)."""
+    return list(dict.fromkeys([source_column(c) for c in spec.feature_columns] + [w for _, w in spec.list_weights]))
 
 
 def source_column(name: str) -> str:

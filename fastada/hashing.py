@@ -25,6 +25,7 @@ _M32 = np.uint64(0xFFFFFFFF)
 # column's seed; the leading 0xFF byte is not valid UTF-8, so no string value can produce them.
 NULL_TAG = b"\xffnull"
 VALUE_TAG = b"\xffvalue"
+PRESENT_TAG = b"\xffpresent"  # a weighted list column has elements in this row
 
 
 @njit(cache=True, inline="always")

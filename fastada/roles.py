@@ -64,7 +64,8 @@ def resolve_roles(dataset: DataSet, *, label: str, categorical: Sequence[str] | 
                   numeric: Sequence[str] | None = None, ignore: Sequence[str] = (),
                   weight: str | None = None, crosses: Sequence[tuple[str, str]] = (),
                   bits: int = 24, hash_seed: int = 0, numeric_mode: str = "both",
-                  time_features: bool = False, sample_rows: int = SAMPLE_ROWS) -> tuple[FeatureSpec, dict[str, dict]]:
+                  time_features: bool = False, list_weights: Sequence[tuple[str, str]] = (),
+                  sample_rows: int = SAMPLE_ROWS) -> tuple[FeatureSpec, dict[str, dict]]:
     """The :class:`FeatureSpec` for ``dataset`` and every column's role and reason
     (``{column: {"role": ..., "why": ...}}``, in column order): named columns as given, the rest
     by the rules above."""
@@ -98,6 +99,16 @@ def resolve_roles(dataset: DataSet, *, label: str, categorical: Sequence[str] | 
     for c in ignore:
         roles[c] = {"role": "ignored", "why": "named"}
     roles[label] = {"role": "label", "why": "named"}
+    for name, weights in list_weights:
+        for c in (name, weights):
+            if c not in names:
+                raise FastadaError(f"{where}: column {c!r} named in --list-weights not found (columns: {column_list(names)})")
+        if not is_list_type(dataset.column_type(name)):
+            raise FastadaError(f"{where}: --list-weights {name}={weights}: column {name!r} has type "
+                               f"{dataset.column_type(name)}, not a list of strings or integers")
+        if weights in named or weights in roles:
+            raise FastadaError(f"--list-weights {name}={weights}: column {weights!r} is also named for another role")
+        roles[weights] = {"role": "list weights", "why": f"the values of the elements of {name!r}"}
     if weight is not None:
         roles[weight] = {"role": "weight", "why": "named"}
     undecided = [pa.field(f.name, dataset.column_type(f.name)) for f in dataset.schema
@@ -125,7 +136,7 @@ def resolve_roles(dataset: DataSet, *, label: str, categorical: Sequence[str] | 
     sources = list(dict.fromkeys(source_column(c) for c in cat + num))
     spec = FeatureSpec(label=label, categorical=tuple(cat), numeric=tuple(num), weight=weight,
                        crosses=tuple(tuple(c) for c in crosses), bits=bits, hash_seed=hash_seed,
-                       numeric_mode=numeric_mode,
+                       numeric_mode=numeric_mode, list_weights=tuple(tuple(p) for p in list_weights),
                        schema=schema_text(pa.schema([pa.field(c, dataset.column_type(c)) for c in sources])))
     return spec, roles
 
@@ -133,7 +144,7 @@ def resolve_roles(dataset: DataSet, *, label: str, categorical: Sequence[str] | 
 def roles_line(roles: dict[str, dict]) -> str:
     """One line: each role, then its columns grouped by reason."""
     parts = []
-    for role in ("categorical", "numeric", "time", "ignored"):
+    for role in ("categorical", "numeric", "time", "list weights", "ignored"):
         groups: dict[str, list[str]] = {}
         for name, r in roles.items():
             if r["role"] == role:

@@ -455,3 +455,57 @@ def test_a_list_column_learns_from_its_elements_and_scores_like_training(rng):
     np.testing.assert_array_equal(with_tags.predict(test.slice(0, 100)), with_tags.predict(test)[:100])
     with pytest.raises(fastada.FastadaError, match="cross with list column 'tags'"):
         fastada.train(train, label="label", crosses=[("tags", "ids")], bits=14, threads=1)
+
+
+def _with_tag_scores(rng, table):
+    """``table`` plus ``scores``: a value for each element of ``tags`` (a null list: null)."""
+    scores = [None if t is None else [float(x) for x in rng.uniform(-2, 3, len(t)).round(2)]
+              for t in table["tags"].to_pylist()]
+    return table.append_column("scores", pa.array(scores, pa.list_(pa.float32())))
+
+
+def test_weighted_list_elements_learn_with_their_values_as_the_eager_reference(rng):
+    table = _with_tag_scores(rng, _tags_table(rng, 600))
+    model = fastada.train(table, label="label", bits=8, threads=1, lr=0.3, chunk_rows=128,
+                          list_weights={"tags": "scores"})
+    assert model.summary["roles"]["scores"]["role"] == "list weights"
+    mask = model.spec.slots - 1
+    seed = {c: naive.murmur3_32(c.encode(), 0) for c in ("tags", "ids")}
+    null = {c: naive.murmur3_32(b"\xffnull", s) & mask for c, s in seed.items()}
+    present = naive.murmur3_32(b"\xffpresent", seed["tags"]) & mask
+    rows = []
+    for r in table.to_pylist():
+        tags, scores, ids = r["tags"] or [], r["scores"] or [], r["ids"] or []
+        # weighted: whether the list has elements (value 1), then each element with its value
+        features = [(present if tags else null["tags"], 1.0)]
+        features += [(naive.murmur3_32(t.encode(), seed["tags"]) & mask, s) for t, s in zip(tags, scores)]
+        features += [(naive.murmur3_32(naive._int_bytes(v), seed["ids"]) & mask, 1.0) for v in ids]
+        rows.append(features if ids else features + [(null["ids"], 1.0)])
+    labels = [float(y) for y in table["label"].to_pylist()]
+    w_ref, _, loss_ref = naive.adagrad_eager(rows, labels, [1.0] * len(rows), model.spec.slots, 0.3, 0.0, 0.0, 1e-8)
+    np.testing.assert_allclose(model.weights, w_ref, rtol=2e-4, atol=2e-5)
+    assert model.summary["progressive_logloss"] == pytest.approx(loss_ref, rel=1e-5)
+    # scoring reads the values as training did
+    margins = [w_ref[-1] + sum(w_ref[slot] * v for slot, v in features) for features in rows]
+    np.testing.assert_allclose(model.predict(table), 1 / (1 + np.exp(-np.array(margins))), rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("scores,message", [
+    ([[1.0], [2.0, 3.0]], "row 0: list weights column 'scores' has 1 values for the 2 elements of 'tags'"),
+    ([[1.0, None], [2.0]], "row 0: list weights column 'scores' has a null value"),
+    ([[1.0, 2.0], [float("inf")]], "row 1: list weights column 'scores' has value inf"),
+])
+def test_list_weights_that_do_not_fit_their_elements_are_refused_naming_the_row(scores, message):
+    table = pa.table({"label": [0, 1], "tags": pa.array([["a", "b"], ["c"]]), "scores": pa.array(scores)})
+    with pytest.raises(fastada.FastadaError, match=message):
+        fastada.train(table, label="label", bits=8, threads=1, lr=0.1, list_weights={"tags": "scores"})
+
+
+def test_list_weights_must_name_a_list_column_and_a_free_column(rng):
+    table = _with_tag_scores(rng, _tags_table(rng, 50))
+    with pytest.raises(fastada.FastadaError, match="not a list"):
+        fastada.train(table.append_column("x", pa.array(["a"] * 50)), label="label", list_weights={"x": "scores"})
+    with pytest.raises(fastada.FastadaError, match="also named for another role"):
+        fastada.train(table, label="label", list_weights={"tags": "scores"}, ignore=["scores"])
+    with pytest.raises(fastada.FastadaError, match="'nope' named in --list-weights not found"):
+        fastada.train(table, label="label", list_weights={"tags": "nope"})
