@@ -520,8 +520,9 @@ def catch_up_all(table, clock, now, lr, l1, l2, eps):
 
 
 @njit(cache=True, parallel=True, nogil=True)
-def predict_chunk(cat, num, num_values, weights, mask, blocks, out):
-    """``out[r]`` = predicted probability of row r; ``weights[-1]`` is the bias."""
+def predict_chunk(cat, num, num_values, weights, mask, blocks, margin, out):
+    """``out[r]`` = predicted probability of row r (``margin``: its log-odds); ``weights[-1]`` is
+    the bias."""
     rows = out.shape[0]
     bias = np.float64(weights[weights.shape[0] - 1])
     for b in prange(blocks):
@@ -537,7 +538,7 @@ def predict_chunk(cat, num, num_values, weights, mask, blocks, out):
                 z += weights[np.int64(cat[r, j] & mask)]
             for j in range(num.shape[1]):
                 z += weights[np.int64(num[r, j] & mask)] * num_values[r, j]
-            out[r] = _sigmoid(z)
+            out[r] = z if margin else _sigmoid(z)
 
 
 @njit(cache=True, nogil=True)

@@ -69,10 +69,13 @@ class Model:
 
     # -- scoring (the driver does the streaming) ---------------------------------------------
 
-    def predict(self, data, *, threads: int | None = None, chunk_rows: int = 65536) -> np.ndarray:
-        """Probabilities for every row of ``data`` (a Parquet path, list of paths, or Arrow table)."""
+    def predict(self, data, *, threads: int | None = None, chunk_rows: int = 65536,
+                margin: bool = False) -> np.ndarray:
+        """Probabilities for every row of ``data`` (Parquet paths, or data in memory as
+        :func:`fastada.train` takes it), in order; ``margin=True``: their log-odds (the bias plus
+        each feature's weight times its value), exact where a probability rounds to 0 or 1."""
         from .score import predict_batches
-        parts = [p for p, _, _ in predict_batches(self, data, threads=threads, chunk_rows=chunk_rows)]
+        parts = [p for p, _, _ in predict_batches(self, data, threads=threads, chunk_rows=chunk_rows, margin=margin)]
         return np.concatenate(parts) if parts else np.zeros(0, np.float64)
 
     def evaluate(self, data, *, label: str | None = None, threads: int | None = None,

@@ -20,8 +20,9 @@ from .stream import _string_columns, check_data, read_ahead, read_workers, set_t
 
 
 def predict_batches(model, data, *, threads: int | None = None, chunk_rows: int = 65536,
-                    keep: Sequence[str] = ()) -> Iterator[tuple[np.ndarray, pa.RecordBatch, str]]:
-    """(probabilities, batch of the ``keep`` columns, (where, first row)) per chunk, in order."""
+                    keep: Sequence[str] = (), margin: bool = False) -> Iterator[tuple[np.ndarray, pa.RecordBatch, str]]:
+    """(probabilities, or with ``margin`` log-odds; batch of the ``keep`` columns; (where, first
+    row)) per chunk, in order."""
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or not 1 <= chunk_rows <= 2**26:
         raise FastadaError(f"chunk_rows must be an integer in 1..{2**26}, got {chunk_rows!r}")
     dataset = data if isinstance(data, DataSet) else DataSet(data)
@@ -49,7 +50,7 @@ def predict_batches(model, data, *, threads: int | None = None, chunk_rows: int 
     for block, kept, where, first_row in read_ahead(dataset.units, work, len(featurizers)):
         out = np.empty(block.rows, dtype=np.float64)
         if block.rows:
-            kernels.predict_chunk(block.cat, block.num, block.num_values, weights, mask, blocks, out)
+            kernels.predict_chunk(block.cat, block.num, block.num_values, weights, mask, blocks, margin, out)
             if not np.isfinite(out).all():
                 raise FastadaError(f"{where}, row {first_row + int(np.argmin(np.isfinite(out)))}: the model gives a "
                                    f"non-finite prediction (its weights hold NaN or inf); it cannot be used")

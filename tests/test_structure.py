@@ -25,6 +25,7 @@ ALLOWED = {
     "roles": {"config", "features", "reader"},
     "api": {"config", "model", "reader", "roles", "train"},
     "cli": {"api", "config", "model", "score", "synth", "train"},
+    "sklearn": {"api", "reader"},  # the estimator is train() on the data it was given
 }
 
 
