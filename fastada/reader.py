@@ -13,7 +13,9 @@ from __future__ import annotations
 import errno
 import glob
 import hashlib
+import itertools
 import os
+import tempfile
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -56,6 +58,9 @@ class DataSet:
         self.unreadable: list[str] = []
         self.files: list[tuple[pafs.FileSystem | None, str]] = []
         data = _as_table(data)
+        self._spool = data if isinstance(data, _Spool) else None  # (its file lives as long as this)
+        if self._spool is not None:
+            data = self._spool.path
         if isinstance(data, pa.Table):
             self._table = data
         else:
@@ -77,7 +82,7 @@ class DataSet:
         self.num_rows = sum(u.rows for u in self.units)
 
     def name(self, file: int) -> str:
-        return "<table>" if self._table is not None else self.files[file][1]
+        return "<table>" if self._table is not None else "<stream>" if self._spool is not None else self.files[file][1]
 
     def _open(self, file: int, **kwargs) -> pq.ParquetFile:
         fs, path = self.files[file]
@@ -265,11 +270,31 @@ def _from(chunk: Chunk, start_row: int) -> Chunk:
     return Chunk(chunk.batch.slice(skip), chunk.unit, start_row, chunk.where)
 
 
-def _as_table(data):
+# An Arrow stream larger than this is not held in memory: it is written, batch by batch, to a
+# temporary Parquet file that is read like any other and removed with its data set.
+SPOOL_BYTES = 256 << 20
+
+
+class _Spool:
+    """A stream written to a temporary Parquet file (``path``), removed when this is collected."""
+
+    def __init__(self, reader: pa.RecordBatchReader, read: list):
+        self._folder = tempfile.TemporaryDirectory(prefix="fastada-stream-")
+        self.path = os.path.join(self._folder.name, "stream.parquet")
+        schema = _view_free_schema(reader.schema)
+        with pq.ParquetWriter(self.path, schema) as writer:
+            for batch in itertools.chain(read, reader):
+                if batch.num_rows:
+                    writer.write_table(pa.Table.from_batches([batch]).cast(schema), row_group_size=1 << 17)
+        read.clear()
+
+
+def _as_table(data, spool: bool = True):
     """In-memory data as an Arrow table: a record batch, a reader, a pandas DataFrame (its index
     left out), or anything that speaks the Arrow PyCapsule stream interface (polars, DuckDB,
-    pandas >= 2.2, Arrow objects; ``__arrow_c_stream__``). Paths are returned as given."""
-    if isinstance(data, (str, os.PathLike, pa.Table)):
+    pandas >= 2.2, Arrow objects; ``__arrow_c_stream__``). Paths are returned as given. A
+    stream of more than :data:`SPOOL_BYTES` comes back as a :class:`_Spool` (unless not ``spool``)."""
+    if isinstance(data, (str, os.PathLike, pa.Table, _Spool)):
         return data
     if isinstance(data, pa.RecordBatch):
         return pa.Table.from_batches([data])
@@ -280,19 +305,27 @@ def _as_table(data):
             raise FastadaError(f"the DataFrame cannot be read as Arrow ({_first_line(e)})") from None
     if hasattr(data, "__arrow_c_stream__"):
         try:
-            return _without_views(pa.RecordBatchReader.from_stream(data).read_all())
+            reader = pa.RecordBatchReader.from_stream(data)
+            read, size = [], 0
+            for batch in reader:
+                read.append(batch)
+                size += batch.nbytes
+                if spool and size > SPOOL_BYTES:
+                    return _Spool(reader, read)
+            table = pa.Table.from_batches(read, schema=reader.schema)
+            schema = _view_free_schema(table.schema)
+            return table if schema.equals(table.schema) else table.cast(schema)
         except (pa.ArrowException, TypeError, ValueError) as e:
             raise FastadaError(f"{type(data).__name__}: cannot be read as an Arrow stream ({_first_line(e)})") from None
     return data
 
 
-def _without_views(table: pa.Table) -> pa.Table:
-    """``table`` with string_view / binary_view columns (polars exports them) as large_string /
+def _view_free_schema(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with string_view / binary_view columns (polars exports them) as large_string /
     large_binary, which every Arrow kernel fastada uses takes."""
     views = {"string_view": pa.large_string(), "binary_view": pa.large_binary()}
-    if not any(str(f.type) in views for f in table.schema):
-        return table
-    return table.cast(pa.schema([pa.field(f.name, views.get(str(f.type), f.type), f.nullable) for f in table.schema]))
+    return pa.schema([pa.field(f.name, views.get(str(f.type), f.type), f.nullable) for f in schema],
+                     metadata=schema.metadata)
 
 
 def column_list(names) -> str:

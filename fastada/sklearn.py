@@ -131,7 +131,7 @@ class AdagradClassifier(ClassifierMixin, BaseEstimator):
         """``X`` as an Arrow table of its feature columns, and the roles fastada must give them."""
         if _is_frame(X):
             validate_data(self, X, reset=reset, skip_check_array=True)  # names and count, as scikit-learn checks them
-            table = _as_table(X)
+            table = _as_table(X, spool=False)  # (a frame is in memory already)
             if not isinstance(table, pa.Table):
                 raise TypeError(f"{type(X).__name__} cannot be read as a table")
             return table, {"categorical": self.categorical, "numeric": self.numeric, "crosses": self.crosses}

@@ -3,6 +3,7 @@
 import importlib
 import json
 import math
+import os
 
 import numpy as np
 import pyarrow as pa
@@ -509,3 +510,24 @@ def test_list_weights_must_name_a_list_column_and_a_free_column(rng):
         fastada.train(table, label="label", list_weights={"tags": "scores"}, ignore=["scores"])
     with pytest.raises(fastada.FastadaError, match="'nope' named in --list-weights not found"):
         fastada.train(table, label="label", list_weights={"tags": "nope"})
+
+
+def test_a_stream_larger_than_the_spool_threshold_is_not_held_in_memory(rng, monkeypatch):
+    from fastada import reader
+    table = small_table(rng, n=3000)
+    monkeypatch.setattr(reader, "SPOOL_BYTES", 10_000)  # a few batches of this table
+
+    def stream():
+        return pa.RecordBatchReader.from_batches(table.schema, table.to_batches(max_chunksize=250))
+
+    data = reader.DataSet(stream())
+    assert data._table is None and data.name(0) == "<stream>" and data.num_rows == 3000
+    spooled = data._spool.path
+    model = fastada.train(stream(), label="label", bits=12, threads=1, lr=0.2)
+    reference = fastada.train(table, label="label", bits=12, threads=1, lr=0.2)
+    np.testing.assert_array_equal(model.weights, reference.weights)
+    np.testing.assert_array_equal(model.predict(stream()), reference.predict(table))
+    del data
+    import gc
+    gc.collect()
+    assert not os.path.exists(spooled)  # the file goes with its data set
