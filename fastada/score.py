@@ -78,6 +78,39 @@ def evaluate_model(model, data, *, label: str | None = None, threads: int | None
     return evaluation.result()
 
 
+def calibrating_shift(model, data, rows: int, threads: int | None = None) -> float:
+    """The log-odds that, added to ``model``'s bias, make its mean prediction on the first
+    ``rows`` rows of ``data`` their (weighted) click rate: Newton's method on the one unknown.
+    For a model learned on downsampled negatives, whose bias the rate's log moved back to the
+    data's odds: exact for a perfect model, but an online model's predictions, shrunk toward
+    their mean in log-odds, under-predict once moved that far (0.96-0.98 of the clicks)."""
+    label, weight = model.spec.label, model.spec.weight
+    margins, labels, weights, seen, n = [], [], [], set(), 0
+    for z, batch, where in predict_batches(model, data, threads=threads, margin=True,
+                                           keep=[label] + ([weight] if weight else [])):
+        margins.append(z)
+        labels.append(labels_from_arrow(batch.column(label), label, where[0], seen, where[1]))
+        weights.append(weights_from_arrow(batch.column(weight), weight, *where) if weight else np.ones(len(z)))
+        n += len(z)
+        if n >= rows:
+            break
+    if not margins:
+        return 0.0
+    z, y, w = (np.concatenate(a)[:rows].astype(np.float64) for a in (margins, labels, weights))
+    clicks = float(w @ y)
+    if clicks <= 0 or clicks >= w.sum():
+        return 0.0  # no click (or no non-click) to match: nothing to learn from
+    shift = 0.0
+    for _ in range(50):
+        p = 1.0 / (1.0 + np.exp(-(z + shift)))
+        slope = float(w @ (p * (1.0 - p)))
+        step = (float(w @ p) - clicks) / max(slope, 1e-12)
+        shift -= max(-1.0, min(1.0, step))
+        if abs(step) < 1e-9:
+            break
+    return shift
+
+
 def describe_slots(model, slots: Sequence[int], data=None, scan_rows: int = 200_000) -> dict[int, list[str]]:
     """What feeds each of ``slots``: features known from the spec alone (each column's null or
     missing feature, each numeric column's value feature and log buckets, each time part's

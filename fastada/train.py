@@ -26,7 +26,7 @@ from .features import FeatureBlock, Featurizer
 from .model import Model, atomic_write
 from .reader import DataSet
 from .roles import roles_line
-from .score import evaluate_model
+from .score import calibrating_shift, evaluate_model
 from .stream import _string_columns, check_data, read_ahead, read_workers, set_threads
 
 
@@ -732,9 +732,13 @@ class _Training:
         if self.run_config.early_stop:
             summary["best_logloss"] = state.best
             summary["best_rows"] = state.best_rows
-        return Model(self.spec, self._weights(kept if kept is self.best_table else self.table),
-                     np.ascontiguousarray(kept[:, kernels.ACCUMULATOR]), learn=self.learn.to_dict(),
-                     summary=summary)
+        weights = self._weights(kept if kept is self.best_table else self.table)
+        if self.learn.negative_rate < 1:
+            shift = calibrating_shift(Model(self.spec, weights), self.dataset, CALIBRATION_ROWS, threads=self.threads)
+            weights[-1] += np.float32(shift)
+            summary["calibration_shift"] = shift
+        return Model(self.spec, weights, np.ascontiguousarray(kept[:, kernels.ACCUMULATOR]),
+                     learn=self.learn.to_dict(), summary=summary)
 
 
 _NO_HOLDOUT = np.zeros(0, dtype=np.uint8)
@@ -768,6 +772,9 @@ RACE_MIN_ROWS = 50_000
 RACE_MIN_SCORED = 50  # fewer scored rows than this (or rates that score alike): RACE_FALLBACK
 RACE_FALLBACK = 0.05  # the former default: best or within 0.0003 of best on the samples of up to 8k rows
 RACE_BITS = 22
+# A model learned on downsampled negatives has its bias set so that it predicts the clicks of
+# this many of the data's first rows (all of them, not only those kept): see score.calibrating_shift.
+CALIBRATION_ROWS = 200_000
 
 
 def row_uniforms(seed: int, first: int, n: int) -> np.ndarray:
