@@ -28,6 +28,8 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
           threads: int | str | None = None, seed: int = 0, chunk_rows: int = LearnConfig.chunk_rows,
           shuffle: bool = False, lr_decay: float = 1.0, holdout_every: int = 0,
           bad_rows: str = "fail", learner: str = "adagrad", beta: float = 1.0, negative_rate: float = 1.0,
+          factors: int = LearnConfig.factors, factor_bits: int = LearnConfig.factor_bits,
+          factor_lr: float = LearnConfig.factor_lr, factor_l2: float = LearnConfig.factor_l2,
           valid=None,
           eval_every_rows: int = 0, early_stop: int = 0,
           checkpoint_dir: str | os.PathLike | None = None, checkpoint_every_rows: int = 0,
@@ -38,7 +40,9 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
           on_note: Callable[[str], None] | None = None, stop: threading.Event | None = None,
           init: Model | str | os.PathLike | None = None) -> Model:
     """Train a logistic model with Hogwild per-feature Adagrad (or, ``learner="ftrl"``,
-    FTRL-Proximal: ``lr`` is its alpha, ``beta`` its beta) on ``data``.
+    FTRL-Proximal: ``lr`` is its alpha, ``beta`` its beta; ``learner="ffm"``, a field-aware
+    factorization machine: ``factors`` latent factors per feature and field in 2**``factor_bits``
+    slots, learned at ``factor_lr`` with L2 ``factor_l2`` over the Adagrad linear model) on ``data``.
 
     data: Parquet file(s), folder(s), glob(s), filesystem URI(s), or data in memory: a
     ``pyarrow.Table``, a pandas DataFrame, or any Arrow PyCapsule stream (polars, DuckDB; read whole).
@@ -75,7 +79,8 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
                         epochs=epochs, threads=threads if threads is not None else "auto",
                         seed=seed, chunk_rows=chunk_rows, shuffle=shuffle, lr_decay=lr_decay,
                         holdout_every=holdout_every, bad_rows=bad_rows, learner=learner, beta=beta,
-                        negative_rate=negative_rate)
+                        negative_rate=negative_rate, factors=factors, factor_bits=factor_bits,
+                        factor_lr=factor_lr, factor_l2=factor_l2)
     run = RunConfig(eval_every_rows=eval_every_rows, early_stop=early_stop,
                     checkpoint_dir=os.fspath(checkpoint_dir) if checkpoint_dir is not None else None,
                     checkpoint_every_rows=checkpoint_every_rows,

@@ -88,9 +88,18 @@ def _parser() -> argparse.ArgumentParser:
     lg = t.add_argument_group("learning")
     lg.add_argument("--lr", type=_lr_arg, default=LearnConfig.lr,
                     help="Adagrad learning rate, or auto (default): raced on the first rows, the winner kept")
-    lg.add_argument("--learner", choices=("adagrad", "ftrl"), default="adagrad",
-                    help="per-coordinate Adagrad (default) or FTRL-Proximal (--lr is its alpha)")
+    lg.add_argument("--learner", choices=("adagrad", "ftrl", "ffm"), default="adagrad",
+                    help="per-coordinate Adagrad (default), FTRL-Proximal (--lr is its alpha) or a field-aware "
+                         "factorization machine over the Adagrad linear model")
     lg.add_argument("--beta", type=float, default=1.0, help="FTRL's beta (default 1)")
+    lg.add_argument("--factors", type=int, default=LearnConfig.factors,
+                    help=f"FFM: latent factors per feature and field (default {LearnConfig.factors})")
+    lg.add_argument("--factor-bits", type=int, default=LearnConfig.factor_bits,
+                    help=f"FFM: log2 of the factor slots (at most --bits; default {LearnConfig.factor_bits})")
+    lg.add_argument("--factor-lr", type=float, default=LearnConfig.factor_lr,
+                    help=f"FFM: the factors' Adagrad rate (default {LearnConfig.factor_lr}, libffm's eta)")
+    lg.add_argument("--factor-l2", type=float, default=LearnConfig.factor_l2,
+                    help=f"FFM: the factors' L2 (default {LearnConfig.factor_l2}, libffm's lambda)")
     lg.add_argument("--negative-rate", type=float, default=1.0,
                     help="keep each negative row with this probability (the same rows every epoch); the "
                          "model is recalibrated to the full data (default 1: keep all)")
@@ -297,7 +306,8 @@ def _train(args) -> int:
             l1=args.l1, l2=args.l2, initial_accumulator=args.initial_accumulator, epochs=args.epochs,
             threads=args.threads, seed=args.seed, chunk_rows=args.chunk_rows, shuffle=args.shuffle,
             lr_decay=args.lr_decay, holdout_every=args.holdout_every, bad_rows=args.on_bad_rows,
-            learner=args.learner, beta=args.beta, negative_rate=args.negative_rate,
+            learner=args.learner, beta=args.beta, negative_rate=args.negative_rate, factors=args.factors,
+            factor_bits=args.factor_bits, factor_lr=args.factor_lr, factor_l2=args.factor_l2,
             valid=args.valid,
             eval_every_rows=args.eval_every_rows, early_stop=args.early_stop,
             checkpoint_dir=args.checkpoint_dir, checkpoint_every_rows=args.checkpoint_every_rows,

@@ -24,7 +24,7 @@ class UnreadableData(FastadaError):
 
 
 BAD_ROWS = ("fail", "skip")
-LEARNERS = ("adagrad", "ftrl")
+LEARNERS = ("adagrad", "ftrl", "ffm")
 
 
 @dataclass(frozen=True)
@@ -117,6 +117,9 @@ class LearnConfig:
 split between reading and learning by rates measured on the first chunks). chunk_rows: rows read,
     hashed and learned at a time. shuffle: row groups in a new order each epoch and rows in a new
     order within each chunk (out of core: never the whole data set), seeded by ``seed``.
+    learner="ffm" (:mod:`fastada.ffm`): ``factors`` latent factors per feature and field, in
+    2**``factor_bits`` factor slots, learned by Adagrad at ``factor_lr`` with L2 ``factor_l2``
+    (libffm's k, eta and lambda); the linear part learns as ``learner="adagrad"``.
     """
 
     lr: float | str = "auto"
@@ -135,6 +138,10 @@ split between reading and learning by rates measured on the first chunks). chunk
     learner: str = "adagrad"
     beta: float = 1.0
     negative_rate: float = 1.0
+    factors: int = 4
+    factor_bits: int = 18
+    factor_lr: float = 0.2
+    factor_l2: float = 2e-5
 
     def __post_init__(self):
         if self.lr != "auto" and not (_is_number(self.lr) and self.lr > 0):
@@ -158,6 +165,12 @@ split between reading and learning by rates measured on the first chunks). chunk
             raise FastadaError(f"negative_rate must be a number in (0, 1], got {self.negative_rate!r}")
         if self.learner not in LEARNERS:
             raise FastadaError(f"learner must be one of {', '.join(LEARNERS)}, got {self.learner!r}")
+        _check_int("factors", self.factors, 1, 256)
+        _check_int("factor_bits", self.factor_bits, 1, 31)
+        if not (_is_number(self.factor_lr) and self.factor_lr > 0):
+            raise FastadaError(f"factor_lr must be a positive number, got {self.factor_lr!r}")
+        if not (_is_number(self.factor_l2) and self.factor_l2 >= 0):
+            raise FastadaError(f"factor_l2 must be a number >= 0, got {self.factor_l2!r}")
         if not (_is_number(self.beta) and self.beta >= 0):
             raise FastadaError(f"beta must be a number >= 0, got {self.beta!r}")
         if self.bad_rows not in BAD_ROWS:

@@ -102,6 +102,19 @@ class Featurizer:
             raise FastadaError(f"cross with numeric column {name!r} needs numeric_mode 'bucket' or 'both'")
         return self.bucket_column[name]
 
+    def fields(self) -> np.ndarray:
+        """The field of each feature of a row (int64, k_cat + k_num): a categorical column, a
+        cross or a numeric column's bucket is a field of its own; a numeric column's value
+        feature shares its bucket's (or is one of its own without buckets). For field-aware
+        learners; list columns, whose rows have varying features, have no fixed fields."""
+        listed = [f.name for f in schema_from_text(self.spec.schema) if is_list_type(f.type)] if self.spec.schema else []
+        if listed:
+            raise FastadaError(f"list column {listed[0]!r}: a field-aware learner needs one feature a column; "
+                               f"leave it out or use --learner adagrad")
+        value = [self.bucket_column[c] if self.bucket_column[c] >= 0 else self.k_cat + i
+                 for i, c in enumerate(self.spec.numeric) if self.value_column[c] >= 0]
+        return np.array(list(range(self.k_cat)) + value, dtype=np.int64)
+
     @property
     def columns(self) -> list[str]:
         """The columns a batch must carry (label and weight first, when set)."""

@@ -53,12 +53,13 @@ class Model:
     """
 
     def __init__(self, spec: FeatureSpec, weights: np.ndarray, accumulators: np.ndarray | None = None,
-                 learn: dict | None = None, summary: dict | None = None):
+                 learn: dict | None = None, summary: dict | None = None, factors: np.ndarray | None = None):
         if weights.shape != (spec.slots + 1,):
             raise FastadaError(f"weights have shape {weights.shape}, expected ({spec.slots + 1},) for bits={spec.bits}")
         self.spec = spec
         self.weights = weights
         self.accumulators = accumulators
+        self.factors = factors  # learner="ffm": (factor slots, fields, K) latent vectors
         self.learn = dict(learn or {})
         self.summary = dict(summary or {})
 
@@ -101,11 +102,15 @@ class Model:
             arrays = {"index": index, "weights": weights[index]}
             if self.accumulators is not None:
                 arrays["accumulators"] = np.asarray(self.accumulators)[index]
+            if self.factors is not None:
+                arrays["factors"] = np.asarray(self.factors)
             write_file(path, {**header, "sparse": True}, arrays, version=SPARSE_FORMAT_VERSION)
             return
         arrays = {"weights": self.weights}
         if self.accumulators is not None:
             arrays["accumulators"] = self.accumulators
+        if self.factors is not None:
+            arrays["factors"] = np.asarray(self.factors)
         write_file(path, header, arrays)
 
 
@@ -270,7 +275,28 @@ def load(path: str | os.PathLike, *, mmap: bool = False, verify: bool | None = N
         weights = read("weights", (spec.slots + 1,))
         accumulators = (read("accumulators", (spec.slots + 1,), verify=verify if verify is not None else not mmap)
                         if "accumulators" in header["arrays"] else None)
-    return Model(spec, weights, accumulators, learn=header.get("learn"), summary=header.get("summary"))
+    learn = header.get("learn") or {}
+    factors = None
+    if learn.get("learner") == "ffm" or "factors" in header["arrays"]:
+        factors = _read_factors(path, header, read, learn)
+    return Model(spec, weights, accumulators, learn=learn, summary=header.get("summary"), factors=factors)
+
+
+def _read_factors(path: str, header: dict, read, learn: dict) -> np.ndarray:
+    """An FFM model's latent vectors, their shape checked against its header."""
+    entry = header["arrays"].get("factors")
+    if learn.get("learner") != "ffm" or entry is None:
+        raise FastadaError(f"{path}: corrupt model (learner {learn.get('learner')!r} "
+                           f"{'without' if entry is None else 'with'} a factor table)")
+    try:
+        shape = tuple(int(x) for x in entry["shape"])
+        fields = int((header.get("summary") or {})["fields"])
+        k = int(learn["factors"])
+    except (KeyError, TypeError, ValueError):
+        raise FastadaError(f"{path}: corrupt model header (factor table: no shape, fields or factors)") from None
+    if len(shape) != 3 or shape[1:] != (fields, k) or shape[0] & (shape[0] - 1):
+        raise FastadaError(f"{path}: corrupt model (factor table of shape {shape}, expected (2^b, {fields}, {k}))")
+    return read("factors", shape, verify=True)
 
 
 def _expand(path: str, header: dict, read, size: int) -> tuple[np.ndarray, np.ndarray | None]:

@@ -10,7 +10,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import pyarrow as pa
 
-from . import hashing, kernels
+from . import ffm, hashing, kernels
 from .config import FastadaError
 from .features import (Featurizer, feature_sources, labels_from_arrow, schema_from_text, source_column,
                        weights_from_arrow)
@@ -38,6 +38,10 @@ def predict_batches(model, data, *, threads: int | None = None, chunk_rows: int 
     check_data(dataset, spec, with_labels=False)
     mask = np.uint32(spec.slots - 1)
     weights = np.asarray(model.weights)
+    factors = None if getattr(model, "factors", None) is None else np.asarray(model.factors)
+    if factors is not None:  # a field-aware model: each feature's field, as in training
+        fields = featurizer.fields()
+        fmask = np.int64(factors.shape[0] - 1)
 
     featurizers = [featurizer] + [Featurizer(spec) for _ in range(read_workers(blocks) - 1)]
     dictionary = _string_columns(dataset, spec)
@@ -50,7 +54,11 @@ def predict_batches(model, data, *, threads: int | None = None, chunk_rows: int 
     for block, kept, where, first_row in read_ahead(dataset.units, work, len(featurizers)):
         out = np.empty(block.rows, dtype=np.float64)
         if block.rows:
-            kernels.predict_chunk(block.cat, block.num, block.num_values, weights, mask, blocks, margin, out)
+            if factors is None:
+                kernels.predict_chunk(block.cat, block.num, block.num_values, weights, mask, blocks, margin, out)
+            else:
+                ffm.predict_chunk(block.cat, block.num, block.num_values, weights, factors, fields, mask, fmask,
+                                  blocks, margin, out)
             if not np.isfinite(out).all():
                 raise FastadaError(f"{where}, row {first_row + int(np.argmin(np.isfinite(out)))}: the model gives a "
                                    f"non-finite prediction (its weights hold NaN or inf); it cannot be used")

@@ -20,7 +20,7 @@ from typing import Callable, Iterator, Sequence
 import numba
 import numpy as np
 
-from . import checkpoint, ftrl, kernels
+from . import checkpoint, ffm, ftrl, kernels
 from .config import FastadaError, FeatureSpec, LearnConfig, RunConfig, UnreadableData
 from .features import FeatureBlock, Featurizer
 from .model import Model, atomic_write
@@ -72,18 +72,23 @@ def memory_available() -> int | None:
 
 
 def check_memory(bits: int, features: int, chunk_rows: int, readers: int, best_copy: bool,
-                 race: bool = False) -> None:
+                 race: bool = False, extra: int = 0, extra_what: str = "") -> None:
     """Refuse, before anything is allocated, a run that cannot fit in memory, saying what it needs,
-    what there is, and the largest --bits that fits."""
+    what there is, and the largest --bits that fits. ``extra``: bytes of a learner's own tables
+    (``extra_what``), which --bits does not size."""
     available = memory_available()
-    need = memory_needed(bits, features, chunk_rows, readers, best_copy, race)
+    need = memory_needed(bits, features, chunk_rows, readers, best_copy, race) + extra
     if available is None or need <= available:
         return
-    fits = [b for b in range(bits - 1, 0, -1) if memory_needed(b, features, chunk_rows, readers, best_copy, race) <= available]
+    fits = [b for b in range(bits - 1, 0, -1)
+            if memory_needed(b, features, chunk_rows, readers, best_copy, race) + extra <= available]
     advice = f"use --bits {fits[0]} or less" if fits else "free memory or lower --chunk-rows"
+    if extra:
+        advice += f" (or lower --factor-bits or --factors: {extra_what} takes {_gib(extra)})"
     raise FastadaError(f"--bits {bits} needs about {_gib(need)} of memory (a 2^{bits}-slot table at 16 bytes a slot, "
                        f"the model built from it{', the best model kept for early stopping' if best_copy else ''}"
-                       f"{', the learning-rate race' if race else ''}, chunks in flight) but {_gib(available)} is available; {advice}")
+                       f"{', the learning-rate race' if race else ''}{', ' + extra_what if extra else ''}, "
+                       f"chunks in flight) but {_gib(available)} is available; {advice}")
 
 
 def fitting_bits(features: int) -> int:
@@ -212,6 +217,16 @@ class _Training:
         self.sequential_chunks = 0  # chunks learned by one block (the first; with auto, until measured)
         self.hot = self.private = None  # kernels.HotSlots and the threads' views of them (_choose_hot)
         self.ftrl = learn.learner == "ftrl"
+        self.ffm = learn.learner == "ffm"
+        self.shared_only = self.ftrl or self.ffm  # learners with no per-thread views of hot slots
+        self.factors = self.best_factors = None
+        if self.ffm:
+            self.fields = self.featurizers[0].fields()
+            self.field_count = int(self.fields.max()) + 1 if self.fields.size else 0
+            self.fmask = np.int64((1 << min(learn.factor_bits, spec.bits)) - 1)
+            need = ffm.factor_bytes(int(self.fmask) + 1, self.field_count, learn.factors)
+            note(f"ffm: {learn.factors} factors x {self.field_count} fields x 2^{min(learn.factor_bits, spec.bits)} "
+                 f"factor slots: {_gib(need)} of factors and their accumulators")
         self.regularise = (learn.l1 > 0 or learn.l2 > 0) and not self.ftrl  # (FTRL's weights need no catch-up)
         self.unit_start = dict(zip(dataset.units, np.cumsum([0] + [u.rows for u in dataset.units]).tolist()))
         identity = {"spec": spec.to_dict(), "learn": {k: v for k, v in learn.to_dict().items() if k != "threads"},
@@ -221,7 +236,10 @@ class _Training:
         for problem in dataset.unreadable:
             note(f"skipped an unreadable file: {problem}")
         features = self.featurizers[0].k_cat + self.featurizers[0].k_num
-        check_memory(spec.bits, features, learn.chunk_rows, self.readers[0], run.early_stop > 0, learn.lr == "auto")
+        check_memory(spec.bits, features, learn.chunk_rows, self.readers[0], run.early_stop > 0, learn.lr == "auto",
+                     extra=(ffm.factor_bytes(int(self.fmask) + 1, self.field_count, learn.factors)
+                            * (2 if run.early_stop else 1) if self.ffm else 0),
+                     extra_what="the factor table" if self.ffm else "")
         if spec.slots >= LARGE_MODEL_SLOTS and spec.slots > 16 * dataset.num_rows * max(1, features):
             note(f"2^{spec.bits} slots for at most {dataset.num_rows * features:,} distinct features: training "
                  f"holds {_gib(16 * spec.slots)} of table and a model loads as {_gib(4 * spec.slots)} of weights "
@@ -242,6 +260,8 @@ class _Training:
             self._continue(init)
         if self.table is None:
             self.table = kernels.new_table(spec.slots, learn.initial_accumulator)
+        if self.ffm and self.factors is None:
+            self.factors = ffm.new_factors(int(self.fmask) + 1, self.field_count, learn.factors, learn.seed)
         if self.table.shape != (spec.slots + 1, kernels.SLOT_WIDTH):
             raise FastadaError(f"checkpoint table has shape {self.table.shape}, "
                                f"expected {(spec.slots + 1, kernels.SLOT_WIDTH)}")
@@ -284,6 +304,8 @@ class _Training:
         try:
             self.state = _State(**found.state["progress"])
             self.table = found.arrays["table"]
+            self.factors = found.arrays.get("factors")
+            self.best_factors = found.arrays.get("best_factors")
         except (KeyError, TypeError) as e:
             raise FastadaError(f"{found.path}: a checkpoint this fastada cannot resume "
                                f"({type(e).__name__}: {e}); was it written by another version?") from None
@@ -536,7 +558,7 @@ class _Training:
         rows = self.table.shape[0]
         self.hot = self.bias_only = kernels.hot_slots(rows)  # a lone learner looks nothing up
         self.read_rate = None
-        if self.max_threads > 1 and not self.ftrl:  # (FTRL learns on the shared table only)
+        if self.max_threads > 1 and not self.shared_only:  # (FTRL and FFM learn on the shared tables only)
             unit = self.dataset.units[0]
             try:
                 featurizer = Featurizer(self.spec, self.skip)
@@ -566,7 +588,12 @@ class _Training:
         blocks = 1 if sequential else self.threads
         self.block_loss[:] = 0.0
         start = time.perf_counter()
-        if self.ftrl:
+        if self.ffm:
+            status = ffm.train_chunk(chunk.slots, chunk.num_values, chunk.labels, chunk.weights, chunk.held,
+                                     self.table, self.clock, np.int64(state.step), lr, learn.l1, learn.l2, learn.eps,
+                                     self.factors, self.fields, self.fmask, learn.factor_lr, learn.factor_l2, blocks,
+                                     self.block_loss)
+        elif self.ftrl:
             status = ftrl.train_chunk(chunk.slots, chunk.num_values, chunk.labels, chunk.weights, chunk.held,
                                       self.table, lr, learn.beta, learn.l1, learn.l2, blocks, self.block_loss)
         else:
@@ -622,7 +649,7 @@ class _Training:
 
     def _settle_views(self, epoch: int | None = None) -> None:
         """Hand the threads' views of the hot slots back to the table (kernels.fold_views)."""
-        if self.hot is None or self.ftrl:
+        if self.hot is None or self.shared_only:
             return
         learn = self.learn
         epoch = min(self.state.epoch, learn.epochs - 1) if epoch is None else epoch
@@ -653,7 +680,7 @@ class _Training:
             record["holdout_logloss"] = held_loss / held_weight if held_weight else None
         if self.valid is not None:
             weights = self._weights(self.table, epoch)
-            result = evaluate_model(Model(self.spec, weights), self.valid, threads=self.threads,
+            result = evaluate_model(self._scoring_model(weights, self.factors), self.valid, threads=self.threads,
                                     chunk_rows=self.learn.chunk_rows)
             record.update({f"valid_{k}": _finite_or_none(v) for k, v in result.items() if k != "rows"})
         state.interval = [0.0, 0.0, 0.0, 0.0]
@@ -662,6 +689,8 @@ class _Training:
             if state.best is None or metric < state.best:
                 state.best, state.best_rows, state.since_best = metric, state.step, 0
                 self.best_table = np.array(self.table[:, :2])
+                if self.ffm:
+                    self.best_factors = np.array(self.factors)
             else:
                 state.since_best += 1
                 state.stopped_early = state.since_best >= run.early_stop
@@ -687,6 +716,10 @@ class _Training:
         progress = self.state.to_dict()
         progress["seconds"] = self._seconds()
         arrays = {"table": self.table} if self.best_table is None else {"table": self.table, "best": self.best_table}
+        if self.ffm:
+            arrays["factors"] = self.factors
+            if self.best_factors is not None:
+                arrays["best_factors"] = self.best_factors
         checkpoint.save(self.run_config.checkpoint_dir, self.state.step,
                         {"identity": self.identity, "progress": progress}, arrays, self.run_config.keep_checkpoints)
         self.last_checkpoint = (self.state.step, time.perf_counter())
@@ -733,12 +766,22 @@ class _Training:
             summary["best_logloss"] = state.best
             summary["best_rows"] = state.best_rows
         weights = self._weights(kept if kept is self.best_table else self.table)
+        factors = (self.best_factors if kept is self.best_table else self.factors) if self.ffm else None
         if self.learn.negative_rate < 1:
-            shift = calibrating_shift(Model(self.spec, weights), self.dataset, CALIBRATION_ROWS, threads=self.threads)
+            shift = calibrating_shift(self._scoring_model(weights, factors), self.dataset, CALIBRATION_ROWS,
+                                      threads=self.threads)
             weights[-1] += np.float32(shift)
             summary["calibration_shift"] = shift
+        if factors is not None:
+            summary["fields"] = self.field_count
         return Model(self.spec, weights, np.ascontiguousarray(kept[:, kernels.ACCUMULATOR]),
-                     learn=self.learn.to_dict(), summary=summary)
+                     learn=self.learn.to_dict(), summary=summary,
+                     factors=None if factors is None else np.ascontiguousarray(factors[:, :, :self.learn.factors]))
+
+    def _scoring_model(self, weights: np.ndarray, factors: np.ndarray | None) -> Model:
+        """A model of ``weights`` (and, for FFM, the vectors of the factor table ``factors``)."""
+        vectors = None if factors is None or not self.ffm else factors[:, :, :self.learn.factors]
+        return Model(self.spec, weights, factors=vectors)
 
 
 _NO_HOLDOUT = np.zeros(0, dtype=np.uint8)

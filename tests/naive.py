@@ -144,3 +144,49 @@ def ftrl_proximal(rows, labels, row_weights, slots, alpha, beta, l1, l2):
             z[s] += g - sigma * wi
             n[s] += g * g
     return np.array([weight(s) for s in range(slots + 1)]), n, loss / sum(row_weights)
+
+
+def ffm_eager(rows, labels, row_weights, slots, lr, eps, factors, factor_mask, factor_lr, factor_l2):
+    """One pass of a field-aware factorization machine (Juan et al. 2016, as libffm learns it)
+    over per-example Adagrad logistic regression, no L1/L2 on the linear part.
+
+    rows: per example, a list of (slot, value, field). ``factors``: the starting table
+    ``(factor slots, fields, 2K)`` (vectors, then their accumulators), learned in place (float64).
+    Per example, with scale = 1 / sum of squared values: z = bias + sum w_s x + scale sum over
+    pairs a < b of <v[a, f_b], v[b, f_a]> x_a x_b; the linear part takes Adagrad steps; each pair,
+    with kappa = (p - y) rw scale x_a x_b and both vectors as before its step, takes
+    g = factor_l2 v + kappa v_other, G += g^2, v -= factor_lr g / sqrt(G).
+    Returns (weights, factors, mean progressive logloss)."""
+    k = factors.shape[2] // 2
+    v = factors.astype(np.float64)
+    w = np.zeros(slots + 1)
+    G = np.zeros(slots + 1)
+    loss = 0.0
+    for features, y, rw in zip(rows, labels, row_weights):
+        scale = 1.0 / sum(x * x for _, x, _ in features)
+        z = w[slots] + sum(w[s] * x for s, x, _ in features)
+        for a in range(len(features)):
+            for b in range(a + 1, len(features)):
+                (sa, xa, fa), (sb, xb, fb) = features[a], features[b]
+                z += scale * xa * xb * float(v[sa & factor_mask, fb, :k] @ v[sb & factor_mask, fa, :k])
+        p = 1 / (1 + math.exp(-z))
+        loss += rw * (math.log1p(math.exp(-abs(z))) + max(z, 0) - y * z)
+        g0 = (p - y) * rw
+        for s, x in [(slots, 1.0)] + [(s, x) for s, x, _ in features]:
+            g = g0 * x
+            G[s] += g * g
+            w[s] -= lr * g / (math.sqrt(G[s]) + eps)
+        for a in range(len(features)):
+            for b in range(a + 1, len(features)):
+                (sa, xa, fa), (sb, xb, fb) = features[a], features[b]
+                kappa = g0 * scale * xa * xb
+                va, vb = v[sa & factor_mask, fb], v[sb & factor_mask, fa]  # (may be one vector)
+                old_a, old_b = va.copy(), vb.copy()
+                ga = factor_l2 * old_a[:k] + kappa * old_b[:k]
+                gb = factor_l2 * old_b[:k] + kappa * old_a[:k]
+                acc_a, acc_b = old_a[k:] + ga * ga, old_b[k:] + gb * gb
+                va[k:] = acc_a
+                vb[k:] = acc_b  # (one vector: the second pair member's write stands, as in the kernel)
+                va[:k] = old_a[:k] - factor_lr * ga / np.sqrt(acc_a)
+                vb[:k] = old_b[:k] - factor_lr * gb / np.sqrt(acc_b)
+    return w, v, loss / sum(row_weights)

@@ -1,0 +1,197 @@
+"""Numba kernels for field-aware factorization machines (Juan et al., "Field-aware Factorization
+Machines for CTR Prediction", RecSys 2016; libffm): the linear Adagrad model of
+:mod:`fastada.kernels` plus, for every pair of a row's features, the dot product of each one's
+latent vector for the other's field.
+
+Kernels know arrays and scalars only. The linear part lives in the slot table of
+:mod:`fastada.kernels` (weight, G, clock; lazy L1/L2). The factors live in ``factors``, float32
+``(factor_slots, fields, 2 K)``: for a feature hashed to factor slot ``u`` and a field ``f``,
+``factors[u, f, :K]`` is its vector for features of field ``f`` and ``factors[u, f, K:]`` those
+numbers' Adagrad accumulators, side by side so that one pair touches two half cache lines. A
+feature's factor slot is its linear slot masked to ``factor_slots``; its field is its column's
+(``fields[j]`` for the j-th feature of a row).
+
+Per example, with x_j the row's feature values (1 for a categorical one) and
+``scale = 1 / sum_j x_j^2`` (libffm's instance normalisation):
+
+1. z = bias + sum_j w_j x_j + scale * sum_{a<b} <v[a, f_b], v[b, f_a]> x_a x_b;  p = sigmoid(z)
+2. the linear part learns as Adagrad does (``g_j = (p - y) x_j row_weight``);
+3. for every pair a < b, with kappa = (p - y) row_weight scale x_a x_b and both vectors as they
+   were before this pair's step: grad_a = factor_l2 v[a, f_b] + kappa v[b, f_a] (and the same for
+   b), G += grad^2, v -= factor_lr grad / sqrt(G): libffm's per-coordinate Adagrad, its L2 applied
+   to the vectors a row uses (libffm's own rule; untouched vectors are not decayed).
+
+O(features^2 x K) a row; no allocation in the loop. :func:`train_chunk` is Hogwild over
+``blocks`` contiguous ranges of rows on shared tables; with one block it is sequential and
+repeatable bit for bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .kernels import WEIGHT, _adagrad, _settle, _sigmoid, chunk_status, logistic_loss
+
+# libffm's start: vectors uniform in [0, 1/sqrt(K)), accumulators at 1
+INITIAL_ACCUMULATOR = 1.0
+
+
+def new_factors(factor_slots: int, fields: int, k: int, seed: int) -> np.ndarray:
+    """A factor table with libffm's start, drawn from ``seed``."""
+    factors = np.empty((factor_slots, fields, 2 * k), dtype=np.float32)
+    rng = np.random.default_rng([seed, 0xFF3])
+    factors[:, :, :k] = rng.random((factor_slots, fields, k), dtype=np.float32) * np.float32(1.0 / np.sqrt(k))
+    factors[:, :, k:] = INITIAL_ACCUMULATOR
+    return factors
+
+
+def factor_bytes(factor_slots: int, fields: int, k: int) -> int:
+    """Memory of a factor table while training (vectors and accumulators)."""
+    return factor_slots * fields * 2 * k * 4
+
+
+@njit(cache=True, inline="always")
+def _value(num_values, r, j, k_cat):
+    return 1.0 if j < k_cat else np.float64(num_values[r, j - k_cat])
+
+
+@njit(cache=True, nogil=True)
+def _pairs(factors, slots, num_values, r, k_cat, fields, fmask, scale):
+    """scale * sum over the row's pairs of <v[a, f_b], v[b, f_a]> x_a x_b."""
+    k = slots.shape[1]
+    dims = factors.shape[2] // 2
+    total = 0.0
+    for a in range(k):
+        ua = np.int64(slots[r, a]) & fmask
+        fa = fields[a]
+        xa = _value(num_values, r, a, k_cat)
+        for b in range(a + 1, k):
+            ub = np.int64(slots[r, b]) & fmask
+            fb = fields[b]
+            dot = np.float32(0.0)
+            for d in range(dims):
+                dot += factors[ua, fb, d] * factors[ub, fa, d]
+            total += dot * xa * _value(num_values, r, b, k_cat)
+    return total * scale
+
+
+@njit(cache=True, nogil=True)
+def _learn_pairs(factors, slots, num_values, r, k_cat, fields, fmask, kappa0, factor_lr, factor_l2):
+    """Each pair's step, ``kappa0 = (p - y) row_weight scale``."""
+    k = slots.shape[1]
+    dims = factors.shape[2] // 2
+    lr32 = np.float32(factor_lr)
+    l232 = np.float32(factor_l2)
+    for a in range(k):
+        ua = np.int64(slots[r, a]) & fmask
+        fa = fields[a]
+        xa = _value(num_values, r, a, k_cat)
+        for b in range(a + 1, k):
+            ub = np.int64(slots[r, b]) & fmask
+            fb = fields[b]
+            kappa = np.float32(kappa0 * xa * _value(num_values, r, b, k_cat))
+            for d in range(dims):
+                va = factors[ua, fb, d]
+                vb = factors[ub, fa, d]
+                ga = l232 * va + kappa * vb
+                gb = l232 * vb + kappa * va
+                acc_a = factors[ua, fb, dims + d] + ga * ga
+                acc_b = factors[ub, fa, dims + d] + gb * gb
+                factors[ua, fb, dims + d] = acc_a
+                factors[ub, fa, dims + d] = acc_b
+                factors[ua, fb, d] = va - lr32 * ga / np.sqrt(acc_a)
+                factors[ub, fa, d] = vb - lr32 * gb / np.sqrt(acc_b)
+
+
+@njit(cache=True, inline="always")
+def _scale(num_values, r, k_cat, k):
+    total = np.float64(k_cat)
+    for j in range(k - k_cat):
+        total += np.float64(num_values[r, j]) ** 2
+    return 1.0 / total if total > 0.0 else 0.0
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step0, lr, l1, l2, eps,
+                factors, fields, fmask, factor_lr, factor_l2, blocks, block_loss):
+    """Learn one chunk; row r is global step ``step0 + r + 1``. Inputs as
+    :func:`fastada.kernels.train_chunk`'s (slots located with no hot slots), plus the factor
+    table, ``fields`` (int64, the field of each of a row's features) and ``fmask`` (factor slots
+    - 1). ``block_loss[b]`` = (weighted loss, weight) of learned rows, then of held-out rows.
+    Returns a status."""
+    rows = labels.shape[0]
+    regularise = l1 > 0.0 or l2 > 0.0
+    holdout = held.shape[0] > 0
+    k = slots.shape[1]
+    k_cat = k - num_values.shape[1]
+    bias = table.shape[0] - 1
+    for b in prange(blocks):
+        loss_sum = 0.0
+        weight_sum = 0.0
+        held_loss = 0.0
+        held_weight = 0.0
+        for r in range(rows * b // blocks, rows * (b + 1) // blocks):
+            before = step0 + r
+            z = np.float64(table[bias, WEIGHT])
+            for j in range(k):
+                t = np.int64(slots[r, j])
+                if regularise:
+                    _settle(table, clock, t, before, lr, l1, l2, eps)
+                z += table[t, WEIGHT] * _value(num_values, r, j, k_cat)
+            scale = _scale(num_values, r, k_cat, k)
+            z += _pairs(factors, slots, num_values, r, k_cat, fields, fmask, scale)
+            y = np.float64(labels[r])
+            rw = np.float64(row_weights[r])
+            if holdout and held[r] != 0:
+                held_loss += rw * logistic_loss(z, y)
+                held_weight += rw
+                continue
+            loss_sum += rw * logistic_loss(z, y)
+            weight_sum += rw
+            g0 = (_sigmoid(z) - y) * rw
+            _adagrad(table, bias, g0, lr, eps)
+            for j in range(k):
+                _adagrad(table, np.int64(slots[r, j]), g0 * _value(num_values, r, j, k_cat), lr, eps)
+            _learn_pairs(factors, slots, num_values, r, k_cat, fields, fmask, g0 * scale, factor_lr, factor_l2)
+        block_loss[b, 0] = loss_sum
+        block_loss[b, 1] = weight_sum
+        block_loss[b, 2] = held_loss
+        block_loss[b, 3] = held_weight
+    return chunk_status(block_loss, blocks)
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def predict_chunk(cat, num, num_values, weights, factors, fields, mask, fmask, blocks, margin, out):
+    """``out[r]``: the probability (``margin``: log-odds) of row r of hashed features ``cat``,
+    ``num`` (as :func:`fastada.kernels.predict_chunk` takes them) under weights (the bias last)
+    and factors (``(factor_slots, fields, K)``: vectors only)."""
+    rows = out.shape[0]
+    k_cat = cat.shape[1]
+    k = k_cat + num.shape[1]
+    dims = factors.shape[2]
+    bias = np.float64(weights[weights.shape[0] - 1])
+    for blk in prange(blocks):
+        slots = np.empty(k, dtype=np.int64)
+        for r in range(rows * blk // blocks, rows * (blk + 1) // blocks):
+            z = bias
+            total = np.float64(k_cat)
+            for j in range(k):
+                slots[j] = np.int64((cat[r, j] if j < k_cat else num[r, j - k_cat]) & mask)
+                x = 1.0 if j < k_cat else np.float64(num_values[r, j - k_cat])
+                if j >= k_cat:
+                    total += x * x
+                z += weights[slots[j]] * x
+            scale = 1.0 / total if total > 0.0 else 0.0
+            pairs = 0.0
+            for a in range(k):
+                ua = slots[a] & fmask
+                xa = 1.0 if a < k_cat else np.float64(num_values[r, a - k_cat])
+                for b in range(a + 1, k):
+                    ub = slots[b] & fmask
+                    dot = np.float32(0.0)
+                    for d in range(dims):
+                        dot += factors[ua, fields[b], d] * factors[ub, fields[a], d]
+                    pairs += dot * xa * (1.0 if b < k_cat else np.float64(num_values[r, b - k_cat]))
+            z += pairs * scale
+            out[r] = z if margin else _sigmoid(z)

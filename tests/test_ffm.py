@@ -1,0 +1,125 @@
+"""Field-aware factorization machines (learner="ffm"): the kernel equals its pure-Python twin,
+learns planted pairwise effects the linear model cannot, and works with everything training has:
+threads, checkpoints and resume, early stopping, model files, scoring."""
+
+import importlib
+import threading
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import fastada
+import naive
+from conftest import small_table
+from fastada import ffm
+from fastada.config import FastadaError
+from fastada.features import Featurizer
+
+
+def pairs_table(rng, n, planted=True):
+    """Three id columns; with ``planted``, the click odds depend on the pair (a, b) only."""
+    a, b, c = rng.integers(0, 30, n), rng.integers(0, 30, n), rng.integers(0, 50, n)
+    effect = np.random.default_rng(1).normal(0, 1.2, (30, 30))
+    main = np.random.default_rng(2).normal(0, 0.6, (2, 30))
+    z = -1 + (effect[a, b] if planted else main[0, a] + main[1, b]) + 0.1 * (c % 5)
+    y = (rng.random(n) < 1 / (1 + np.exp(-z))).astype(np.int8)
+    return pa.table({"label": y, "a": [f"a{v}" for v in a], "b": [f"b{v}" for v in b], "c": [f"c{v}" for v in c]})
+
+
+def test_the_kernel_equals_the_pure_python_twin(rng):
+    table = small_table(rng, n=300)  # strings with nulls, codes, numbers with NaN/inf (a value field and a bucket)
+    table = table.append_column("w", pa.array(rng.uniform(0.2, 2.0, 300)))
+    settings = dict(label="label", weight="w", bits=6, factor_bits=3, factors=3, lr=0.1, factor_lr=0.2,
+                    factor_l2=1e-3, threads=1, learner="ffm", chunk_rows=64)  # collisions in both tables
+    model = fastada.train(table, **settings)
+    spec = model.spec
+    featurizer = Featurizer(spec)
+    block = featurizer(table.to_batches()[0] if table.num_rows == len(table.to_batches()[0]) else
+                       pa.Table.from_batches(table.to_batches()).combine_chunks().to_batches()[0], "t")
+    fields = featurizer.fields()
+    mask = spec.slots - 1
+    rows = []
+    for r in range(table.num_rows):
+        features = [(int(h) & mask, 1.0, int(fields[j])) for j, h in enumerate(block.cat[r])]
+        features += [(int(h) & mask, float(x), int(fields[block.cat.shape[1] + j]))
+                     for j, (h, x) in enumerate(zip(block.num[r], block.num_values[r]))]
+        rows.append(features)
+    start = ffm.new_factors(8, int(fields.max()) + 1, 3, seed=0)
+    w, v, loss = naive.ffm_eager(rows, block.labels.tolist(), block.weights.tolist(), spec.slots, 0.1, 1e-8,
+                                 start, 7, 0.2, 1e-3)
+    np.testing.assert_allclose(model.weights, w, rtol=2e-4, atol=2e-5)
+    np.testing.assert_allclose(model.factors, v[:, :, :3], rtol=2e-4, atol=2e-5)
+    assert model.summary["progressive_logloss"] == pytest.approx(loss, rel=1e-5)
+
+
+def test_ffm_learns_planted_pairs_the_linear_model_cannot_and_matches_it_without_them(rng):
+    for planted in (True, False):
+        train, test = pairs_table(rng, 50_000, planted), pairs_table(np.random.default_rng(7), 20_000, planted)
+        settings = dict(label="label", bits=16, threads=1, epochs=3)
+        linear = fastada.train(train, **settings).evaluate(test)["logloss"]
+        pairs = fastada.train(train, learner="ffm", factor_bits=12, **settings).evaluate(test)["logloss"]
+        if planted:
+            assert pairs < linear - 0.02, (pairs, linear)
+        else:
+            assert abs(pairs - linear) < 0.003, (pairs, linear)
+
+
+def test_two_threads_reach_one_threads_quality(rng):
+    train, test = pairs_table(rng, 60_000), pairs_table(np.random.default_rng(8), 20_000)
+    settings = dict(label="label", bits=16, factor_bits=12, learner="ffm", lr=0.05, chunk_rows=4096)
+    one = fastada.train(train, threads=1, **settings).evaluate(test)["logloss"]
+    two = fastada.train(train, threads=2, **settings).evaluate(test)["logloss"]
+    assert abs(two - one) < 0.002, (one, two)
+
+
+def test_resume_continues_bit_for_bit_and_early_stopping_keeps_the_best_factors(rng, tmp_path):
+    data = tmp_path / "d.parquet"
+    pq.write_table(pairs_table(rng, 6000), data, row_group_size=1000)
+    valid = tmp_path / "v.parquet"
+    pq.write_table(pairs_table(np.random.default_rng(3), 2000), valid)
+    settings = dict(label="label", bits=12, factor_bits=8, learner="ffm", lr=0.1, epochs=3, threads=1,
+                    chunk_rows=500, valid=str(valid), early_stop=2, eval_every_rows=2000)
+    whole = fastada.train(str(data), **settings)
+    stop = threading.Event()  # a stop request after 7,000 of the 18,000 rows, mid-epoch
+    with pytest.raises(fastada.FastadaError):
+        fastada.train(str(data), checkpoint_dir=str(tmp_path / "ck"), checkpoint_every_rows=1000, stop=stop,
+                      on_chunk=lambda p: stop.set() if p.rows >= 7000 else None, **settings)
+    resumed = fastada.train(str(data), checkpoint_dir=str(tmp_path / "ck"), checkpoint_every_rows=1000,
+                            resume=True, **settings)
+    np.testing.assert_array_equal(resumed.weights, whole.weights)
+    np.testing.assert_array_equal(resumed.factors, whole.factors)
+    best = min(e["valid_logloss"] for e in whole.summary["evaluations"])
+    assert whole.evaluate(str(valid))["logloss"] == pytest.approx(best, rel=1e-6)
+
+
+def test_a_model_file_keeps_the_factors_and_scores_as_trained(rng, tmp_path):
+    from fastada.cli import main
+    train, test = tmp_path / "train.parquet", tmp_path / "test.parquet"
+    pq.write_table(pairs_table(rng, 5000), train)
+    pq.write_table(pairs_table(rng, 1000), test)
+    model_path = tmp_path / "m.fastada"
+    assert main(["train", str(train), "--model", str(model_path), "--learner", "ffm", "--factors", "2",
+                 "--factor-bits", "10", "--bits", "14", "--threads", "1", "--quiet"]) == 0
+    model = fastada.load(model_path)
+    assert model.learn["learner"] == "ffm" and model.factors.shape == (1024, 3, 2)
+    again = fastada.load(model_path, mmap=True)
+    np.testing.assert_array_equal(again.predict(str(test)), model.predict(str(test)))
+    assert main(["eval", "--model", str(model_path), str(test)]) == 0
+    assert main(["predict", "--model", str(model_path), str(test), "--out", str(tmp_path / "p.parquet")]) == 0
+    assert main(["inspect", str(model_path)]) == 0
+    # the linear weights alone score otherwise: the factors are used
+    linear_only = fastada.Model(model.spec, model.weights)
+    assert not np.allclose(linear_only.predict(str(test)), model.predict(str(test)))
+
+
+def test_ffm_refuses_list_columns_and_tables_that_do_not_fit(rng, monkeypatch):
+    table = pa.table({"label": [0, 1] * 50, "tags": pa.array([["a", "b"], ["c"]] * 50)})
+    with pytest.raises(FastadaError, match="list column 'tags': a field-aware learner"):
+        fastada.train(table, label="label", learner="ffm", bits=10, threads=1, lr=0.1)
+    training = importlib.import_module("fastada.train")  # (fastada.train is also the function)
+    monkeypatch.setattr(training, "memory_available", lambda: 80 << 20)  # the linear model fits, not the factors
+    with pytest.raises(FastadaError, match="lower --factor-bits or --factors: the factor table takes 96 MiB"):
+        fastada.train(pairs_table(rng, 1000), label="label", learner="ffm", bits=16, factor_bits=16, factors=64,
+                      threads=1, lr=0.1)
