@@ -1,0 +1,123 @@
+"""fastada's learners side by side (adagrad, ftrl, ffm: rows/s and test logloss by epoch, 1 thread
+and every thread), next to libffm built from source, on the same rows and the same hashed features.
+
+Usage:
+    python benchmarks/bench_learners.py --libffm /path/to/libffm [--rows 500000] [--test-rows 100000]
+        [--epochs 3] [--factor-bits 18] [--out bench-out]
+
+Data: generated Criteo-like rows, zstd, every string column at Zipf 1.05 (the hardest the
+generator makes). libffm reads its own text format, written from fastada's featurizer (each
+feature's field, its slot masked to 2^factor-bits, its value), so both learn the same features;
+libffm's model is pairs only (no linear term, no bias), fastada's FFM is its Adagrad linear model
+plus pairs. libffm runs with its defaults as the issue names them (k 4, eta 0.2, lambda 2e-5,
+instance normalisation) for --epochs iterations; its own timer covers learning only (it reads the
+text and converts it to its binary form first, untimed), fastada's covers the whole train call
+(reading Parquet, hashing, the lr race, learning). Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import re
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pyarrow.parquet as pq
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from machine import describe as describe_machine  # noqa: E402
+
+import fastada  # noqa: E402
+from fastada.features import Featurizer  # noqa: E402
+from fastada.roles import resolve_spec  # noqa: E402
+from fastada.reader import DataSet  # noqa: E402
+
+
+def write_libffm(parquet: str, out: str, spec, factor_bits: int) -> None:
+    """``parquet``'s rows as libffm lines: label field:index:value ..., fastada's features."""
+    featurizer = Featurizer(spec)
+    fields = featurizer.fields()
+    fmask = (1 << factor_bits) - 1
+    with open(out, "w") as f:
+        for batch in pq.ParquetFile(parquet).iter_batches(batch_size=1 << 16):
+            block = featurizer(batch, out)
+            index = np.concatenate([block.cat, block.num], axis=1).astype(np.int64) & fmask
+            values = np.concatenate([np.ones(block.cat.shape, np.float32), block.num_values], axis=1)
+            lines = []
+            for r in range(block.rows):
+                lines.append(f"{int(block.labels[r])} " + " ".join(
+                    f"{fields[j]}:{index[r, j]}:{values[r, j]:.6g}" for j in range(index.shape[1])))
+            f.write("\n".join(lines) + "\n")
+
+
+def run_libffm(libffm: str, train: str, test: str, epochs: int, threads: int, out: str) -> dict:
+    command = [os.path.join(libffm, "ffm-train"), "-k", "4", "-t", str(epochs), "-r", "0.2", "-l", "0.00002",
+               "-s", str(threads), "-p", test, train, os.path.join(out, "libffm.model")]
+    start = time.perf_counter()
+    text = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    wall = time.perf_counter() - start
+    by_epoch, seconds = [], 0.0
+    for line in text.splitlines():
+        m = re.match(r"\s*(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)", line)
+        if m:
+            by_epoch.append(float(m.group(3)))
+            seconds = float(m.group(4))  # libffm's cumulative learning time
+    return {"logloss_by_epoch": by_epoch, "seconds": seconds, "wall": wall}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--libffm", default=None, help="a folder with libffm's ffm-train, built from source")
+    ap.add_argument("--data", default=None)
+    ap.add_argument("--rows", type=int, default=500_000)
+    ap.add_argument("--test-rows", type=int, default=100_000)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--factor-bits", type=int, default=18)
+    ap.add_argument("--out", default="bench-out")
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    data = args.data or os.path.join(args.out, f"learners-{args.rows}")
+    if not os.path.exists(os.path.join(data, "train.parquet")):
+        from fastada.synth import generate
+        generate(data, rows=args.rows, test_rows=args.test_rows, seed=11, zipf=(1.05, 1.05), compression="zstd")
+    train, test = os.path.join(data, "train.parquet"), os.path.join(data, "test.parquet")
+    rows = pq.ParquetFile(train).metadata.num_rows
+    cores = os.cpu_count() or 1
+    results = []
+    for learner in ("adagrad", "ftrl", "ffm"):
+        for threads in sorted({1, cores}):
+            evaluations = []
+            start = time.perf_counter()
+            model = fastada.train(train, learner=learner, epochs=args.epochs, threads=threads, valid=test,
+                                  factor_bits=args.factor_bits, on_evaluation=evaluations.append)
+            seconds = time.perf_counter() - start
+            by_epoch = [e["valid_logloss"] for e in evaluations if e["kind"] == "epoch"]
+            results.append((f"fastada {learner}", threads, rows * args.epochs / seconds, by_epoch,
+                            model.summary.get("lr")))
+            print(results[-1], flush=True)
+    if args.libffm:
+        spec = resolve_spec(DataSet(train), label="label", bits=24)
+        for split, path in (("train", train), ("test", test)):
+            target = os.path.join(args.out, f"libffm-{split}.txt")
+            if not os.path.exists(target):
+                write_libffm(path, target, spec, args.factor_bits)
+        for threads in sorted({1, cores}):
+            r = run_libffm(args.libffm, os.path.join(args.out, "libffm-train.txt"),
+                           os.path.join(args.out, "libffm-test.txt"), args.epochs, threads, args.out)
+            results.append(("libffm (its learning time)", threads, rows * args.epochs / r["seconds"],
+                            r["logloss_by_epoch"], 0.2))
+            print(results[-1], flush=True)
+    print(f"\n{datetime.date.today().isoformat()}, {describe_machine()}, {rows:,} train + {args.test_rows:,} "
+          f"test rows (zstd, Zipf 1.05), {args.epochs} epochs, FFM k 4 over 2^{args.factor_bits} factor slots\n")
+    print("| learner | threads | rows/s (rows x epochs / seconds) | test logloss by epoch | lr |\n|---|---|---|---|---|")
+    for name, threads, rate, by_epoch, lr in results:
+        shown = " / ".join(f"{x:.5f}" for x in by_epoch)
+        print(f"| {name} | {threads} | {rate:,.0f} | {shown} | {lr:.3g} |")
+
+
+if __name__ == "__main__":
+    main()
