@@ -88,18 +88,18 @@ def _parser() -> argparse.ArgumentParser:
     lg = t.add_argument_group("learning")
     lg.add_argument("--lr", type=_lr_arg, default=LearnConfig.lr,
                     help="Adagrad learning rate, or auto (default): raced on the first rows, the winner kept")
-    lg.add_argument("--learner", choices=("adagrad", "ftrl", "ffm"), default="adagrad",
-                    help="per-coordinate Adagrad (default), FTRL-Proximal (--lr is its alpha) or a field-aware "
+    lg.add_argument("--learner", choices=("adagrad", "ftrl", "fm", "ffm"), default="adagrad",
+                    help="per-coordinate Adagrad (default), FTRL-Proximal (--lr is its alpha), or a (field-aware) "
                          "factorization machine over the Adagrad linear model")
     lg.add_argument("--beta", type=float, default=1.0, help="FTRL's beta (default 1)")
     lg.add_argument("--factors", type=int, default=LearnConfig.factors,
-                    help=f"FFM: latent factors per feature and field (default {LearnConfig.factors})")
+                    help=f"FM/FFM: latent factors per feature (and field) (default {LearnConfig.factors})")
     lg.add_argument("--factor-bits", type=int, default=LearnConfig.factor_bits,
-                    help=f"FFM: log2 of the factor slots (at most --bits; default {LearnConfig.factor_bits})")
+                    help=f"FM/FFM: log2 of the factor slots (at most --bits; default {LearnConfig.factor_bits})")
     lg.add_argument("--factor-lr", type=float, default=LearnConfig.factor_lr,
-                    help=f"FFM: the factors' Adagrad rate (default {LearnConfig.factor_lr}, libffm's eta)")
+                    help=f"FM/FFM: the factors' Adagrad rate (default {LearnConfig.factor_lr}, libffm's eta)")
     lg.add_argument("--factor-l2", type=float, default=LearnConfig.factor_l2,
-                    help=f"FFM: the factors' L2 (default {LearnConfig.factor_l2}, libffm's lambda)")
+                    help=f"FM/FFM: the factors' L2 (default {LearnConfig.factor_l2}, libffm's lambda)")
     lg.add_argument("--negative-rate", type=float, default=1.0,
                     help="keep each negative row with this probability (the same rows every epoch); the "
                          "model is recalibrated to the full data (default 1: keep all)")

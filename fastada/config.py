@@ -24,7 +24,7 @@ class UnreadableData(FastadaError):
 
 
 BAD_ROWS = ("fail", "skip")
-LEARNERS = ("adagrad", "ftrl", "ffm")
+LEARNERS = ("adagrad", "ftrl", "fm", "ffm")
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,8 @@ class LearnConfig:
 split between reading and learning by rates measured on the first chunks). chunk_rows: rows read,
     hashed and learned at a time. shuffle: row groups in a new order each epoch and rows in a new
     order within each chunk (out of core: never the whole data set), seeded by ``seed``.
-    learner="ffm" (:mod:`fastada.ffm`): ``factors`` latent factors per feature and field, in
+    learner="ffm" (:mod:`fastada.ffm`; "fm": one vector per feature, not per feature and field):
+    ``factors`` latent factors per feature and field, in
     2**``factor_bits`` factor slots, learned by Adagrad at ``factor_lr`` with L2 ``factor_l2``
     (libffm's k, eta and lambda); the linear part learns as ``learner="adagrad"``.
     """

@@ -225,3 +225,123 @@ def predict_chunk(cat, num, num_values, weights, factors, fields, mask, fmask, b
                     pairs += dot * xa * (1.0 if b < k_cat else np.float64(num_values[r, b - k_cat]))
             z += pairs * scale
             out[r] = z if margin else _sigmoid(z)
+
+
+# -- factorization machines (Rendle 2010): one vector per feature, every pair in O(features x K) --
+
+@njit(cache=True, inline="always")
+def _fm_sums(factors, slots, num_values, r, k_cat, fmask, sums):
+    """``sums[d] = sum_j v[j, d] x_j``; returns sum_d (sums[d]^2 - sum_j v[j, d]^2 x_j^2) / 2, the
+    sum over the row's pairs of <v_a, v_b> x_a x_b."""
+    dims = factors.shape[2] // 2
+    k = slots.shape[1]
+    squares = 0.0
+    for d in range(dims):
+        sums[d] = 0.0
+    for j in range(k):
+        u = np.int64(slots[r, j]) & fmask
+        x = _value(num_values, r, j, k_cat)
+        for d in range(dims):
+            vx = factors[u, 0, d] * x
+            sums[d] += vx
+            squares += vx * vx
+    total = 0.0
+    for d in range(dims):
+        total += sums[d] * sums[d]
+    return 0.5 * (total - squares)
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def train_chunk_fm(slots, num_values, labels, row_weights, held, table, clock, step0, lr, l1, l2, eps,
+                   factors, fmask, factor_lr, factor_l2, blocks, block_loss):
+    """:func:`train_chunk` for a factorization machine: ``factors`` ``(factor_slots, 1, 2K)``, every
+    feature one vector. z adds scale * sum over pairs of <v_a, v_b> x_a x_b, computed as
+    (|sum_j v_j x_j|^2 - sum_j |v_j x_j|^2) / 2; then, in row order, each feature's vector takes
+    an Adagrad step with grad_d = (p - y) row_weight scale x_j (S_d - v_jd x_j) + factor_l2 v_jd
+    (S: the sums before the row's steps; v_jd: the vector as it is then)."""
+    rows = labels.shape[0]
+    regularise = l1 > 0.0 or l2 > 0.0
+    holdout = held.shape[0] > 0
+    k = slots.shape[1]
+    k_cat = k - num_values.shape[1]
+    bias = table.shape[0] - 1
+    dims = factors.shape[2] // 2
+    lr32 = np.float32(factor_lr)
+    l232 = np.float32(factor_l2)
+    for b in prange(blocks):
+        sums = np.empty(dims, dtype=np.float64)
+        loss_sum = 0.0
+        weight_sum = 0.0
+        held_loss = 0.0
+        held_weight = 0.0
+        for r in range(rows * b // blocks, rows * (b + 1) // blocks):
+            before = step0 + r
+            z = np.float64(table[bias, WEIGHT])
+            for j in range(k):
+                t = np.int64(slots[r, j])
+                if regularise:
+                    _settle(table, clock, t, before, lr, l1, l2, eps)
+                z += table[t, WEIGHT] * _value(num_values, r, j, k_cat)
+            scale = _scale(num_values, r, k_cat, k)
+            z += scale * _fm_sums(factors, slots, num_values, r, k_cat, fmask, sums)
+            y = np.float64(labels[r])
+            rw = np.float64(row_weights[r])
+            if holdout and held[r] != 0:
+                held_loss += rw * logistic_loss(z, y)
+                held_weight += rw
+                continue
+            loss_sum += rw * logistic_loss(z, y)
+            weight_sum += rw
+            g0 = (_sigmoid(z) - y) * rw
+            _adagrad(table, bias, g0, lr, eps)
+            for j in range(k):
+                _adagrad(table, np.int64(slots[r, j]), g0 * _value(num_values, r, j, k_cat), lr, eps)
+            for j in range(k):
+                u = np.int64(slots[r, j]) & fmask
+                x = _value(num_values, r, j, k_cat)
+                kappa = g0 * scale * x
+                for d in range(dims):
+                    v = factors[u, 0, d]
+                    g = np.float32(kappa * (sums[d] - v * x)) + l232 * v
+                    acc = factors[u, 0, dims + d] + g * g
+                    factors[u, 0, dims + d] = acc
+                    factors[u, 0, d] = v - lr32 * g * _rsqrt(acc)
+        block_loss[b, 0] = loss_sum
+        block_loss[b, 1] = weight_sum
+        block_loss[b, 2] = held_loss
+        block_loss[b, 3] = held_weight
+    return chunk_status(block_loss, blocks)
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def predict_chunk_fm(cat, num, num_values, weights, factors, mask, fmask, blocks, margin, out):
+    """:func:`predict_chunk` for a factorization machine (``factors`` ``(factor_slots, 1, K)``)."""
+    rows = out.shape[0]
+    k_cat = cat.shape[1]
+    k = k_cat + num.shape[1]
+    dims = factors.shape[2]
+    bias = np.float64(weights[weights.shape[0] - 1])
+    for blk in prange(blocks):
+        sums = np.empty(dims, dtype=np.float64)
+        for r in range(rows * blk // blocks, rows * (blk + 1) // blocks):
+            z = bias
+            total = np.float64(k_cat)
+            squares = 0.0
+            for d in range(dims):
+                sums[d] = 0.0
+            for j in range(k):
+                s = np.int64((cat[r, j] if j < k_cat else num[r, j - k_cat]) & mask)
+                x = 1.0 if j < k_cat else np.float64(num_values[r, j - k_cat])
+                if j >= k_cat:
+                    total += x * x
+                z += weights[s] * x
+                u = s & fmask
+                for d in range(dims):
+                    vx = factors[u, 0, d] * x
+                    sums[d] += vx
+                    squares += vx * vx
+            pairs = -squares
+            for d in range(dims):
+                pairs += sums[d] * sums[d]
+            z += (0.5 * pairs) * (1.0 / total if total > 0.0 else 0.0)
+            out[r] = z if margin else _sigmoid(z)

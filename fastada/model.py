@@ -59,7 +59,7 @@ class Model:
         self.spec = spec
         self.weights = weights
         self.accumulators = accumulators
-        self.factors = factors  # learner="ffm": (factor slots, fields, K) latent vectors
+        self.factors = factors  # learner="ffm" / "fm": (factor slots, fields (1 for fm), K) latent vectors
         self.learn = dict(learn or {})
         self.summary = dict(summary or {})
 
@@ -277,7 +277,7 @@ def load(path: str | os.PathLike, *, mmap: bool = False, verify: bool | None = N
                         if "accumulators" in header["arrays"] else None)
     learn = header.get("learn") or {}
     factors = None
-    if learn.get("learner") == "ffm" or "factors" in header["arrays"]:
+    if learn.get("learner") in ("fm", "ffm") or "factors" in header["arrays"]:
         factors = _read_factors(path, header, read, learn)
     return Model(spec, weights, accumulators, learn=learn, summary=header.get("summary"), factors=factors)
 
@@ -285,7 +285,7 @@ def load(path: str | os.PathLike, *, mmap: bool = False, verify: bool | None = N
 def _read_factors(path: str, header: dict, read, learn: dict) -> np.ndarray:
     """An FFM model's latent vectors, their shape checked against its header."""
     entry = header["arrays"].get("factors")
-    if learn.get("learner") != "ffm" or entry is None:
+    if learn.get("learner") not in ("fm", "ffm") or entry is None:
         raise FastadaError(f"{path}: corrupt model (learner {learn.get('learner')!r} "
                            f"{'without' if entry is None else 'with'} a factor table)")
     try:

@@ -217,15 +217,16 @@ class _Training:
         self.sequential_chunks = 0  # chunks learned by one block (the first; with auto, until measured)
         self.hot = self.private = None  # kernels.HotSlots and the threads' views of them (_choose_hot)
         self.ftrl = learn.learner == "ftrl"
-        self.ffm = learn.learner == "ffm"
+        self.ffm = learn.learner in ("fm", "ffm")  # a factorisation machine: a factor table too
         self.shared_only = self.ftrl or self.ffm  # learners with no per-thread views of hot slots
         self.factors = self.best_factors = None
         if self.ffm:
-            self.fields = self.featurizers[0].fields()
-            self.field_count = int(self.fields.max()) + 1 if self.fields.size else 0
+            # FFM: a vector per feature and field; FM: one per feature (a single field)
+            self.fields = self.featurizers[0].fields() if learn.learner == "ffm" else np.zeros(0, np.int64)
+            self.field_count = int(self.fields.max()) + 1 if self.fields.size else 1
             self.fmask = np.int64((1 << min(learn.factor_bits, spec.bits)) - 1)
             need = ffm.factor_bytes(int(self.fmask) + 1, self.field_count, learn.factors)
-            note(f"ffm: {learn.factors} factors x {self.field_count} fields x 2^{min(learn.factor_bits, spec.bits)} "
+            note(f"{learn.learner}: {learn.factors} factors x {self.field_count} field{'s' if self.field_count > 1 else ''} x 2^{min(learn.factor_bits, spec.bits)} "
                  f"factor slots: {_gib(need)} of factors and their accumulators")
         self.regularise = (learn.l1 > 0 or learn.l2 > 0) and not self.ftrl  # (FTRL's weights need no catch-up)
         self.unit_start = dict(zip(dataset.units, np.cumsum([0] + [u.rows for u in dataset.units]).tolist()))
@@ -588,7 +589,12 @@ class _Training:
         blocks = 1 if sequential else self.threads
         self.block_loss[:] = 0.0
         start = time.perf_counter()
-        if self.ffm:
+        if self.ffm and learn.learner == "fm":
+            status = ffm.train_chunk_fm(chunk.slots, chunk.num_values, chunk.labels, chunk.weights, chunk.held,
+                                        self.table, self.clock, np.int64(state.step), lr, learn.l1, learn.l2,
+                                        learn.eps, self.factors, self.fmask, learn.factor_lr, learn.factor_l2,
+                                        blocks, self.block_loss)
+        elif self.ffm:
             status = ffm.train_chunk(chunk.slots, chunk.num_values, chunk.labels, chunk.weights, chunk.held,
                                      self.table, self.clock, np.int64(state.step), lr, learn.l1, learn.l2, learn.eps,
                                      self.factors, self.fields, self.fmask, learn.factor_lr, learn.factor_l2, blocks,
@@ -781,7 +787,7 @@ class _Training:
     def _scoring_model(self, weights: np.ndarray, factors: np.ndarray | None) -> Model:
         """A model of ``weights`` (and, for FFM, the vectors of the factor table ``factors``)."""
         vectors = None if factors is None or not self.ffm else factors[:, :, :self.learn.factors]
-        return Model(self.spec, weights, factors=vectors)
+        return Model(self.spec, weights, factors=vectors, learn=self.learn.to_dict())
 
 
 _NO_HOLDOUT = np.zeros(0, dtype=np.uint8)

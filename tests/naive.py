@@ -190,3 +190,42 @@ def ffm_eager(rows, labels, row_weights, slots, lr, eps, factors, factor_mask, f
                 va[:k] = old_a[:k] - factor_lr * ga / np.sqrt(acc_a)
                 vb[:k] = old_b[:k] - factor_lr * gb / np.sqrt(acc_b)
     return w, v, loss / sum(row_weights)
+
+
+def fm_eager(rows, labels, row_weights, slots, lr, eps, factors, factor_mask, factor_lr, factor_l2):
+    """One pass of a factorization machine (Rendle 2010) over per-example Adagrad logistic
+    regression, no L1/L2 on the linear part, every pair written out (O(features^2)).
+
+    rows: per example, a list of (slot, value). ``factors``: the starting table ``(factor slots,
+    1, 2K)``. Per example, with scale = 1 / sum of squared values: z = bias + sum w_s x + scale
+    sum over pairs a < b of <v_a, v_b> x_a x_b; the linear part takes Adagrad steps; then in row
+    order each feature's vector steps with grad = (p - y) rw scale x_a (S - v_a x_a) + factor_l2 v_a,
+    S = the sum of all the row's v_b x_b before the row's steps, v_a as it is then (another
+    feature of the row hashed to the same vector has stepped it), G += grad^2, v -= factor_lr
+    grad / sqrt(G). Returns (weights, factors, mean progressive logloss)."""
+    k = factors.shape[2] // 2
+    v = factors.astype(np.float64)
+    w = np.zeros(slots + 1)
+    G = np.zeros(slots + 1)
+    loss = 0.0
+    for features, y, rw in zip(rows, labels, row_weights):
+        scale = 1.0 / sum(x * x for _, x in features)
+        z = w[slots] + sum(w[s] * x for s, x in features)
+        vx = [v[s & factor_mask, 0, :k] * x for s, x in features]  # (copies: the values before the steps)
+        for a in range(len(features)):
+            for b in range(a + 1, len(features)):
+                z += scale * float(vx[a] @ vx[b])
+        p = 1 / (1 + math.exp(-z))
+        loss += rw * (math.log1p(math.exp(-abs(z))) + max(z, 0) - y * z)
+        g0 = (p - y) * rw
+        for s, x in [(slots, 1.0)] + list(features):
+            g = g0 * x
+            G[s] += g * g
+            w[s] -= lr * g / (math.sqrt(G[s]) + eps)
+        total = sum(vx)
+        for s, x in features:
+            row = v[s & factor_mask, 0]
+            grad = g0 * scale * x * (total - row[:k] * x) + factor_l2 * row[:k]
+            row[k:] += grad * grad
+            row[:k] -= factor_lr * grad / np.sqrt(row[k:])
+    return w, v, loss / sum(row_weights)

@@ -54,6 +54,35 @@ def test_the_kernel_equals_the_pure_python_twin(rng):
     assert model.summary["progressive_logloss"] == pytest.approx(loss, rel=1e-5)
 
 
+def test_the_fm_kernel_equals_the_pure_python_twin_that_writes_every_pair_out(rng):
+    table = small_table(rng, n=300).append_column("w", pa.array(rng.uniform(0.2, 2.0, 300)))
+    settings = dict(label="label", weight="w", bits=6, factor_bits=3, factors=3, lr=0.1, factor_lr=0.2,
+                    factor_l2=1e-3, threads=1, learner="fm", chunk_rows=64)
+    model = fastada.train(table, **settings)
+    spec = model.spec
+    block = Featurizer(spec)(pa.Table.from_batches(table.to_batches()).combine_chunks().to_batches()[0], "t")
+    mask = spec.slots - 1
+    rows = [[(int(h) & mask, 1.0) for h in block.cat[r]] +
+            [(int(h) & mask, float(x)) for h, x in zip(block.num[r], block.num_values[r])] for r in range(300)]
+    w, v, loss = naive.fm_eager(rows, block.labels.tolist(), block.weights.tolist(), spec.slots, 0.1, 1e-8,
+                                ffm.new_factors(8, 1, 3, seed=0), 7, 0.2, 1e-3)
+    np.testing.assert_allclose(model.weights, w, rtol=2e-4, atol=2e-5)
+    np.testing.assert_allclose(model.factors, v[:, :, :3], rtol=2e-4, atol=2e-5)
+    assert model.summary["progressive_logloss"] == pytest.approx(loss, rel=1e-5)
+
+
+def test_fm_learns_planted_pairs_and_takes_list_columns(rng, tmp_path):
+    train, test = pairs_table(rng, 50_000), pairs_table(np.random.default_rng(7), 20_000)
+    settings = dict(label="label", bits=16, threads=1, epochs=3)
+    linear = fastada.train(train, **settings).evaluate(test)["logloss"]
+    pairs = fastada.train(train, learner="fm", factor_bits=12, factors=8, **settings)
+    assert pairs.evaluate(test)["logloss"] < linear - 0.01
+    pairs.save(tmp_path / "fm.fastada")
+    np.testing.assert_array_equal(fastada.load(tmp_path / "fm.fastada").predict(test), pairs.predict(test))
+    tags = pa.table({"label": [0, 1] * 200, "tags": pa.array([["a", "b"], ["c"]] * 200)})
+    assert fastada.train(tags, label="label", learner="fm", bits=10, factor_bits=8, threads=1, lr=0.1).factors.shape == (256, 1, 4)
+
+
 def test_ffm_learns_planted_pairs_the_linear_model_cannot_and_matches_it_without_them(rng):
     for planted in (True, False):
         train, test = pairs_table(rng, 50_000, planted), pairs_table(np.random.default_rng(7), 20_000, planted)
