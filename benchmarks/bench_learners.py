@@ -1,6 +1,10 @@
 """fastada's learners side by side (adagrad, ftrl, ffm: rows/s and test logloss by epoch, 1 thread
 and every thread), next to libffm built from source, on the same rows and the same hashed features.
 
+Vowpal Wabbit (the `vowpalwabbit` package, when installed) runs from its cache for the same epochs
+with --ftrl, its defaults, and --lrqfa (field-aware low-rank interactions, k 4, every column a
+namespace); its test logloss is after the last pass only.
+
 Usage:
     python benchmarks/bench_learners.py --libffm /path/to/libffm [--rows 500000] [--test-rows 100000]
         [--epochs 3] [--factor-bits 18] [--out bench-out]
@@ -54,6 +58,55 @@ def write_libffm(parquet: str, out: str, spec, factor_bits: int) -> None:
             f.write("\n".join(lines) + "\n")
 
 
+def write_vw(parquet: str, out: str, spec) -> str:
+    """``parquet``'s rows as VW lines, each column in a namespace of its own (one letter a
+    column: what --lrqfa pairs), categorical as ``name=value``, numeric as ``name:log1p(max(x,0))``
+    as fastada's value feature sees them; returns the namespace letters."""
+    import string
+
+    import pyarrow.compute as pc
+    columns = list(spec.categorical) + list(spec.numeric)
+    letters = (string.ascii_lowercase + string.ascii_uppercase)[:len(columns)]
+    with open(out, "w") as f:
+        for batch in pq.ParquetFile(parquet).iter_batches(batch_size=1 << 16):
+            y = pc.cast(batch.column(spec.label), "float64")
+            parts = [pc.if_else(pc.greater(y, 0), "1", "-1")]
+            for letter, name in zip(letters, columns):
+                col = batch.column(name)
+                if name in spec.categorical:
+                    text = pc.replace_substring_regex(pc.cast(col, "string"), r"[\s:|]", "_")
+                    parts.append(pc.binary_join_element_wise(f"|{letter} {name}=", pc.fill_null(text, "NULL"), ""))
+                else:
+                    x = pc.fill_null(pc.cast(col, "float64"), 0.0)
+                    v = pc.round(pc.log1p(pc.max_element_wise(x, 0.0)), 5)
+                    parts.append(pc.binary_join_element_wise(f"|{letter} {name}:", pc.cast(v, "string"), ""))
+            f.write("\n".join(pc.binary_join_element_wise(*parts, " ").to_pylist()) + "\n")
+    return letters
+
+
+def run_vw(train: str, test: str, options: str, epochs: int, out: str) -> tuple[float, np.ndarray]:
+    """Seconds VW takes to learn ``epochs`` passes over ``train`` (its cache made first, untimed),
+    and its probabilities on ``test``."""
+    import vowpalwabbit
+    model, cache, preds = (os.path.join(out, name) for name in ("vw.model", "vw.cache", "vw.preds"))
+    for path in (model, cache):
+        if os.path.exists(path):
+            os.remove(path)
+    common = f"--loss_function logistic -b 24 --quiet --cache_file {cache} {options}"
+    ws = vowpalwabbit.Workspace(f"-d {train} {common} -f {model}.tmp")  # the cache, untimed
+    ws.run_parser()
+    ws.finish()
+    start = time.perf_counter()
+    ws = vowpalwabbit.Workspace(f"{common} --passes {epochs} --holdout_off -f {model}")
+    ws.run_parser()
+    ws.finish()
+    seconds = time.perf_counter() - start
+    ws = vowpalwabbit.Workspace(f"-d {test} -t -i {model} --link logistic -p {preds} --quiet")
+    ws.run_parser()
+    ws.finish()
+    return seconds, np.loadtxt(preds)
+
+
 def run_libffm(libffm: str, train: str, test: str, epochs: int, threads: int, out: str) -> dict:
     command = [os.path.join(libffm, "ffm-train"), "-k", "4", "-t", str(epochs), "-r", "0.2", "-l", "0.00002",
                "-s", str(threads), "-p", test, train, os.path.join(out, "libffm.model")]
@@ -88,7 +141,7 @@ def main():
     rows = pq.ParquetFile(train).metadata.num_rows
     cores = os.cpu_count() or 1
     results = []
-    for learner in ("adagrad", "ftrl", "ffm"):
+    for learner in ("adagrad", "ftrl", "fm", "ffm"):
         for threads in sorted({1, cores}):
             evaluations = []
             start = time.perf_counter()
@@ -99,8 +152,26 @@ def main():
             results.append((f"fastada {learner}", threads, rows * args.epochs / seconds, by_epoch,
                             model.summary.get("lr")))
             print(results[-1], flush=True)
+    spec = resolve_spec(DataSet(train), label="label", bits=24)
+    try:
+        import vowpalwabbit  # noqa: F401
+        have_vw = True
+    except ImportError:
+        have_vw = False
+    if have_vw:
+        from fastada.metrics import evaluate
+        vw_train, vw_test = os.path.join(args.out, "vw-train.txt"), os.path.join(args.out, "vw-test.txt")
+        letters = write_vw(train, vw_train, spec)
+        write_vw(test, vw_test, spec)
+        y = pq.read_table(test, columns=["label"])["label"].to_numpy()
+        for name, options in (("Vowpal Wabbit --ftrl", "--ftrl"), ("Vowpal Wabbit, default", ""),
+                              ("Vowpal Wabbit -q :: (every pair of columns crossed)", "-q ::"),
+                              (f"Vowpal Wabbit --lrqfa {len(letters)} fields 4", f"--lrqfa {letters}4")):
+            seconds, p = run_vw(vw_train, vw_test, options, args.epochs, args.out)
+            results.append((name + " (its learning time, from its cache)", 1, rows * args.epochs / seconds,
+                            [evaluate(p, y)["logloss"]], float("nan")))
+            print(results[-1], flush=True)
     if args.libffm:
-        spec = resolve_spec(DataSet(train), label="label", bits=24)
         for split, path in (("train", train), ("test", test)):
             target = os.path.join(args.out, f"libffm-{split}.txt")
             if not os.path.exists(target):
@@ -115,7 +186,7 @@ def main():
           f"test rows (zstd, Zipf 1.05), {args.epochs} epochs, FFM k 4 over 2^{args.factor_bits} factor slots\n")
     print("| learner | threads | rows/s (rows x epochs / seconds) | test logloss by epoch | lr |\n|---|---|---|---|---|")
     for name, threads, rate, by_epoch, lr in results:
-        shown = " / ".join(f"{x:.5f}" for x in by_epoch)
+        shown = " / ".join(f"{x:.5f}" for x in by_epoch) + (" (after the last)" if len(by_epoch) == 1 else "")
         print(f"| {name} | {threads} | {rate:,.0f} | {shown} | {lr:.3g} |")
 
 

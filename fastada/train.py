@@ -20,7 +20,7 @@ from typing import Callable, Iterator, Sequence
 import numba
 import numpy as np
 
-from . import checkpoint, ffm, ftrl, kernels
+from . import checkpoint, kernels, learners
 from .config import FastadaError, FeatureSpec, LearnConfig, RunConfig, UnreadableData
 from .features import FeatureBlock, Featurizer
 from .model import Model, atomic_write
@@ -216,19 +216,11 @@ class _Training:
         self.block_loss = np.zeros((self.max_threads, 4), dtype=np.float64)
         self.sequential_chunks = 0  # chunks learned by one block (the first; with auto, until measured)
         self.hot = self.private = None  # kernels.HotSlots and the threads' views of them (_choose_hot)
-        self.ftrl = learn.learner == "ftrl"
-        self.ffm = learn.learner in ("fm", "ffm")  # a factorisation machine: a factor table too
-        self.shared_only = self.ftrl or self.ffm  # learners with no per-thread views of hot slots
-        self.factors = self.best_factors = None
-        if self.ffm:
-            # FFM: a vector per feature and field; FM: one per feature (a single field)
-            self.fields = self.featurizers[0].fields() if learn.learner == "ffm" else np.zeros(0, np.int64)
-            self.field_count = int(self.fields.max()) + 1 if self.fields.size else 1
-            self.fmask = np.int64((1 << min(learn.factor_bits, spec.bits)) - 1)
-            need = ffm.factor_bytes(int(self.fmask) + 1, self.field_count, learn.factors)
-            note(f"{learn.learner}: {learn.factors} factors x {self.field_count} field{'s' if self.field_count > 1 else ''} x 2^{min(learn.factor_bits, spec.bits)} "
-                 f"factor slots: {_gib(need)} of factors and their accumulators")
-        self.regularise = (learn.l1 > 0 or learn.l2 > 0) and not self.ftrl  # (FTRL's weights need no catch-up)
+        self.learner = learners.make(learn, spec, self.featurizers[0])
+        self.arrays = self.best_arrays = None  # the learner's own arrays beside the table (and early stopping's copy)
+        if self.learner.describe():
+            note(self.learner.describe())
+        self.regularise = (learn.l1 > 0 or learn.l2 > 0) and self.learner.lazy_regularisation
         self.unit_start = dict(zip(dataset.units, np.cumsum([0] + [u.rows for u in dataset.units]).tolist()))
         identity = {"spec": spec.to_dict(), "learn": {k: v for k, v in learn.to_dict().items() if k != "threads"},
                     "data": dataset.fingerprint(), "valid": valid.fingerprint() if valid is not None else None,
@@ -238,9 +230,8 @@ class _Training:
             note(f"skipped an unreadable file: {problem}")
         features = self.featurizers[0].k_cat + self.featurizers[0].k_num
         check_memory(spec.bits, features, learn.chunk_rows, self.readers[0], run.early_stop > 0, learn.lr == "auto",
-                     extra=(ffm.factor_bytes(int(self.fmask) + 1, self.field_count, learn.factors)
-                            * (2 if run.early_stop else 1) if self.ffm else 0),
-                     extra_what="the factor table" if self.ffm else "")
+                     extra=self.learner.state_bytes() * (2 if run.early_stop else 1),
+                     extra_what="the factor table")
         if spec.slots >= LARGE_MODEL_SLOTS and spec.slots > 16 * dataset.num_rows * max(1, features):
             note(f"2^{spec.bits} slots for at most {dataset.num_rows * features:,} distinct features: training "
                  f"holds {_gib(16 * spec.slots)} of table and a model loads as {_gib(4 * spec.slots)} of weights "
@@ -261,8 +252,8 @@ class _Training:
             self._continue(init)
         if self.table is None:
             self.table = kernels.new_table(spec.slots, learn.initial_accumulator)
-        if self.ffm and self.factors is None:
-            self.factors = ffm.new_factors(int(self.fmask) + 1, self.field_count, learn.factors, learn.seed)
+        if self.arrays is None:
+            self.arrays = self.learner.new_arrays()
         if self.table.shape != (spec.slots + 1, kernels.SLOT_WIDTH):
             raise FastadaError(f"checkpoint table has shape {self.table.shape}, "
                                f"expected {(spec.slots + 1, kernels.SLOT_WIDTH)}")
@@ -276,10 +267,11 @@ class _Training:
         paid up to its last step, so this run's clock starts at 0 for all of them) and, with
         lr="auto", its learning rate."""
         learn = self.learn
-        if learn.learner != "adagrad" or init.learn.get("learner", "adagrad") != "adagrad":
+        if not self.learner.continuable or init.learn.get("learner", "adagrad") != learn.learner:
             raise FastadaError(f"init: only an adagrad model can be continued by an adagrad run (the model's learner: "
-                               f"{init.learn.get('learner', 'adagrad')}, this run's: {learn.learner}); an FTRL model "
-                               f"keeps its z and n only in checkpoints: continue it with --resume")
+                               f"{init.learn.get('learner', 'adagrad')}, this run's: {learn.learner}); the others "
+                               f"keep their whole state (FTRL's z and n, factor accumulators) only in checkpoints: "
+                               f"continue them with --resume")
         if init.spec != self.spec:
             raise FastadaError("init: the model was trained with other columns, bits or hash seed than this run's")
         if init.accumulators is None:
@@ -305,8 +297,9 @@ class _Training:
         try:
             self.state = _State(**found.state["progress"])
             self.table = found.arrays["table"]
-            self.factors = found.arrays.get("factors")
-            self.best_factors = found.arrays.get("best_factors")
+            # the learner's own arrays under their names, early stopping's copies as best_<name>
+            self.arrays = {n: a for n, a in found.arrays.items() if n not in ("table", "best") and not n.startswith("best_")}
+            self.best_arrays = {n[len("best_"):]: a for n, a in found.arrays.items() if n.startswith("best_")} or None
         except (KeyError, TypeError) as e:
             raise FastadaError(f"{found.path}: a checkpoint this fastada cannot resume "
                                f"({type(e).__name__}: {e}); was it written by another version?") from None
@@ -504,12 +497,7 @@ class _Training:
             if learn.initial_accumulator:
                 table[:, kernels.ACCUMULATOR] = learn.initial_accumulator
             score = np.zeros(2, dtype=np.float64)
-            if self.ftrl:
-                ftrl.race_rate(slots, values, labels, weights, schedule, table, rate, learn.beta, learn.l1,
-                               learn.l2, score_from, score)
-            else:
-                kernels.race_rate(slots, values, labels, weights, schedule, table, rate, learn.l1, learn.l2,
-                                  learn.eps, score_from, score)
+            self.learner.race(slots, values, labels, weights, schedule, table, rate, score_from, score)
             loss, weight = score
             return float(loss / weight) if weight > 0 and math.isfinite(loss) else math.inf
 
@@ -559,7 +547,7 @@ class _Training:
         rows = self.table.shape[0]
         self.hot = self.bias_only = kernels.hot_slots(rows)  # a lone learner looks nothing up
         self.read_rate = None
-        if self.max_threads > 1 and not self.shared_only:  # (FTRL and FFM learn on the shared tables only)
+        if self.max_threads > 1 and self.learner.views:  # (others learn on the shared tables only)
             unit = self.dataset.units[0]
             try:
                 featurizer = Featurizer(self.spec, self.skip)
@@ -589,25 +577,8 @@ class _Training:
         blocks = 1 if sequential else self.threads
         self.block_loss[:] = 0.0
         start = time.perf_counter()
-        if self.ffm and learn.learner == "fm":
-            status = ffm.train_chunk_fm(chunk.slots, chunk.num_values, chunk.labels, chunk.weights, chunk.held,
-                                        self.table, self.clock, np.int64(state.step), lr, learn.l1, learn.l2,
-                                        learn.eps, self.factors, self.fmask, learn.factor_lr, learn.factor_l2,
-                                        blocks, self.block_loss)
-        elif self.ffm:
-            status = ffm.train_chunk(chunk.slots, chunk.num_values, chunk.labels, chunk.weights, chunk.held,
-                                     self.table, self.clock, np.int64(state.step), lr, learn.l1, learn.l2, learn.eps,
-                                     self.factors, self.fields, self.fmask, learn.factor_lr, learn.factor_l2, blocks,
-                                     self.block_loss)
-        elif self.ftrl:
-            status = ftrl.train_chunk(chunk.slots, chunk.num_values, chunk.labels, chunk.weights, chunk.held,
-                                      self.table, lr, learn.beta, learn.l1, learn.l2, blocks, self.block_loss)
-        else:
-            status = kernels.train_chunk(chunk.slots, chunk.num_values, chunk.labels, chunk.weights, chunk.held,
-                                         self.table, self.clock, np.int64(state.step), lr, learn.l1, learn.l2,
-                                         learn.eps, blocks, self.block_loss, self.hot.slots, self.private,
-                                         self.taken, self.max_threads > 1, kernels.FOLD_UPDATES,
-                                         kernels.refresh_rows(state.step, blocks))
+        status = self.learner.learn_chunk(chunk, self.table, self.clock, state.step, lr, blocks, self.block_loss,
+                                          self.arrays, (self.hot, self.private, self.taken, self.max_threads > 1))
         if sequential:
             self.sequential_chunks += 1
             if self.auto and self.split is None and self.sequential_chunks == 2:
@@ -655,7 +626,7 @@ class _Training:
 
     def _settle_views(self, epoch: int | None = None) -> None:
         """Hand the threads' views of the hot slots back to the table (kernels.fold_views)."""
-        if self.hot is None or self.shared_only:
+        if self.hot is None or not self.learner.views:
             return
         learn = self.learn
         epoch = min(self.state.epoch, learn.epochs - 1) if epoch is None else epoch
@@ -666,12 +637,8 @@ class _Training:
         """The model's weights (the bias last) from a settled slot table, or from its first two
         fields (early stopping's copy)."""
         learn = self.learn
-        if not self.ftrl:
-            out = np.array(table[:, kernels.WEIGHT])
-        else:
-            epoch = min(self.state.epoch, learn.epochs - 1) if epoch is None else epoch
-            out = np.empty(table.shape[0], dtype=np.float32)
-            ftrl.weights(table, self._rate(epoch), learn.beta, learn.l1, learn.l2, out)
+        epoch = min(self.state.epoch, learn.epochs - 1) if epoch is None else epoch
+        out = self.learner.weights(table, self._rate(epoch))
         if learn.negative_rate < 1:  # learned on 1 negative in 1/rate: back to the data's odds
             out[-1] += np.float32(math.log(learn.negative_rate))
         return out
@@ -686,7 +653,7 @@ class _Training:
             record["holdout_logloss"] = held_loss / held_weight if held_weight else None
         if self.valid is not None:
             weights = self._weights(self.table, epoch)
-            result = evaluate_model(self._scoring_model(weights, self.factors), self.valid, threads=self.threads,
+            result = evaluate_model(self._scoring_model(weights, self.arrays), self.valid, threads=self.threads,
                                     chunk_rows=self.learn.chunk_rows)
             record.update({f"valid_{k}": _finite_or_none(v) for k, v in result.items() if k != "rows"})
         state.interval = [0.0, 0.0, 0.0, 0.0]
@@ -695,8 +662,7 @@ class _Training:
             if state.best is None or metric < state.best:
                 state.best, state.best_rows, state.since_best = metric, state.step, 0
                 self.best_table = np.array(self.table[:, :2])
-                if self.ffm:
-                    self.best_factors = np.array(self.factors)
+                self.best_arrays = {name: np.array(a) for name, a in self.arrays.items()}
             else:
                 state.since_best += 1
                 state.stopped_early = state.since_best >= run.early_stop
@@ -722,10 +688,8 @@ class _Training:
         progress = self.state.to_dict()
         progress["seconds"] = self._seconds()
         arrays = {"table": self.table} if self.best_table is None else {"table": self.table, "best": self.best_table}
-        if self.ffm:
-            arrays["factors"] = self.factors
-            if self.best_factors is not None:
-                arrays["best_factors"] = self.best_factors
+        arrays.update(self.arrays)
+        arrays.update({f"best_{name}": a for name, a in (self.best_arrays or {}).items()})
         checkpoint.save(self.run_config.checkpoint_dir, self.state.step,
                         {"identity": self.identity, "progress": progress}, arrays, self.run_config.keep_checkpoints)
         self.last_checkpoint = (self.state.step, time.perf_counter())
@@ -772,22 +736,19 @@ class _Training:
             summary["best_logloss"] = state.best
             summary["best_rows"] = state.best_rows
         weights = self._weights(kept if kept is self.best_table else self.table)
-        factors = (self.best_factors if kept is self.best_table else self.factors) if self.ffm else None
+        arrays = self.best_arrays if kept is self.best_table else self.arrays
         if self.learn.negative_rate < 1:
-            shift = calibrating_shift(self._scoring_model(weights, factors), self.dataset, CALIBRATION_ROWS,
+            shift = calibrating_shift(self._scoring_model(weights, arrays), self.dataset, CALIBRATION_ROWS,
                                       threads=self.threads)
             weights[-1] += np.float32(shift)
             summary["calibration_shift"] = shift
-        if factors is not None:
-            summary["fields"] = self.field_count
+        summary.update(self.learner.summary())
         return Model(self.spec, weights, np.ascontiguousarray(kept[:, kernels.ACCUMULATOR]),
-                     learn=self.learn.to_dict(), summary=summary,
-                     factors=None if factors is None else np.ascontiguousarray(factors[:, :, :self.learn.factors]))
+                     learn=self.learn.to_dict(), summary=summary, factors=self.learner.model_factors(arrays))
 
-    def _scoring_model(self, weights: np.ndarray, factors: np.ndarray | None) -> Model:
-        """A model of ``weights`` (and, for FFM, the vectors of the factor table ``factors``)."""
-        vectors = None if factors is None or not self.ffm else factors[:, :, :self.learn.factors]
-        return Model(self.spec, weights, factors=vectors, learn=self.learn.to_dict())
+    def _scoring_model(self, weights: np.ndarray, arrays: dict) -> Model:
+        """A model of ``weights`` and what the learner keeps of its ``arrays``."""
+        return Model(self.spec, weights, factors=self.learner.model_factors(arrays), learn=self.learn.to_dict())
 
 
 _NO_HOLDOUT = np.zeros(0, dtype=np.uint8)

@@ -22,7 +22,8 @@ ALLOWED = {
     "score": {"config", "features", "ffm", "hashing", "kernels", "metrics", "reader", "stream"},
     "synth": {"config", "metrics", "model"},
     "checkpoint": {"config", "model"},
-    "train": {"checkpoint", "config", "features", "ffm", "ftrl", "kernels", "model", "reader", "roles", "score", "stream"},
+    "learners": {"config", "ffm", "ftrl", "kernels"},  # each learner's kernels behind the driver's interface
+    "train": {"checkpoint", "config", "features", "kernels", "learners", "model", "reader", "roles", "score", "stream"},
     "roles": {"config", "features", "reader"},
     "api": {"config", "model", "reader", "roles", "train"},
     "cli": {"api", "config", "model", "score", "synth", "train"},

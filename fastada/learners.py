@@ -1,0 +1,164 @@
+"""The learners behind the one small interface the driver uses.
+
+Each learner's module keeps its state layout and kernels over plain arrays (:mod:`fastada.kernels`
+for Adagrad, :mod:`fastada.ftrl`, :mod:`fastada.ffm` for FM and FFM); a :class:`Learner` here
+adapts it to the driver: the arrays it keeps beside the slot table, one chunk learned, one rate
+raced, the weights and factors a model is made of. The driver (:mod:`fastada.train`) composes
+reading, epochs, evaluation and checkpoints around it and never asks which learner runs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import ffm, ftrl, kernels
+from .config import FeatureSpec, LearnConfig
+
+
+class Learner:
+    """What the driver asks of a learner; the base holds what most share."""
+
+    views = False               # hot slots learned in per-thread views (else the shared table only)
+    lazy_regularisation = True  # slots owe L1/L2 steps until touched (kernels.catch_up_all settles them)
+    continuable = False         # a model of it can go on learning (train(init=...))
+
+    def __init__(self, learn: LearnConfig, spec: FeatureSpec, featurizer):
+        self.learn = learn
+
+    def state_bytes(self) -> int:
+        """Memory of the arrays the learner keeps beside the slot table."""
+        return 0
+
+    def describe(self) -> str | None:
+        """A note on what the learner holds, said before training."""
+        return None
+
+    def new_arrays(self) -> dict[str, np.ndarray]:
+        """The arrays it keeps beside the slot table, as a run starts (checkpointed with it)."""
+        return {}
+
+    def learn_chunk(self, chunk, table, clock, step: int, lr: float, blocks: int, block_loss, arrays: dict,
+                    views) -> int:
+        """Learn ``chunk`` (rows at steps ``step + 1 ..``) into ``table`` and ``arrays`` with
+        ``blocks`` threads; ``views``: (hot slots, private views, taken, shared) for a learner
+        with views. Returns a kernel status."""
+        raise NotImplementedError
+
+    def race(self, slots, values, labels, weights, schedule, table, rate, score_from, scores) -> None:
+        """One candidate rate of the learning-rate race, on a table of its own."""
+        raise NotImplementedError
+
+    def weights(self, table: np.ndarray, lr: float) -> np.ndarray:
+        """The model's weights (float32, the bias last) from a settled slot table (or early
+        stopping's copy of its first two fields)."""
+        return np.array(table[:, kernels.WEIGHT])
+
+    def model_factors(self, arrays: dict) -> np.ndarray | None:
+        """What a model keeps of ``arrays`` (None: nothing)."""
+        return None
+
+    def summary(self) -> dict:
+        """What the model's summary says of the learner."""
+        return {}
+
+
+class Adagrad(Learner):
+    """Per-coordinate Adagrad on the slot table (weight, G, clock), lazy L1/L2, hot slots in
+    per-thread views: what :func:`kernels.train_chunk` does."""
+
+    views = True
+    continuable = True
+
+    def learn_chunk(self, chunk, table, clock, step, lr, blocks, block_loss, arrays, views):
+        learn = self.learn
+        hot, private, taken, shared = views
+        return kernels.train_chunk(chunk.slots, chunk.num_values, chunk.labels, chunk.weights, chunk.held,
+                                   table, clock, np.int64(step), lr, learn.l1, learn.l2, learn.eps, blocks,
+                                   block_loss, hot.slots, private, taken, shared, kernels.FOLD_UPDATES,
+                                   kernels.refresh_rows(step, blocks))
+
+    def race(self, slots, values, labels, weights, schedule, table, rate, score_from, scores):
+        learn = self.learn
+        kernels.race_rate(slots, values, labels, weights, schedule, table, rate, learn.l1, learn.l2, learn.eps,
+                          score_from, scores)
+
+
+class Ftrl(Learner):
+    """FTRL-Proximal (:mod:`fastada.ftrl`): z and n in the slot table; the weight a function of
+    them (nothing to catch up); the shared table only."""
+
+    lazy_regularisation = False
+
+    def learn_chunk(self, chunk, table, clock, step, lr, blocks, block_loss, arrays, views):
+        learn = self.learn
+        return ftrl.train_chunk(chunk.slots, chunk.num_values, chunk.labels, chunk.weights, chunk.held,
+                                table, lr, learn.beta, learn.l1, learn.l2, blocks, block_loss)
+
+    def race(self, slots, values, labels, weights, schedule, table, rate, score_from, scores):
+        learn = self.learn
+        ftrl.race_rate(slots, values, labels, weights, schedule, table, rate, learn.beta, learn.l1, learn.l2,
+                       score_from, scores)
+
+    def weights(self, table, lr):
+        learn = self.learn
+        out = np.empty(table.shape[0], dtype=np.float32)
+        ftrl.weights(table, lr, learn.beta, learn.l1, learn.l2, out)
+        return out
+
+
+class Factorisation(Adagrad):
+    """A factorization machine (``learner="fm"``) or a field-aware one (``"ffm"``) over the Adagrad
+    linear model (:mod:`fastada.ffm`): the factor table beside the slot table; the linear part's
+    rate is the one raced. The shared tables only."""
+
+    views = False
+    continuable = False
+
+    def __init__(self, learn, spec, featurizer):
+        super().__init__(learn, spec, featurizer)
+        self.field_aware = learn.learner == "ffm"
+        # FFM: a vector per feature and field; FM: one per feature (a single field)
+        self.fields = featurizer.fields() if self.field_aware else np.zeros(0, np.int64)
+        self.field_count = int(self.fields.max()) + 1 if self.fields.size else 1
+        self.factor_bits = min(learn.factor_bits, spec.bits)
+        self.fmask = np.int64((1 << self.factor_bits) - 1)
+
+    def state_bytes(self):
+        return ffm.factor_bytes(int(self.fmask) + 1, self.field_count, self.learn.factors)
+
+    def describe(self):
+        fields = f"{self.field_count} field{'s' if self.field_count > 1 else ''}"
+        return (f"{self.learn.learner}: {self.learn.factors} factors x {fields} x 2^{self.factor_bits} factor slots: "
+                f"{_size(self.state_bytes())} of factors and their accumulators")
+
+    def new_arrays(self):
+        learn = self.learn
+        return {"factors": ffm.new_factors(int(self.fmask) + 1, self.field_count, learn.factors, learn.seed)}
+
+    def learn_chunk(self, chunk, table, clock, step, lr, blocks, block_loss, arrays, views):
+        learn = self.learn
+        if self.field_aware:
+            return ffm.train_chunk(chunk.slots, chunk.num_values, chunk.labels, chunk.weights, chunk.held,
+                                   table, clock, np.int64(step), lr, learn.l1, learn.l2, learn.eps,
+                                   arrays["factors"], self.fields, self.fmask, learn.factor_lr, learn.factor_l2,
+                                   blocks, block_loss)
+        return ffm.train_chunk_fm(chunk.slots, chunk.num_values, chunk.labels, chunk.weights, chunk.held,
+                                  table, clock, np.int64(step), lr, learn.l1, learn.l2, learn.eps,
+                                  arrays["factors"], self.fmask, learn.factor_lr, learn.factor_l2, blocks, block_loss)
+
+    def model_factors(self, arrays):
+        factors = arrays.get("factors")
+        return None if factors is None else np.ascontiguousarray(factors[:, :, :self.learn.factors])
+
+    def summary(self):
+        return {"fields": self.field_count}
+
+
+def make(learn: LearnConfig, spec: FeatureSpec, featurizer) -> Learner:
+    """The learner ``learn.learner`` names."""
+    kind = {"adagrad": Adagrad, "ftrl": Ftrl, "fm": Factorisation, "ffm": Factorisation}[learn.learner]
+    return kind(learn, spec, featurizer)
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
