@@ -22,7 +22,12 @@ Per example, with x_j the row's feature values (1 for a categorical one) and
    libffm's per-coordinate Adagrad, its L2 applied
    to the vectors a row uses (libffm's own rule; untouched vectors are not decayed).
 
-O(features^2 x K) a row; no allocation in the loop. :func:`train_chunk` is Hogwild over
+A factorization machine (Rendle 2010; ``fields`` empty) is the same with one vector per feature
+(a table of one field): z adds scale * sum over pairs of <v_a, v_b> x_a x_b, computed in
+O(features x K) as (|sum_j v_j x_j|^2 - sum_j |v_j x_j|^2) / 2, and each feature's vector steps
+with grad_d = (p - y) row_weight scale x_j (S_d - v_jd x_j) + factor_l2 v_jd.
+
+FFM is O(features^2 x K) a row; no allocation in the loop. :func:`train_chunk` is Hogwild over
 ``blocks`` contiguous ranges of rows on shared tables; with one block it is sequential and
 repeatable bit for bit.
 """
@@ -135,99 +140,32 @@ def _learn_pairs(factors, slots, num_values, r, k_cat, fields, fmask, kappa0, fa
 
 
 @njit(cache=True, inline="always")
+def _linear_margin(table, clock, slots, num_values, r, k_cat, before, regularise, lr, l1, l2, eps):
+    """The linear part of row r's margin (bias + sum w_j x_j), each slot's L1/L2 settled first."""
+    z = np.float64(table[table.shape[0] - 1, WEIGHT])
+    for j in range(slots.shape[1]):
+        t = np.int64(slots[r, j])
+        if regularise:
+            _settle(table, clock, t, before, lr, l1, l2, eps)
+        z += table[t, WEIGHT] * _value(num_values, r, j, k_cat)
+    return z
+
+
+@njit(cache=True, inline="always")
+def _linear_step(table, slots, num_values, r, k_cat, g0, lr, eps):
+    """The linear part's Adagrad step for row r (the bias, then each feature in row order)."""
+    _adagrad(table, table.shape[0] - 1, g0, lr, eps)
+    for j in range(slots.shape[1]):
+        _adagrad(table, np.int64(slots[r, j]), g0 * _value(num_values, r, j, k_cat), lr, eps)
+
+
+@njit(cache=True, inline="always")
 def _scale(num_values, r, k_cat, k):
     total = np.float64(k_cat)
     for j in range(k - k_cat):
         total += np.float64(num_values[r, j]) ** 2
     return 1.0 / total if total > 0.0 else 0.0
 
-
-@njit(cache=True, parallel=True, nogil=True)
-def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step0, lr, l1, l2, eps,
-                factors, fields, fmask, factor_lr, factor_l2, blocks, block_loss):
-    """Learn one chunk; row r is global step ``step0 + r + 1``. Inputs as
-    :func:`fastada.kernels.train_chunk`'s (slots located with no hot slots), plus the factor
-    table, ``fields`` (int64, the field of each of a row's features) and ``fmask`` (factor slots
-    - 1). ``block_loss[b]`` = (weighted loss, weight) of learned rows, then of held-out rows.
-    Returns a status."""
-    rows = labels.shape[0]
-    regularise = l1 > 0.0 or l2 > 0.0
-    holdout = held.shape[0] > 0
-    k = slots.shape[1]
-    k_cat = k - num_values.shape[1]
-    bias = table.shape[0] - 1
-    for b in prange(blocks):
-        loss_sum = 0.0
-        weight_sum = 0.0
-        held_loss = 0.0
-        held_weight = 0.0
-        for r in range(rows * b // blocks, rows * (b + 1) // blocks):
-            before = step0 + r
-            z = np.float64(table[bias, WEIGHT])
-            for j in range(k):
-                t = np.int64(slots[r, j])
-                if regularise:
-                    _settle(table, clock, t, before, lr, l1, l2, eps)
-                z += table[t, WEIGHT] * _value(num_values, r, j, k_cat)
-            scale = _scale(num_values, r, k_cat, k)
-            z += _pairs(factors, slots, num_values, r, k_cat, fields, fmask, scale)
-            y = np.float64(labels[r])
-            rw = np.float64(row_weights[r])
-            if holdout and held[r] != 0:
-                held_loss += rw * logistic_loss(z, y)
-                held_weight += rw
-                continue
-            loss_sum += rw * logistic_loss(z, y)
-            weight_sum += rw
-            g0 = (_sigmoid(z) - y) * rw
-            _adagrad(table, bias, g0, lr, eps)
-            for j in range(k):
-                _adagrad(table, np.int64(slots[r, j]), g0 * _value(num_values, r, j, k_cat), lr, eps)
-            _learn_pairs(factors, slots, num_values, r, k_cat, fields, fmask, g0 * scale, factor_lr, factor_l2)
-        block_loss[b, 0] = loss_sum
-        block_loss[b, 1] = weight_sum
-        block_loss[b, 2] = held_loss
-        block_loss[b, 3] = held_weight
-    return chunk_status(block_loss, blocks)
-
-
-@njit(cache=True, parallel=True, nogil=True)
-def predict_chunk(cat, num, num_values, weights, factors, fields, mask, fmask, blocks, margin, out):
-    """``out[r]``: the probability (``margin``: log-odds) of row r of hashed features ``cat``,
-    ``num`` (as :func:`fastada.kernels.predict_chunk` takes them) under weights (the bias last)
-    and factors (``(factor_slots, fields, K)``: vectors only)."""
-    rows = out.shape[0]
-    k_cat = cat.shape[1]
-    k = k_cat + num.shape[1]
-    dims = factors.shape[2]
-    bias = np.float64(weights[weights.shape[0] - 1])
-    for blk in prange(blocks):
-        slots = np.empty(k, dtype=np.int64)
-        for r in range(rows * blk // blocks, rows * (blk + 1) // blocks):
-            z = bias
-            total = np.float64(k_cat)
-            for j in range(k):
-                slots[j] = np.int64((cat[r, j] if j < k_cat else num[r, j - k_cat]) & mask)
-                x = 1.0 if j < k_cat else np.float64(num_values[r, j - k_cat])
-                if j >= k_cat:
-                    total += x * x
-                z += weights[slots[j]] * x
-            scale = 1.0 / total if total > 0.0 else 0.0
-            pairs = 0.0
-            for a in range(k):
-                ua = slots[a] & fmask
-                xa = 1.0 if a < k_cat else np.float64(num_values[r, a - k_cat])
-                for b in range(a + 1, k):
-                    ub = slots[b] & fmask
-                    dot = np.float32(0.0)
-                    for d in range(dims):
-                        dot += factors[ua, fields[b], d] * factors[ub, fields[a], d]
-                    pairs += dot * xa * (1.0 if b < k_cat else np.float64(num_values[r, b - k_cat]))
-            z += pairs * scale
-            out[r] = z if margin else _sigmoid(z)
-
-
-# -- factorization machines (Rendle 2010): one vector per feature, every pair in O(features x K) --
 
 @njit(cache=True, inline="always")
 def _fm_sums(factors, slots, num_values, r, k_cat, fmask, sums):
@@ -251,39 +189,54 @@ def _fm_sums(factors, slots, num_values, r, k_cat, fmask, sums):
     return 0.5 * (total - squares)
 
 
+@njit(cache=True, nogil=True)
+def _learn_fm(factors, slots, num_values, r, k_cat, fmask, sums, kappa0, factor_lr, factor_l2):
+    """FM: in row order, each feature's vector steps with grad_d = kappa0 x_j (S_d - v_jd x_j) +
+    factor_l2 v_jd (S: ``sums``, from before the row's steps; v_jd: the vector as it is then),
+    ``kappa0 = (p - y) row_weight scale``."""
+    dims = factors.shape[2] // 2
+    lr32 = np.float32(factor_lr)
+    l232 = np.float32(factor_l2)
+    for j in range(slots.shape[1]):
+        u = np.int64(slots[r, j]) & fmask
+        x = _value(num_values, r, j, k_cat)
+        kappa = kappa0 * x
+        for d in range(dims):
+            v = factors[u, 0, d]
+            g = np.float32(kappa * (sums[d] - v * x)) + l232 * v
+            acc = factors[u, 0, dims + d] + g * g
+            factors[u, 0, dims + d] = acc
+            factors[u, 0, d] = v - lr32 * g * _rsqrt(acc)
+
+
 @njit(cache=True, parallel=True, nogil=True)
-def train_chunk_fm(slots, num_values, labels, row_weights, held, table, clock, step0, lr, l1, l2, eps,
-                   factors, fmask, factor_lr, factor_l2, blocks, block_loss):
-    """:func:`train_chunk` for a factorization machine: ``factors`` ``(factor_slots, 1, 2K)``, every
-    feature one vector. z adds scale * sum over pairs of <v_a, v_b> x_a x_b, computed as
-    (|sum_j v_j x_j|^2 - sum_j |v_j x_j|^2) / 2; then, in row order, each feature's vector takes
-    an Adagrad step with grad_d = (p - y) row_weight scale x_j (S_d - v_jd x_j) + factor_l2 v_jd
-    (S: the sums before the row's steps; v_jd: the vector as it is then)."""
+def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step0, lr, l1, l2, eps,
+                factors, fields, fmask, factor_lr, factor_l2, blocks, block_loss):
+    """Learn one chunk; row r is global step ``step0 + r + 1``. Inputs as
+    :func:`fastada.kernels.train_chunk`'s (slots located with no hot slots), plus the factor
+    table, ``fields`` (int64, the field of each of a row's features; empty: a factorization
+    machine, every feature one vector in a table of one field) and ``fmask`` (factor slots - 1). ``block_loss[b]`` = (weighted loss, weight) of learned rows, then of held-out rows.
+    Returns a status."""
     rows = labels.shape[0]
     regularise = l1 > 0.0 or l2 > 0.0
     holdout = held.shape[0] > 0
     k = slots.shape[1]
     k_cat = k - num_values.shape[1]
-    bias = table.shape[0] - 1
-    dims = factors.shape[2] // 2
-    lr32 = np.float32(factor_lr)
-    l232 = np.float32(factor_l2)
+    field_aware = fields.shape[0] > 0
     for b in prange(blocks):
-        sums = np.empty(dims, dtype=np.float64)
+        sums = np.empty(factors.shape[2] // 2, dtype=np.float64)  # FM's sums of v x
         loss_sum = 0.0
         weight_sum = 0.0
         held_loss = 0.0
         held_weight = 0.0
         for r in range(rows * b // blocks, rows * (b + 1) // blocks):
             before = step0 + r
-            z = np.float64(table[bias, WEIGHT])
-            for j in range(k):
-                t = np.int64(slots[r, j])
-                if regularise:
-                    _settle(table, clock, t, before, lr, l1, l2, eps)
-                z += table[t, WEIGHT] * _value(num_values, r, j, k_cat)
+            z = _linear_margin(table, clock, slots, num_values, r, k_cat, before, regularise, lr, l1, l2, eps)
             scale = _scale(num_values, r, k_cat, k)
-            z += scale * _fm_sums(factors, slots, num_values, r, k_cat, fmask, sums)
+            if field_aware:
+                z += _pairs(factors, slots, num_values, r, k_cat, fields, fmask, scale)
+            else:
+                z += scale * _fm_sums(factors, slots, num_values, r, k_cat, fmask, sums)
             y = np.float64(labels[r])
             rw = np.float64(row_weights[r])
             if holdout and held[r] != 0:
@@ -293,19 +246,11 @@ def train_chunk_fm(slots, num_values, labels, row_weights, held, table, clock, s
             loss_sum += rw * logistic_loss(z, y)
             weight_sum += rw
             g0 = (_sigmoid(z) - y) * rw
-            _adagrad(table, bias, g0, lr, eps)
-            for j in range(k):
-                _adagrad(table, np.int64(slots[r, j]), g0 * _value(num_values, r, j, k_cat), lr, eps)
-            for j in range(k):
-                u = np.int64(slots[r, j]) & fmask
-                x = _value(num_values, r, j, k_cat)
-                kappa = g0 * scale * x
-                for d in range(dims):
-                    v = factors[u, 0, d]
-                    g = np.float32(kappa * (sums[d] - v * x)) + l232 * v
-                    acc = factors[u, 0, dims + d] + g * g
-                    factors[u, 0, dims + d] = acc
-                    factors[u, 0, d] = v - lr32 * g * _rsqrt(acc)
+            _linear_step(table, slots, num_values, r, k_cat, g0, lr, eps)
+            if field_aware:
+                _learn_pairs(factors, slots, num_values, r, k_cat, fields, fmask, g0 * scale, factor_lr, factor_l2)
+            else:
+                _learn_fm(factors, slots, num_values, r, k_cat, fmask, sums, g0 * scale, factor_lr, factor_l2)
         block_loss[b, 0] = loss_sum
         block_loss[b, 1] = weight_sum
         block_loss[b, 2] = held_loss
@@ -314,34 +259,51 @@ def train_chunk_fm(slots, num_values, labels, row_weights, held, table, clock, s
 
 
 @njit(cache=True, parallel=True, nogil=True)
-def predict_chunk_fm(cat, num, num_values, weights, factors, mask, fmask, blocks, margin, out):
-    """:func:`predict_chunk` for a factorization machine (``factors`` ``(factor_slots, 1, K)``)."""
+def predict_chunk(cat, num, num_values, weights, factors, fields, mask, fmask, blocks, margin, out):
+    """``out[r]``: the probability (``margin``: log-odds) of row r of hashed features ``cat``,
+    ``num`` (as :func:`fastada.kernels.predict_chunk` takes them) under weights (the bias last)
+    and factors (``(factor_slots, fields, K)``: vectors only; ``fields`` empty: an FM, one field)."""
     rows = out.shape[0]
     k_cat = cat.shape[1]
     k = k_cat + num.shape[1]
     dims = factors.shape[2]
+    field_aware = fields.shape[0] > 0
     bias = np.float64(weights[weights.shape[0] - 1])
     for blk in prange(blocks):
+        slots = np.empty(k, dtype=np.int64)
         sums = np.empty(dims, dtype=np.float64)
         for r in range(rows * blk // blocks, rows * (blk + 1) // blocks):
             z = bias
             total = np.float64(k_cat)
-            squares = 0.0
-            for d in range(dims):
-                sums[d] = 0.0
             for j in range(k):
-                s = np.int64((cat[r, j] if j < k_cat else num[r, j - k_cat]) & mask)
+                slots[j] = np.int64((cat[r, j] if j < k_cat else num[r, j - k_cat]) & mask)
                 x = 1.0 if j < k_cat else np.float64(num_values[r, j - k_cat])
                 if j >= k_cat:
                     total += x * x
-                z += weights[s] * x
-                u = s & fmask
+                z += weights[slots[j]] * x
+            pairs = 0.0
+            if field_aware:
+                for a in range(k):
+                    ua = slots[a] & fmask
+                    xa = 1.0 if a < k_cat else np.float64(num_values[r, a - k_cat])
+                    for b in range(a + 1, k):
+                        ub = slots[b] & fmask
+                        dot = np.float32(0.0)
+                        for d in range(dims):
+                            dot += factors[ua, fields[b], d] * factors[ub, fields[a], d]
+                        pairs += dot * xa * (1.0 if b < k_cat else np.float64(num_values[r, b - k_cat]))
+            else:  # (|sum v x|^2 - sum |v x|^2) / 2
+                squares = 0.0
                 for d in range(dims):
-                    vx = factors[u, 0, d] * x
-                    sums[d] += vx
-                    squares += vx * vx
-            pairs = -squares
-            for d in range(dims):
-                pairs += sums[d] * sums[d]
-            z += (0.5 * pairs) * (1.0 / total if total > 0.0 else 0.0)
+                    sums[d] = 0.0
+                for j in range(k):
+                    x = 1.0 if j < k_cat else np.float64(num_values[r, j - k_cat])
+                    for d in range(dims):
+                        vx = factors[slots[j] & fmask, 0, d] * x
+                        sums[d] += vx
+                        squares += vx * vx
+                for d in range(dims):
+                    pairs += sums[d] * sums[d]
+                pairs = 0.5 * (pairs - squares)
+            z += pairs * (1.0 / total if total > 0.0 else 0.0)
             out[r] = z if margin else _sigmoid(z)

@@ -117,7 +117,7 @@ class Factorisation(Adagrad):
     def __init__(self, learn, spec, featurizer):
         super().__init__(learn, spec, featurizer)
         self.field_aware = learn.learner == "ffm"
-        # FFM: a vector per feature and field; FM: one per feature (a single field)
+        # FFM: a vector per feature and field; FM: one per feature (a single field; no field map)
         self.fields = featurizer.fields() if self.field_aware else np.zeros(0, np.int64)
         self.field_count = int(self.fields.max()) + 1 if self.fields.size else 1
         self.factor_bits = min(learn.factor_bits, spec.bits)
@@ -137,14 +137,10 @@ class Factorisation(Adagrad):
 
     def learn_chunk(self, chunk, table, clock, step, lr, blocks, block_loss, arrays, views):
         learn = self.learn
-        if self.field_aware:
-            return ffm.train_chunk(chunk.slots, chunk.num_values, chunk.labels, chunk.weights, chunk.held,
-                                   table, clock, np.int64(step), lr, learn.l1, learn.l2, learn.eps,
-                                   arrays["factors"], self.fields, self.fmask, learn.factor_lr, learn.factor_l2,
-                                   blocks, block_loss)
-        return ffm.train_chunk_fm(chunk.slots, chunk.num_values, chunk.labels, chunk.weights, chunk.held,
-                                  table, clock, np.int64(step), lr, learn.l1, learn.l2, learn.eps,
-                                  arrays["factors"], self.fmask, learn.factor_lr, learn.factor_l2, blocks, block_loss)
+        return ffm.train_chunk(chunk.slots, chunk.num_values, chunk.labels, chunk.weights, chunk.held,
+                               table, clock, np.int64(step), lr, learn.l1, learn.l2, learn.eps,
+                               arrays["factors"], self.fields, self.fmask, learn.factor_lr, learn.factor_l2,
+                               blocks, block_loss)
 
     def model_factors(self, arrays):
         factors = arrays.get("factors")

@@ -39,9 +39,8 @@ def predict_batches(model, data, *, threads: int | None = None, chunk_rows: int 
     mask = np.uint32(spec.slots - 1)
     weights = np.asarray(model.weights)
     factors = None if getattr(model, "factors", None) is None else np.asarray(model.factors)
-    field_aware = factors is not None and model.learn.get("learner") != "fm"
     if factors is not None:  # a factorisation machine; field-aware: each feature's field, as in training
-        fields = featurizer.fields() if field_aware else None
+        fields = featurizer.fields() if model.learn.get("learner") != "fm" else np.zeros(0, np.int64)
         fmask = np.int64(factors.shape[0] - 1)
 
     featurizers = [featurizer] + [Featurizer(spec) for _ in range(read_workers(blocks) - 1)]
@@ -57,12 +56,9 @@ def predict_batches(model, data, *, threads: int | None = None, chunk_rows: int 
         if block.rows:
             if factors is None:
                 kernels.predict_chunk(block.cat, block.num, block.num_values, weights, mask, blocks, margin, out)
-            elif field_aware:
+            else:
                 ffm.predict_chunk(block.cat, block.num, block.num_values, weights, factors, fields, mask, fmask,
                                   blocks, margin, out)
-            else:
-                ffm.predict_chunk_fm(block.cat, block.num, block.num_values, weights, factors, mask, fmask, blocks,
-                                     margin, out)
             if not np.isfinite(out).all():
                 raise FastadaError(f"{where}, row {first_row + int(np.argmin(np.isfinite(out)))}: the model gives a "
                                    f"non-finite prediction (its weights hold NaN or inf); it cannot be used")

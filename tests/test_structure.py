@@ -60,3 +60,9 @@ def test_kernels_know_nothing_of_arrow_or_files():
 def test_public_api():
     assert fastada.__all__ == sorted(fastada.__all__)
     assert set(fastada.__all__) == {"FastadaError", "FeatureSpec", "LearnConfig", "Model", "__version__", "load", "train"}
+
+
+def test_every_breakage_of_the_mutation_run_finds_its_text_once():
+    import mutations
+    for name, (path, text, _, _) in mutations.BREAKAGES.items():
+        assert (PACKAGE.parent / path).read_text().count(text) == 1, f"tests/mutations.py {name}: update its text"
