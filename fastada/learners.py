@@ -21,6 +21,8 @@ class Learner:
     views = False               # hot slots learned in per-thread views (else the shared table only)
     lazy_regularisation = True  # slots owe L1/L2 steps until touched (kernels.catch_up_all settles them)
     continuable = False         # a model of it can go on learning (train(init=...))
+    state_what = ""             # what its own arrays are, and how to make them smaller (for memory errors)
+    state_advice = ""
 
     def __init__(self, learn: LearnConfig, spec: FeatureSpec, featurizer):
         self.learn = learn
@@ -113,6 +115,8 @@ class Factorisation(Adagrad):
 
     views = False
     continuable = False
+    state_what = "the factor table"
+    state_advice = "lower --factor-bits or --factors"
 
     def __init__(self, learn, spec, featurizer):
         super().__init__(learn, spec, featurizer)

@@ -72,10 +72,10 @@ def memory_available() -> int | None:
 
 
 def check_memory(bits: int, features: int, chunk_rows: int, readers: int, best_copy: bool,
-                 race: bool = False, extra: int = 0, extra_what: str = "") -> None:
+                 race: bool = False, extra: int = 0, extra_what: str = "", extra_advice: str = "") -> None:
     """Refuse, before anything is allocated, a run that cannot fit in memory, saying what it needs,
-    what there is, and the largest --bits that fits. ``extra``: bytes of a learner's own tables
-    (``extra_what``), which --bits does not size."""
+    what there is, and the largest --bits that fits. ``extra``: bytes of a learner's own arrays
+    (``extra_what``, made smaller as ``extra_advice`` says), which --bits does not size."""
     available = memory_available()
     need = memory_needed(bits, features, chunk_rows, readers, best_copy, race) + extra
     if available is None or need <= available:
@@ -84,7 +84,7 @@ def check_memory(bits: int, features: int, chunk_rows: int, readers: int, best_c
             if memory_needed(b, features, chunk_rows, readers, best_copy, race) + extra <= available]
     advice = f"use --bits {fits[0]} or less" if fits else "free memory or lower --chunk-rows"
     if extra:
-        advice += f" (or lower --factor-bits or --factors: {extra_what} takes {_gib(extra)})"
+        advice += f" (or {extra_advice}: {extra_what} takes {_gib(extra)})"
     raise FastadaError(f"--bits {bits} needs about {_gib(need)} of memory (a 2^{bits}-slot table at 16 bytes a slot, "
                        f"the model built from it{', the best model kept for early stopping' if best_copy else ''}"
                        f"{', the learning-rate race' if race else ''}{', ' + extra_what if extra else ''}, "
@@ -231,7 +231,7 @@ class _Training:
         features = self.featurizers[0].k_cat + self.featurizers[0].k_num
         check_memory(spec.bits, features, learn.chunk_rows, self.readers[0], run.early_stop > 0, learn.lr == "auto",
                      extra=self.learner.state_bytes() * (2 if run.early_stop else 1),
-                     extra_what="the factor table")
+                     extra_what=self.learner.state_what, extra_advice=self.learner.state_advice)
         if spec.slots >= LARGE_MODEL_SLOTS and spec.slots > 16 * dataset.num_rows * max(1, features):
             note(f"2^{spec.bits} slots for at most {dataset.num_rows * features:,} distinct features: training "
                  f"holds {_gib(16 * spec.slots)} of table and a model loads as {_gib(4 * spec.slots)} of weights "
