@@ -36,8 +36,9 @@ class AdagradClassifier(ClassifierMixin, BaseEstimator):
     """Binary logistic regression by Hogwild per-feature Adagrad over 2**bits hashed slots.
 
     Parameters mirror :func:`fastada.train`: ``lr`` ("auto": raced on the first rows), ``l1``,
-    ``l2``, ``epochs`` (passes over the data in ``fit``), ``bits``, ``learner`` ("adagrad" or
-    "ftrl", whose ``lr`` is alpha and ``beta`` beta), ``shuffle``, ``negative_rate``,
+    ``l2``, ``epochs`` (passes over the data in ``fit``), ``bits``, ``learner`` ("adagrad"; "ftrl",
+    whose ``lr`` is alpha and ``beta`` beta; "fm" or "ffm", with ``factors`` latent factors in
+    2**``factor_bits`` slots; only "adagrad" has ``partial_fit``), ``shuffle``, ``negative_rate``,
     ``numeric_mode`` and, for frames, ``categorical``, ``numeric`` and ``crosses`` to name column
     roles. ``n_jobs``: learning threads (None or 1: one, sequential and repeatable; -1: every core,
     Hogwild). ``random_state``: the seed of shuffling and downsampling.
@@ -47,8 +48,8 @@ class AdagradClassifier(ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, *, lr="auto", l1=0.0, l2=0.0, epochs=1, bits=20, learner="adagrad", beta=1.0,
-                 shuffle=False, negative_rate=1.0, numeric_mode="both", categorical=None, numeric=None,
-                 crosses=(), n_jobs=None, random_state=None):
+                 factors=4, factor_bits=18, shuffle=False, negative_rate=1.0, numeric_mode="both",
+                 categorical=None, numeric=None, crosses=(), n_jobs=None, random_state=None):
         self.lr = lr
         self.l1 = l1
         self.l2 = l2
@@ -56,6 +57,8 @@ class AdagradClassifier(ClassifierMixin, BaseEstimator):
         self.bits = bits
         self.learner = learner
         self.beta = beta
+        self.factors = factors
+        self.factor_bits = factor_bits
         self.shuffle = shuffle
         self.negative_rate = negative_rate
         self.numeric_mode = numeric_mode
@@ -190,7 +193,8 @@ class AdagradClassifier(ClassifierMixin, BaseEstimator):
 
     def _train_settings(self, roles: dict, epochs: int, continued: bool = False) -> dict:
         settings = dict(label=_LABEL, lr=self.lr, l1=self.l1, l2=self.l2, epochs=epochs,
-                        learner=self.learner, beta=self.beta, shuffle=self.shuffle, negative_rate=self.negative_rate,
+                        learner=self.learner, beta=self.beta, factors=self.factors, factor_bits=self.factor_bits,
+                        shuffle=self.shuffle, negative_rate=self.negative_rate,
                         threads=self._threads(), seed=0 if self.random_state is None else int(self.random_state))
         if not continued:
             settings.update(bits=self.bits, numeric_mode=self.numeric_mode, weight=_WEIGHT, **roles)

@@ -125,3 +125,12 @@ def test_labels_of_any_two_values_and_one_class_refused():
         AdagradClassifier().fit(X, np.zeros(300))
     with pytest.raises(ValueError, match="Only binary classification is supported"):
         AdagradClassifier().fit(X, np.arange(300) % 3)
+
+
+def test_every_learner_fits_a_frame_and_only_adagrad_goes_on_batch_by_batch(rng):
+    X, y = ctr_frame(rng, 2000)
+    for learner in ("adagrad", "ftrl", "fm", "ffm"):
+        fitted = AdagradClassifier(bits=14, learner=learner, factor_bits=10).fit(X, y)
+        assert fitted.model_.learn["learner"] == learner and fitted.score(X, y) > 0.6
+    with pytest.raises(ValueError, match="partial_fit needs learner='adagrad'"):
+        AdagradClassifier(learner="ffm").partial_fit(X, y, classes=[0, 1])
