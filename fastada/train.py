@@ -843,6 +843,11 @@ def _check_identity(path: str, found: dict, expected: dict) -> None:
     names = {"spec": "features (columns, bits, hash seed)", "learn": "learning settings",
              "data": "training data", "valid": "validation data",
              "eval_every_rows": "--eval-every-rows", "early_stop": "--early-stop"}
+    # a setting added since the checkpoint was written is the one it trained with: its default
+    defaults = {"spec": _defaults(FeatureSpec), "learn": _defaults(LearnConfig)}
+    found = {key: ({**{k: v for k, v in defaults[key].items() if k not in value and k in expected[key]}, **value}
+                   if key in defaults and isinstance(value, dict) else value)
+             for key, value in found.items()}
     for key, what in names.items():
         if found.get(key) != expected[key]:
             detail = ""
@@ -853,6 +858,12 @@ def _check_identity(path: str, found: dict, expected: dict) -> None:
                     detail = f" ({k}: checkpoint {found[key].get(k)!r}, this run {expected[key][k]!r})"
             raise FastadaError(f"{path}: the checkpoint was written for other {what}{detail}; "
                                f"resume with the original command or use another --checkpoint-dir")
+
+
+def _defaults(cls) -> dict:
+    """A dataclass's fields that have defaults, as its to_dict (through JSON) gives them."""
+    return json.loads(json.dumps({f.name: f.default for f in dataclasses.fields(cls)
+                                  if f.default is not dataclasses.MISSING}))
 
 
 class _JsonLog:

@@ -404,3 +404,24 @@ def test_train_init_model_continues_a_model_file_and_never_overwrites_it(rng, tm
                  "--model", str(tmp_path / "day1.fastada"), *common]) == 2
     assert "also an input" in capsys.readouterr().err
     assert (tmp_path / "day1.fastada").read_bytes() == before
+
+
+def test_a_checkpoint_from_before_a_setting_existed_resumes_with_that_settings_default(resume_case, tmp_path):
+    _, data, reference = resume_case
+    stop = threading.Event()
+    kwargs = dict(**SETTINGS, valid=str(data / "part-0.parquet"), checkpoint_dir=tmp_path / "ck",
+                  checkpoint_every_rows=1000)
+    calls = []
+    with pytest.raises(Stopped):
+        fastada.train(str(data), **kwargs, stop=stop, on_chunk=lambda p: (calls.append(1), len(calls) == 20 and stop.set()))
+    found, _ = checkpoint.newest(str(tmp_path / "ck"))
+    identity = found.state["identity"]
+    for key in ("factors", "factor_bits", "factor_lr", "factor_l2"):  # (added 2026-12-05)
+        del identity["learn"][key]
+    del identity["spec"]["list_weights"]
+    os.remove(found.path)
+    checkpoint.save(str(tmp_path / "ck"), found.state["progress"]["step"], found.state, found.arrays, keep=3)
+    resumed = fastada.train(str(data), **kwargs, resume=True)
+    assert np.array_equal(resumed.weights, reference.weights)
+    with pytest.raises(FastadaError, match=r"factors: checkpoint 4, this run 8"):  # a setting it had still counts
+        fastada.train(str(data), **{**kwargs, "factors": 8}, resume=True)
