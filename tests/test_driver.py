@@ -121,15 +121,22 @@ def test_stopped_and_resumed_run_equals_uninterrupted_bit_for_bit(resume_case, t
     assert without_time(log) == without_time(reference.summary["evaluations"])
 
 
-def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(resume_case, tmp_path):
-    _, data, reference = resume_case
+def stopped_run(data, checkpoints, after_chunks: int) -> dict:
+    """Start SETTINGS' run on ``data`` with checkpoints every 1,000 rows in ``checkpoints`` and
+    stop it after ``after_chunks`` chunks; returns the run's settings, to resume it."""
     stop = threading.Event()
-    kwargs = dict(**SETTINGS, valid=str(data / "part-0.parquet"), checkpoint_dir=tmp_path / "ck",
+    kwargs = dict(**SETTINGS, valid=str(data / "part-0.parquet"), checkpoint_dir=checkpoints,
                   checkpoint_every_rows=1000)
     calls = []
     with pytest.raises(Stopped):
         fastada.train(str(data), **kwargs, stop=stop,
-                      on_chunk=lambda p: (calls.append(1), len(calls) == 40 and stop.set()))
+                      on_chunk=lambda p: (calls.append(1), len(calls) == after_chunks and stop.set()))
+    return kwargs
+
+
+def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(resume_case, tmp_path):
+    _, data, reference = resume_case
+    kwargs = stopped_run(data, tmp_path / "ck", 40)
     files = sorted((tmp_path / "ck").glob("checkpoint-*.fastada"))
     assert len(files) == 3  # keep_checkpoints
     raw = bytearray(files[-1].read_bytes())  # a kill half-way through a write leaves at most a
@@ -408,12 +415,7 @@ def test_train_init_model_continues_a_model_file_and_never_overwrites_it(rng, tm
 
 def test_a_checkpoint_from_before_a_setting_existed_resumes_with_that_settings_default(resume_case, tmp_path):
     _, data, reference = resume_case
-    stop = threading.Event()
-    kwargs = dict(**SETTINGS, valid=str(data / "part-0.parquet"), checkpoint_dir=tmp_path / "ck",
-                  checkpoint_every_rows=1000)
-    calls = []
-    with pytest.raises(Stopped):
-        fastada.train(str(data), **kwargs, stop=stop, on_chunk=lambda p: (calls.append(1), len(calls) == 20 and stop.set()))
+    kwargs = stopped_run(data, tmp_path / "ck", 20)
     found, _ = checkpoint.newest(str(tmp_path / "ck"))
     identity = found.state["identity"]
     for key in ("factors", "factor_bits", "factor_lr", "factor_l2"):  # (added 2026-12-05)
