@@ -134,3 +134,14 @@ def test_every_learner_fits_a_frame_and_only_adagrad_goes_on_batch_by_batch(rng)
         assert fitted.model_.learn["learner"] == learner and fitted.score(X, y) > 0.6
     with pytest.raises(ValueError, match="partial_fit needs learner='adagrad'"):
         AdagradClassifier(learner="ffm").partial_fit(X, y, classes=[0, 1])
+
+
+def test_arrow_tables_and_polars_frames_fit_as_the_pandas_frame_does(rng):
+    pl = pytest.importorskip("polars")
+    X, y = ctr_frame(rng, 2000)
+    reference = AdagradClassifier(bits=14).fit(X, y).predict_proba(X)
+    table = pa.Table.from_pandas(X, preserve_index=False)
+    for frame in (table, pl.from_arrow(table)):
+        fitted = AdagradClassifier(bits=14).fit(frame, y)
+        assert list(fitted.feature_names_in_) == list(X.columns)
+        np.testing.assert_allclose(fitted.predict_proba(frame), reference, rtol=1e-6)
