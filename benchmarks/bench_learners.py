@@ -111,7 +111,9 @@ def run_libffm(libffm: str, train: str, test: str, epochs: int, threads: int, ou
     command = [os.path.join(libffm, "ffm-train"), "-k", "4", "-t", str(epochs), "-r", "0.2", "-l", "0.00002",
                "-s", str(threads), "-p", test, train, os.path.join(out, "libffm.model")]
     start = time.perf_counter()
-    text = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    # (cwd: libffm writes its binary cache, hundreds of MB, as <train file name>.bin in the
+    # working folder; it must not land in a checkout)
+    text = subprocess.run(command, capture_output=True, text=True, check=True, cwd=out).stdout
     wall = time.perf_counter() - start
     by_epoch, seconds = [], 0.0
     for line in text.splitlines():

@@ -66,3 +66,17 @@ def test_every_breakage_of_the_mutation_run_finds_its_text_once():
     import mutations
     for name, (path, text, _, _) in mutations.BREAKAGES.items():
         assert (PACKAGE.parent / path).read_text().count(text) == 1, f"tests/mutations.py {name}: update its text"
+
+
+def test_no_tracked_file_is_large():
+    """A submission over its size limit does not land at all: data, caches and builds stay out of
+    the repository (benchmarks write to bench-out/, which is ignored)."""
+    import subprocess
+    root = PACKAGE.parent
+    try:
+        files = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        import pytest
+        pytest.skip("not a git checkout")
+    large = [f for f in files if (root / f).is_file() and (root / f).stat().st_size > 1 << 20]
+    assert not large, f"tracked files over 1 MiB: {large}"
