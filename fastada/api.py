@@ -40,9 +40,10 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
           on_note: Callable[[str], None] | None = None, stop: threading.Event | None = None,
           init: Model | str | os.PathLike | None = None) -> Model:
     """Train a logistic model with Hogwild per-feature Adagrad (or, ``learner="ftrl"``,
-    FTRL-Proximal: ``lr`` is its alpha, ``beta`` its beta; ``learner="ffm"``, a field-aware
-    factorization machine: ``factors`` latent factors per feature and field in 2**``factor_bits``
-    slots, learned at ``factor_lr`` with L2 ``factor_l2`` over the Adagrad linear model) on ``data``.
+    FTRL-Proximal: ``lr`` is its alpha, ``beta`` its beta; ``learner="fm"`` / ``"ffm"``, a
+    (field-aware) factorization machine: ``factors`` latent factors per feature (and field) in
+    2**``factor_bits`` slots, learned at ``factor_lr`` with L2 ``factor_l2`` over the Adagrad linear
+    model) on ``data``.
 
     data: Parquet file(s), folder(s), glob(s), filesystem URI(s), or data in memory: a
     ``pyarrow.Table``, a pandas DataFrame, or any Arrow PyCapsule stream (polars, DuckDB; read whole).
