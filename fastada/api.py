@@ -38,7 +38,8 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
           on_chunk: Callable[[Progress], None] | None = None,
           on_evaluation: Callable[[dict], None] | None = None,
           on_note: Callable[[str], None] | None = None, stop: threading.Event | None = None,
-          init: Model | str | os.PathLike | None = None) -> Model:
+          init: Model | str | os.PathLike | None = None, dask: str | None = None, client=None,
+          sync_every_rows: int | None = None) -> Model:
     """Train a logistic model with Hogwild per-feature Adagrad (or, ``learner="ftrl"``,
     FTRL-Proximal: ``lr`` is its alpha, ``beta`` its beta; ``learner="fm"`` / ``"ffm"``, a
     (field-aware) factorization machine: ``factors`` latent factors per feature (and field) in
@@ -71,6 +72,11 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
     never interrupted). ``log_json``: one JSON line per evaluation. ``bad_rows="skip"`` learns
     nothing from rows with a bad label or weight and from unreadable files or row groups, and
     counts them in ``model.summary`` (default "fail": stop with an error naming the first).
+
+    Distributed (``pip install 'fastada[dask]'``): ``client`` (a ``distributed.Client``) or ``dask``
+    (``"local:N"`` for N worker processes here, or a scheduler's ``tcp://HOST:PORT``) trains on the
+    cluster's workers, their models combined every ``sync_every_rows`` rows per worker and at each
+    epoch's end (:mod:`fastada.distributed`); ``data`` must be files or URIs every worker can read.
 
     >>> m = fastada.train("train.parquet", label="label", bits=20)   # doctest: +SKIP
     >>> m.evaluate("test.parquet")["logloss"]                         # doctest: +SKIP
@@ -111,11 +117,34 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
     inputs = [path for data_set in (dataset, valid_set) if data_set is not None
               for fs, path in data_set.files if fs is None] + ([init_path] if init_path else [])
     _model.check_outputs({"--model": model, "--log-json": log_json, "--checkpoint-dir": checkpoint_dir}, inputs)
-    trained = fit(dataset, spec, learn, run, valid=valid_set, on_chunk=on_chunk,
-                  on_evaluation=on_evaluation, on_note=on_note, stop=stop, roles=roles, init=init)
+    if client is not None or dask is not None:
+        trained = _fit_distributed(data, dataset, spec, learn, run, dask, client, sync_every_rows, valid=valid_set,
+                                   on_chunk=on_chunk, on_evaluation=on_evaluation, on_note=on_note, stop=stop,
+                                   roles=roles, init=init)
+    elif sync_every_rows is not None:
+        raise FastadaError("sync_every_rows is for distributed training: give dask= or client= too")
+    else:
+        trained = fit(dataset, spec, learn, run, valid=valid_set, on_chunk=on_chunk,
+                      on_evaluation=on_evaluation, on_note=on_note, stop=stop, roles=roles, init=init)
     if model is not None:
         trained.save(model)
     return trained
+
+
+def _fit_distributed(data, dataset, spec, learn, run, address, client, sync_every_rows, **kwargs) -> Model:
+    from . import distributed
+    if client is not None and address is not None:
+        raise FastadaError("give dask= (an address) or client= (a distributed.Client), not both")
+    close, threads = (lambda: None), "auto"
+    if client is None:
+        client, close, threads = distributed.connect(address)
+    if learn.threads != "auto":
+        threads = learn.threads  # each worker's learners, as given
+    try:
+        return distributed.fit(client, data, dataset, spec, learn, run, worker_threads=threads,
+                               sync_every_rows=sync_every_rows or distributed.SYNC_EVERY_ROWS, **kwargs)
+    finally:
+        close()
 
 
 def _continued_spec(init: Model, roles: dict, **spec_values) -> tuple[FeatureSpec, dict | None]:

@@ -128,6 +128,13 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--keep-checkpoints", type=int, default=3, metavar="K")
     c.add_argument("--resume", action="store_true",
                    help="continue from the newest valid checkpoint in --checkpoint-dir (if there is one)")
+    dk = t.add_argument_group("distributed (pip install 'fastada[dask]')")
+    dk.add_argument("--dask", default=None, metavar="ADDRESS",
+                    help="train on Dask workers: local:N (N worker processes on this machine) or a scheduler's "
+                         "tcp://HOST:PORT; DATA must be files or URIs every worker can read")
+    dk.add_argument("--sync-every-rows", type=int, default=None, metavar="N",
+                    help="rows each worker learns between combinations of the models (default 1,000,000; "
+                         "also at each epoch's end)")
     f = t.add_argument_group("performance")
     f.add_argument("--threads", type=_threads_arg, default="auto",
                    help="Hogwild threads, or auto (default: time reading and learning on the first chunks and "
@@ -314,7 +321,7 @@ def _train(args) -> int:
             checkpoint_every_seconds=args.checkpoint_every_seconds,
             keep_checkpoints=args.keep_checkpoints, resume=args.resume, log_json=args.log_json,
             on_chunk=progress, on_evaluation=progress.evaluation, on_note=progress.note, stop=stop,
-            init=args.init_model)
+            init=args.init_model, dask=args.dask, sync_every_rows=args.sync_every_rows)
     except Stopped as e:
         progress.close()
         print(f"fastada: {e}", file=sys.stderr)

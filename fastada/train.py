@@ -158,6 +158,8 @@ class _State:
     label_kinds: list = dataclasses.field(default_factory=list)  # negatives seen so far: -1 and/or 0
     lr: float | None = None          # the learning rate (of the first epoch): given, or raced
     lr_race: dict | None = None      # how lr="auto" chose it
+    pieces_epoch: int = -1           # distributed runs: the epoch whose pieces ``pieces_done`` lists,
+    pieces_done: list = dataclasses.field(default_factory=list)  # as [unit position, first row] (combined)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -184,6 +186,8 @@ class _Training:
     """One training run: the slot table and :class:`_State`, and what happens at each chunk,
     evaluation, epoch end and checkpoint. Everything that decides the model's bits is a function of
     the table, the state and the data, so a run resumed from a checkpoint continues exactly."""
+
+    distributed = False  # a run whose epochs are learned by Dask workers (fastada.distributed)
 
     def __init__(self, dataset, spec, learn, run, valid, on_chunk, on_evaluation, note, stop, roles=None, init=None):
         if dataset.num_rows == 0:
@@ -224,7 +228,8 @@ class _Training:
         self.unit_start = dict(zip(dataset.units, np.cumsum([0] + [u.rows for u in dataset.units]).tolist()))
         identity = {"spec": spec.to_dict(), "learn": {k: v for k, v in learn.to_dict().items() if k != "threads"},
                     "data": dataset.fingerprint(), "valid": valid.fingerprint() if valid is not None else None,
-                    "eval_every_rows": run.eval_every_rows, "early_stop": run.early_stop}
+                    "eval_every_rows": run.eval_every_rows, "early_stop": run.early_stop,
+                    "distributed": self.distributed}
         self.identity = json.loads(json.dumps(identity))  # as a checkpoint gives it back (lists, not tuples)
         for problem in dataset.unreadable:
             note(f"skipped an unreadable file: {problem}")
@@ -395,10 +400,14 @@ class _Training:
         """The chunks of one row group from ``row`` on, hashed by this worker's featurizer, with
         their held-out rows marked and (with shuffling) their rows in the chunk's own random order:
         all the per-chunk work but learning runs here, on the reader threads. In skip mode, an
-        unreadable rest of the row group gives ``(None, error, pos, row)``."""
-        epoch, pos, unit, row = task
+        unreadable rest of the row group gives ``(None, error, pos, row)``. A task of five items
+        ends at row ``stop`` (a multiple of the chunk size: a piece of a row group)."""
+        epoch, pos, unit, row, *stop = task
+        stop = stop[0] if stop else unit.rows
         try:
             for chunk in self.dataset.unit_chunks(unit, self.columns, self.learn.chunk_rows, self.dictionary, row):
+                if chunk.row >= stop:
+                    return
                 block = self.featurizers[worker](chunk.batch, chunk.where, first_row=chunk.row)
                 yield self._arrange(block, epoch, unit, chunk.row, where_to), chunk.where, pos, chunk.row
                 row = chunk.row + chunk.batch.num_rows
@@ -842,12 +851,14 @@ def _check_identity(path: str, found: dict, expected: dict) -> None:
     """Refuse to resume a checkpoint written for other data, features or settings."""
     names = {"spec": "features (columns, bits, hash seed)", "learn": "learning settings",
              "data": "training data", "valid": "validation data",
-             "eval_every_rows": "--eval-every-rows", "early_stop": "--early-stop"}
+             "eval_every_rows": "--eval-every-rows", "early_stop": "--early-stop",
+             "distributed": "a way of training (on Dask workers or on this machine: --dask)"}
     # a setting added since the checkpoint was written is the one it trained with: its default
     defaults = {"spec": _defaults(FeatureSpec), "learn": _defaults(LearnConfig)}
     found = {key: ({**{k: v for k, v in defaults[key].items() if k not in value and k in expected[key]}, **value}
                    if key in defaults and isinstance(value, dict) else value)
              for key, value in found.items()}
+    found.setdefault("distributed", False)  # (written before distributed runs existed)
     for key, what in names.items():
         if found.get(key) != expected[key]:
             detail = ""
