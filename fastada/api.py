@@ -39,7 +39,7 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
           on_evaluation: Callable[[dict], None] | None = None,
           on_note: Callable[[str], None] | None = None, stop: threading.Event | None = None,
           init: Model | str | os.PathLike | None = None, dask: str | None = None, client=None,
-          sync_every_rows: int | None = None) -> Model:
+          sync_every_rows: int | None = None, combine: str = "steps") -> Model:
     """Train a logistic model with Hogwild per-feature Adagrad (or, ``learner="ftrl"``,
     FTRL-Proximal: ``lr`` is its alpha, ``beta`` its beta; ``learner="fm"`` / ``"ffm"``, a
     (field-aware) factorization machine: ``factors`` latent factors per feature (and field) in
@@ -76,7 +76,8 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
     Distributed (``pip install 'fastada[dask]'``): ``client`` (a ``distributed.Client``) or ``dask``
     (``"local:N"`` for N worker processes here, or a scheduler's ``tcp://HOST:PORT``) trains on the
     cluster's workers, their models combined every ``sync_every_rows`` rows per worker and at each
-    epoch's end (:mod:`fastada.distributed`); ``data`` must be files or URIs every worker can read.
+    epoch's end (``combine``: "steps", each worker's steps rescaled and added, or "average", VW
+    AllReduce's; see :mod:`fastada.distributed`); ``data`` must be files or URIs every worker can read.
 
     >>> m = fastada.train("train.parquet", label="label", bits=20)   # doctest: +SKIP
     >>> m.evaluate("test.parquet")["logloss"]                         # doctest: +SKIP
@@ -118,7 +119,8 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
               for fs, path in data_set.files if fs is None] + ([init_path] if init_path else [])
     _model.check_outputs({"--model": model, "--log-json": log_json, "--checkpoint-dir": checkpoint_dir}, inputs)
     if client is not None or dask is not None:
-        trained = _fit_distributed(data, dataset, spec, learn, run, dask, client, sync_every_rows, valid=valid_set,
+        trained = _fit_distributed(data, dataset, spec, learn, run, dask, client, sync_every_rows, combine=combine,
+                                   valid=valid_set,
                                    on_chunk=on_chunk, on_evaluation=on_evaluation, on_note=on_note, stop=stop,
                                    roles=roles, init=init)
     elif sync_every_rows is not None:

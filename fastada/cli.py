@@ -135,6 +135,9 @@ def _parser() -> argparse.ArgumentParser:
     dk.add_argument("--sync-every-rows", type=int, default=None, metavar="N",
                     help="rows each worker learns between combinations of the models (default 1,000,000; "
                          "also at each epoch's end)")
+    dk.add_argument("--combine", choices=("steps", "average"), default="steps",
+                    help="how the workers' changes to a slot combine: their Adagrad steps, rescaled to the "
+                         "combined accumulator and added (default), or VW AllReduce's accumulator-weighted average")
     f = t.add_argument_group("performance")
     f.add_argument("--threads", type=_threads_arg, default="auto",
                    help="Hogwild threads, or auto (default: time reading and learning on the first chunks and "
@@ -321,7 +324,8 @@ def _train(args) -> int:
             checkpoint_every_seconds=args.checkpoint_every_seconds,
             keep_checkpoints=args.keep_checkpoints, resume=args.resume, log_json=args.log_json,
             on_chunk=progress, on_evaluation=progress.evaluation, on_note=progress.note, stop=stop,
-            init=args.init_model, dask=args.dask, sync_every_rows=args.sync_every_rows)
+            init=args.init_model, dask=args.dask, sync_every_rows=args.sync_every_rows,
+            combine=args.combine)
     except Stopped as e:
         progress.close()
         print(f"fastada: {e}", file=sys.stderr)

@@ -852,7 +852,7 @@ def _check_identity(path: str, found: dict, expected: dict) -> None:
     names = {"spec": "features (columns, bits, hash seed)", "learn": "learning settings",
              "data": "training data", "valid": "validation data",
              "eval_every_rows": "--eval-every-rows", "early_stop": "--early-stop",
-             "distributed": "a way of training (on Dask workers or on this machine: --dask)"}
+             "distributed": "way of training (on Dask workers or on one machine: --dask)"}
     # a setting added since the checkpoint was written is the one it trained with: its default
     defaults = {"spec": _defaults(FeatureSpec), "learn": _defaults(LearnConfig)}
     found = {key: ({**{k: v for k, v in defaults[key].items() if k not in value and k in expected[key]}, **value}
