@@ -159,6 +159,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--keep", type=_columns, default=[], help="input columns to copy to the output")
     r.add_argument("--threads", type=int, default=None)
     r.add_argument("--chunk-rows", type=int, default=LearnConfig.chunk_rows)
+    r.add_argument("--dask", default=None, metavar="ADDRESS",
+                   help="score on Dask workers (local:N or tcp://HOST:PORT): --out is then a new folder that gets "
+                        "one part-NNNNN.parquet per input row group, in order")
 
     i = sub.add_parser("inspect", help="print a model's header and its largest weights")
     i.add_argument("model")
@@ -422,6 +425,8 @@ def _predict(args) -> int:
     from .score import predict_batches
     from .api import open_data
     from .model import check_outputs
+    if args.dask is not None:
+        return _predict_distributed(args)
     data, inputs = open_data(args.data)
     check_outputs({"--out": args.out}, [args.model, *inputs])
     model = load(args.model, mmap=True)
@@ -461,6 +466,24 @@ def _predict(args) -> int:
         tmp.discard()
     seconds = time.perf_counter() - start
     print(f"wrote {rows:,} predictions to {args.out} in {seconds:.2f} s ({rows / seconds:,.0f} rows/s)")
+    return 0
+
+
+def _predict_distributed(args) -> int:
+    from . import distributed
+    from .api import open_data
+    from .model import check_outputs
+    _, inputs = open_data(args.data)
+    check_outputs({"--out-dir": args.out}, [args.model, *inputs])
+    client, close, _ = distributed.connect(args.dask)
+    start = time.perf_counter()
+    try:
+        done = distributed.predict(client, args.model, args.data, args.out, keep=args.keep, chunk_rows=args.chunk_rows)
+    finally:
+        close()
+    seconds = time.perf_counter() - start
+    print(f"wrote {done['rows']:,} predictions to {args.out} ({done['parts']} files, one per row group) in "
+          f"{seconds:.2f} s ({done['rows'] / seconds:,.0f} rows/s)")
     return 0
 
 

@@ -464,3 +464,74 @@ def _learn_round(key: str, version: int, update, tasks: list, step: int, lr: flo
             "clock": training.clock[changed, kernels.CLOCK].copy() if training.regularise else None, "rows": rows, "sums": [float(x) for x in sums],
             "bad_rows": state.bad_rows, "skipped_rows": state.skipped_rows,
             "skipped_row_groups": state.skipped_row_groups, "label_kinds": list(state.label_kinds), "notes": notes}
+
+
+# -- scoring on the cluster ----------------------------------------------------------------------------
+
+def predict(client, model_path: str, data, out: str, *, keep=(), chunk_rows: int = 65536, on_part=None) -> dict:
+    """Score ``data`` on the workers of ``client``: one Parquet file per unit (row group) of the
+    data set, ``out``/part-NNNNN.parquet in the data set's order (each written whole, then renamed
+    into place), with the column ``prediction`` and the ``keep`` columns. ``out`` must be a new or
+    empty folder. Returns {"rows", "parts"}."""
+    paths = [os.fspath(p) for p in (data if isinstance(data, (list, tuple)) else [data])]
+    paths = [p if "://" in p else os.path.abspath(p) for p in paths]
+    dataset = DataSet(paths)
+    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
+        raise FastadaError(f"--out {out}: with --dask, predictions go to one file per row group in a new or empty "
+                           f"folder; {'it is a file' if not os.path.isdir(out) else 'this one holds files'}")
+    os.makedirs(out, exist_ok=True)
+    model_path = os.path.abspath(model_path)
+    from .model import load
+    load(model_path, mmap=True)  # refused here, once, if damaged
+    digits = max(5, len(str(len(dataset.units) - 1)))
+    futures = [client.submit(_predict_unit, model_path, paths, dataset.fingerprint(), unit,
+                             os.path.join(os.path.abspath(out), f"part-{i:0{digits}d}.parquet"), list(keep), chunk_rows,
+                             pure=False, retries=2)
+               for i, unit in enumerate(dataset.units)]
+    rows = 0
+    for future in _dask().as_completed(futures):
+        rows += future.result()
+        if on_part is not None:
+            on_part(rows)
+    return {"rows": rows, "parts": len(futures)}
+
+
+_PREDICTING: dict = {}
+
+
+def _predict_unit(model_path: str, paths: list, fingerprint: dict, unit, out: str, keep: list, chunk_rows: int) -> int:
+    """One unit's predictions written to ``out`` (a task: the model and data set opened once a worker)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .model import atomic_replace_target, load
+    from .score import predict_batches
+    stamp = os.stat(model_path)
+    key = (model_path, stamp.st_mtime_ns, stamp.st_size, tuple(paths))
+    if key not in _PREDICTING:
+        dataset = DataSet(paths)
+        if dataset.fingerprint() != fingerprint:
+            raise FastadaError(f"a Dask worker sees other data at {paths[0]} than the client: every worker must "
+                               f"read the same files")
+        _PREDICTING.clear()
+        _PREDICTING[key] = (load(model_path, mmap=True), dataset)
+    model, dataset = _PREDICTING[key]
+    target = atomic_replace_target(out)
+    writer, rows = None, 0
+    try:
+        for p, kept, _ in predict_batches(model, dataset, chunk_rows=chunk_rows, keep=keep, units=[unit]):
+            batch = pa.RecordBatch.from_arrays([pa.array(p), *kept.columns], names=["prediction", *kept.schema.names])
+            if writer is None:
+                writer = pq.ParquetWriter(target.path, batch.schema)
+            writer.write_batch(batch)
+            rows += batch.num_rows
+        if writer is None:
+            raise FastadaError(f"{dataset.name(unit.file)}, row group {unit.row_group}: no rows")
+        writer.close()
+        writer = None
+        target.commit()
+    finally:
+        if writer is not None:
+            writer.close()
+        target.discard()
+    return rows

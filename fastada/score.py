@@ -20,9 +20,10 @@ from .stream import _string_columns, check_data, read_ahead, read_workers, set_t
 
 
 def predict_batches(model, data, *, threads: int | None = None, chunk_rows: int = 65536,
-                    keep: Sequence[str] = (), margin: bool = False) -> Iterator[tuple[np.ndarray, pa.RecordBatch, str]]:
+                    keep: Sequence[str] = (), margin: bool = False,
+                    units=None) -> Iterator[tuple[np.ndarray, pa.RecordBatch, str]]:
     """(probabilities, or with ``margin`` log-odds; batch of the ``keep`` columns; (where, first
-    row)) per chunk, in order."""
+    row)) per chunk, in order; of ``units`` only, if given (default: the whole data set)."""
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or not 1 <= chunk_rows <= 2**26:
         raise FastadaError(f"chunk_rows must be an integer in 1..{2**26}, got {chunk_rows!r}")
     dataset = data if isinstance(data, DataSet) else DataSet(data)
@@ -51,7 +52,8 @@ def predict_batches(model, data, *, threads: int | None = None, chunk_rows: int 
             block = featurizers[worker](chunk.batch, chunk.where, with_labels=False)
             yield block, chunk.batch.select(keep), chunk.where, chunk.row
 
-    for block, kept, where, first_row in read_ahead(dataset.units, work, len(featurizers)):
+    for block, kept, where, first_row in read_ahead(dataset.units if units is None else units, work,
+                                                    len(featurizers)):
         out = np.empty(block.rows, dtype=np.float64)
         if block.rows:
             if factors is None:

@@ -185,3 +185,25 @@ def test_a_scheduler_that_cannot_be_reached_is_a_clear_error(data, tmp_path):
     assert not (tmp_path / "m").exists()
     done = cli("train", str(train), "--dask", "local:0", "--model", str(tmp_path / "m"))
     assert done.returncode == 2 and "local:N needs a number of workers" in error_of(done.stderr)
+
+
+def test_predict_on_the_cluster_writes_one_file_per_row_group_equal_to_predict_here(data, tmp_path):
+    train, test = data
+    model = tmp_path / "m.fastada"
+    fastada.train(str(train / "part-0.parquet"), bits=18, threads=1, model=model)
+    here = tmp_path / "here.parquet"
+    assert cli("predict", str(train), "--model", str(model), "--out", str(here), "--keep", "label").returncode == 0
+    out = tmp_path / "parts"
+    done = cli("predict", str(train), "--model", str(model), "--out", str(out), "--keep", "label",
+               "--dask", "local:2")
+    assert done.returncode == 0, done.stderr
+    assert f"wrote {PARTS * PART_ROWS:,} predictions" in done.stdout and f"({PARTS} files" in done.stdout
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    parts = sorted(os.listdir(out))
+    assert parts == [f"part-{i:05d}.parquet" for i in range(PARTS)]
+    combined = pa.concat_tables([pq.read_table(out / p) for p in parts])
+    assert combined.equals(pq.read_table(here))
+    # a folder that holds files is not written into
+    again = cli("predict", str(train), "--model", str(model), "--out", str(out), "--dask", "local:1")
+    assert again.returncode == 2 and "new or empty folder" in error_of(again.stderr)
