@@ -341,6 +341,7 @@ class _Coordinator(_Training):
             state.bad_rows += r["bad_rows"]
             state.skipped_rows += r["skipped_rows"]
             state.skipped_row_groups += r["skipped_row_groups"]
+            state.read_retries += r["read_retries"]
             for text in r["notes"]:
                 self.note(text)
             self._check_labels(frozenset(r["label_kinds"]), f"{self.dataset.name(0)} (on a worker)")
@@ -458,12 +459,14 @@ def _learn_round(key: str, version: int, update, tasks: list, step: int, lr: flo
     rows = state.step - step
     sums = state.interval
     notes, run.notes[:] = list(run.notes), []
+    retried, training.dataset.retried_reads = training.dataset.retried_reads, 0
     return {"index": changed.astype(np.uint32), "weight": table[changed, kernels.WEIGHT].copy(),
             "accumulator": table[changed, kernels.ACCUMULATOR].copy(),
             # the clock matters only to lazy regularisation
             "clock": training.clock[changed, kernels.CLOCK].copy() if training.regularise else None, "rows": rows, "sums": [float(x) for x in sums],
             "bad_rows": state.bad_rows, "skipped_rows": state.skipped_rows,
-            "skipped_row_groups": state.skipped_row_groups, "label_kinds": list(state.label_kinds), "notes": notes}
+            "skipped_row_groups": state.skipped_row_groups, "label_kinds": list(state.label_kinds), "notes": notes,
+            "read_retries": retried}
 
 
 # -- scoring on the cluster ----------------------------------------------------------------------------

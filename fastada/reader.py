@@ -16,6 +16,7 @@ import hashlib
 import itertools
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -56,6 +57,8 @@ class DataSet:
         ``unreadable`` as messages) instead of raising :class:`UnreadableData`."""
         self._table: pa.Table | None = None
         self.unreadable: list[str] = []
+        self._sizes: dict[str, int] = {}  # files of object stores: their sizes when first opened
+        self.retried_reads = 0  # reads that failed for the network or the store and were tried again
         self.files: list[tuple[pafs.FileSystem | None, str]] = []
         data = _as_table(data)
         self._spool = data if isinstance(data, _Spool) else None  # (its file lives as long as this)
@@ -89,11 +92,24 @@ class DataSet:
         try:
             if fs is None:
                 return pq.ParquetFile(path, **kwargs)
-            return pq.ParquetFile(fs.open_input_file(path), **kwargs)
+            source = fs.open_input_file(path)
+            self._sizes.setdefault(path, source.size())  # (as first seen: see _remote_check)
+            return pq.ParquetFile(source, **kwargs)
         except FileNotFoundError:
-            raise UnreadableData(f"{path}: file not found (was it removed?)") from None
+            raise self._remote_check(file, UnreadableData(f"{path}: file not found (was it removed?)")) from None
         except (pa.ArrowException, OSError) as e:
-            raise _read_error(e, path, "not a readable Parquet file") from None
+            raise self._remote_check(file, _read_error(e, path, "not a readable Parquet file")) from None
+
+    def _footer(self, file: int) -> pq.FileMetaData:
+        attempt = 0
+        while True:
+            try:
+                return self._open(file).metadata
+            except TransientReadError:
+                if attempt >= READ_RETRIES:
+                    raise
+                self._wait_to_retry(attempt)
+                attempt += 1
 
     def _read_schema(self, skip_unreadable: bool) -> pa.Schema:
         if self._table is not None:
@@ -101,8 +117,7 @@ class DataSet:
         readable = []
         for i in range(len(self.files)):
             try:
-                pf = self._open(i)
-                metadata = pf.metadata
+                metadata = self._footer(i)
             except UnreadableData as e:
                 if not skip_unreadable:
                     raise
@@ -208,9 +223,27 @@ class DataSet:
                     yield _from(Chunk(batch.slice(row, chunk_rows), unit, row,
                                       f"<table>, batch {unit.row_group}"), start_row)
             return
-        for chunk in self._file_chunks(unit, columns, chunk_rows, dictionary, decode_threads):
-            if chunk.row + chunk.batch.num_rows > start_row:
-                yield _from(chunk, start_row)
+        attempt = 0
+        while True:
+            try:
+                for chunk in self._file_chunks(unit, columns, chunk_rows, dictionary, decode_threads):
+                    if chunk.row + chunk.batch.num_rows > start_row:
+                        yield _from(chunk, start_row)
+                        start_row = chunk.row + chunk.batch.num_rows
+                return
+            except (TransientReadError, UnreadableData) as e:  # read again from the first row not yet given
+                # (chunks are cut alike); a remote file that looks corrupt is read again too, fewer
+                # times, before it is believed: a response cut short can look like a corrupt file
+                remote_corrupt = not isinstance(e, TransientReadError) and self.files[unit.file][0] is not None
+                if attempt >= (CORRUPT_RETRIES if remote_corrupt else READ_RETRIES) or (
+                        isinstance(e, UnreadableData) and not remote_corrupt):
+                    raise
+                self._wait_to_retry(attempt)
+                attempt += 1
+
+    def _wait_to_retry(self, attempt: int) -> None:
+        self.retried_reads += 1
+        time.sleep(RETRY_SECONDS * 2 ** attempt)
 
     def _file_chunks(self, unit, columns, chunk_rows, dictionary, decode_threads=True):
         path = self.files[unit.file][1]
@@ -237,7 +270,36 @@ class DataSet:
         except FileNotFoundError:
             raise UnreadableData(f"{path}: file not found (was it removed?)") from None
         except (pa.ArrowException, OSError) as e:
-            raise _read_error(e, where, "cannot be read") from None
+            raise self._remote_check(unit.file, _read_error(e, where, "cannot be read")) from None
+
+    def _remote_check(self, file: int, error: FastadaError) -> FastadaError:
+        """A file of an object store that reads as corrupt while the store no longer lists it (or
+        lists it with another size):
+        the store, not the file, failed (Arrow's S3 client gives a cut response to the Parquet
+        reader, which calls it corrupt, and reports an unreachable store as "not found")."""
+        fs, path = self.files[file]
+        if fs is None or not isinstance(error, UnreadableData):
+            return error
+        try:
+            info = fs.get_file_info(path)  # (a cut answer gives a file of size 0)
+            listed = info.type == pafs.FileType.File and info.size == self._sizes.get(path, info.size)
+        except (pa.ArrowException, OSError):
+            listed = False
+        if listed:
+            return error
+        return TransientReadError(f"{error}; and the store no longer lists the file: it cannot be read now: access, "
+                                  f"the network or the store failed, not the data, so it is not skipped as bad "
+                                  f"data; fix that and run again")
+
+
+class TransientReadError(FastadaError):
+    """A read that failed for access, the network or the machine, not the data: retried
+    (:data:`READ_RETRIES`), never skipped as bad data."""
+
+
+READ_RETRIES = 5      # a read that fails for the network or the store is tried again this many times,
+RETRY_SECONDS = 0.5   # after 0.5, 1, 2, 4 and 8 s (object stores drop connections and throttle)
+CORRUPT_RETRIES = 2   # times a file of an object store that reads as corrupt is read again before it is believed
 
 
 # Read failures that say nothing about the data: no permission, a network or storage service that
@@ -257,7 +319,7 @@ def _read_error(e: Exception, where: str, problem: str) -> FastadaError:
                  or getattr(e, "errno", None) in _TRANSIENT_ERRNOS
                  or any(word in text.lower() for word in _TRANSIENT_WORDS))
     if transient:
-        return FastadaError(f"{where}: cannot be read now ({text}): access, the network or the machine failed, "
+        return TransientReadError(f"{where}: cannot be read now ({text}): access, the network or the machine failed, "
                             f"not the data, so it is not skipped as bad data; fix that and run again")
     return UnreadableData(f"{where}: {problem} ({text})")
 
@@ -355,7 +417,9 @@ def _resolve(spec: str) -> list[tuple[pafs.FileSystem | None, str]]:
             if not found:
                 raise FastadaError(f"{spec}: no Parquet files ({', '.join(PARQUET_SUFFIXES)}) in this folder")
             return [(fs, p) for p in found]
-        raise FastadaError(f"{spec}: no such file or folder")
+        # (Arrow's S3 client answers "not found" when the store cannot be reached, too)
+        raise FastadaError(f"{spec}: no such file or folder (or its store could not be reached: check the "
+                           f"address, endpoint_override and credentials)")
     if spec.startswith("file://"):
         spec = spec[len("file://"):]
     if os.path.isdir(spec):

@@ -158,6 +158,7 @@ class _State:
     label_kinds: list = dataclasses.field(default_factory=list)  # negatives seen so far: -1 and/or 0
     lr: float | None = None          # the learning rate (of the first epoch): given, or raced
     lr_race: dict | None = None      # how lr="auto" chose it
+    read_retries: int = 0            # reads retried on Dask workers (the network or the store failed)
     pieces_epoch: int = -1           # distributed runs: the epoch whose pieces ``pieces_done`` lists,
     pieces_done: list = dataclasses.field(default_factory=list)  # as [unit position, first row] (combined)
 
@@ -739,6 +740,7 @@ class _Training:
             "skipped_rows": state.skipped_rows,
             "skipped_row_groups": state.skipped_row_groups,
             "skipped_files": len(self.dataset.unreadable),
+            "read_retries": self.dataset.retried_reads + self.state.read_retries,
             "evaluations": state.history,
         }
         if self.run_config.early_stop:

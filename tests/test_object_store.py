@@ -1,0 +1,105 @@
+"""Reading from an object store: s3:// URIs against a real S3-compatible server (moto's server
+mode on 127.0.0.1), for training, validation, prediction and distributed training; a server that
+drops connections mid-file is retried, never taken for bad data."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+import fastada
+from fastada import reader
+from fastada.config import FastadaError
+
+pytest.importorskip("moto", reason="moto (the test extra) is not installed")
+pytest.importorskip("flask", reason="moto's server mode (moto[server], the test extra) is not installed")
+
+from objectstore import CREDENTIALS, DroppingProxy, S3Server  # noqa: E402
+
+for _k, _v in CREDENTIALS.items():  # before any worker process starts: they read them from the environment
+    os.environ.setdefault(_k, _v)
+
+SETTINGS = dict(bits=18, threads=1, lr=0.1, chunk_rows=4_000)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """Two generated training files and a test file, on local disk and in the store."""
+    from fastada.synth import generate, generate_part
+    local = tmp_path_factory.mktemp("s3data")
+    os.makedirs(local / "train")
+    for part in range(2):
+        generate_part(str(local / "train" / f"part-{part}.parquet"), part, 20_000, seed=5)
+    generate(str(local / "holdout"), rows=0, test_rows=10_000, seed=5)
+    server = S3Server()
+    for part in range(2):
+        server.upload(str(local / "train" / f"part-{part}.parquet"), f"train/part-{part}.parquet")
+    server.upload(str(local / "holdout" / "test.parquet"), "holdout/test.parquet")
+    yield server, local
+    server.stop()
+
+
+def test_training_validation_and_scoring_read_s3_uris_as_local_files(store, tmp_path):
+    server, local = store
+    here = fastada.train(str(local / "train"), **SETTINGS, valid=str(local / "holdout" / "test.parquet"))
+    there = fastada.train(server.uri("train"), **SETTINGS, valid=server.uri("holdout/test.parquet"))
+    np.testing.assert_array_equal(there.weights, here.weights)
+    assert there.summary["evaluations"][-1]["valid_logloss"] == here.summary["evaluations"][-1]["valid_logloss"]
+    assert there.evaluate(server.uri("holdout/test.parquet")) == here.evaluate(str(local / "holdout" / "test.parquet"))
+    model = tmp_path / "m.fastada"
+    here.save(model)
+    out = tmp_path / "p.parquet"
+    done = subprocess.run([sys.executable, "-m", "fastada.cli", "predict", server.uri("holdout/test.parquet"),
+                           "--model", str(model), "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    expected = here.predict(str(local / "holdout" / "test.parquet"))
+    np.testing.assert_array_equal(pq.read_table(out)["prediction"].to_numpy(), expected)
+
+
+def test_a_server_that_drops_connections_mid_file_is_retried_and_gives_the_same_model(store):
+    server, local = store
+    reference = fastada.train(server.uri("train"), **SETTINGS)
+    # a cut every 20 kB, 60 times: more in a row than the S3 client's own retries absorb
+    proxy = DroppingProxy(server.port, every=20_000, drops=60)
+    try:
+        model = fastada.train(server.uri("train", proxy.endpoint), **SETTINGS, bad_rows="skip")
+    finally:
+        proxy.close()
+    assert proxy.dropped == 60
+    np.testing.assert_array_equal(model.weights, reference.weights)
+    assert model.summary["read_retries"] > 0
+    assert model.summary["skipped_rows"] == 0 and model.summary["skipped_files"] == 0
+
+
+def test_a_store_that_keeps_failing_is_an_error_even_when_bad_rows_are_skipped(store, monkeypatch):
+    server, _ = store
+    monkeypatch.setattr(reader, "RETRY_SECONDS", 0.01)
+    proxy = DroppingProxy(server.port, every=10**12, drops=0)
+    try:
+        data = reader.DataSet(server.uri("train", proxy.endpoint), skip_unreadable=True)  # listed, footers read
+        proxy.cut_all = True  # then every response cut
+        with pytest.raises(FastadaError, match="the store no longer lists the file: it cannot be read now.*not skipped as bad data"):
+            fastada.train(data, **SETTINGS, bad_rows="skip")
+        assert data.retried_reads == reader.READ_RETRIES
+    finally:
+        proxy.close()
+
+
+def test_dask_workers_read_the_store_themselves(store):
+    distributed = pytest.importorskip("distributed", reason="the dask extra is not installed")
+    server, local = store
+    reference = fastada.train(str(local / "train" / "part-0.parquet"), **SETTINGS)
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    try:
+        with distributed.Client(cluster) as client:
+            one = fastada.train(server.uri("train/part-0.parquet"), **SETTINGS, client=client,
+                                sync_every_rows=10**9)
+            both = fastada.train(server.uri("train"), **SETTINGS, client=client, sync_every_rows=8_000,
+                                 valid=server.uri("holdout/test.parquet"))
+    finally:
+        cluster.close()
+    np.testing.assert_array_equal(one.weights, reference.weights)  # one worker, one round: exact
+    assert both.summary["rows"] == 40_000 and both.summary["distributed"]["workers"] == 2
