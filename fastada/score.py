@@ -52,8 +52,8 @@ def predict_batches(model, data, *, threads: int | None = None, chunk_rows: int 
             block = featurizers[worker](chunk.batch, chunk.where, with_labels=False)
             yield block, chunk.batch.select(keep), chunk.where, chunk.row
 
-    for block, kept, where, first_row in read_ahead(dataset.units if units is None else units, work,
-                                                    len(featurizers)):
+    units = dataset.units if units is None else units
+    for block, kept, where, first_row in read_ahead(units, work, len(featurizers)):
         out = np.empty(block.rows, dtype=np.float64)
         if block.rows:
             if factors is None:

@@ -25,8 +25,9 @@ ALLOWED = {
     "learners": {"config", "ffm", "ftrl", "kernels"},  # each learner's kernels behind the driver's interface
     "train": {"checkpoint", "config", "features", "kernels", "learners", "model", "reader", "roles", "score", "stream"},
     "roles": {"config", "features", "reader"},
-    "api": {"config", "model", "reader", "roles", "train"},
-    "cli": {"api", "config", "model", "score", "synth", "train"},
+    "distributed": {"config", "kernels", "model", "reader", "score", "stream", "train"},  # the driver, on workers
+    "api": {"config", "distributed", "model", "reader", "roles", "train"},
+    "cli": {"api", "config", "distributed", "model", "score", "synth", "train"},
     "sklearn": {"api", "reader"},  # the estimator is train() on the data it was given
 }
 
