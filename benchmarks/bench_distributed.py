@@ -107,7 +107,7 @@ def main() -> None:
           f"test logloss {results['1 machine']['logloss']:.5f}", flush=True)
     for n in [int(x) for x in args.workers.split(",")]:
         begun = time.perf_counter()
-        cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
+        cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0")
         client = distributed.Client(cluster)
         started = time.perf_counter() - begun
         try:

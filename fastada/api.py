@@ -39,7 +39,7 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
           on_evaluation: Callable[[dict], None] | None = None,
           on_note: Callable[[str], None] | None = None, stop: threading.Event | None = None,
           init: Model | str | os.PathLike | None = None, dask: str | None = None, client=None,
-          sync_every_rows: int | None = None, combine: str = "steps") -> Model:
+          sync_every_rows: int | None = None, combine: str = "blend") -> Model:
     """Train a logistic model with Hogwild per-feature Adagrad (or, ``learner="ftrl"``,
     FTRL-Proximal: ``lr`` is its alpha, ``beta`` its beta; ``learner="fm"`` / ``"ffm"``, a
     (field-aware) factorization machine: ``factors`` latent factors per feature (and field) in
@@ -76,8 +76,9 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
     Distributed (``pip install 'fastada[dask]'``): ``client`` (a ``distributed.Client``) or ``dask``
     (``"local:N"`` for N worker processes here, or a scheduler's ``tcp://HOST:PORT``) trains on the
     cluster's workers, their models combined every ``sync_every_rows`` rows per worker and at each
-    epoch's end (``combine``: "steps", each worker's steps rescaled and added, or "average", VW
-    AllReduce's; see :mod:`fastada.distributed`); ``data`` must be files or URIs every worker can read.
+    epoch's end (``combine``: "blend", the default, "steps" or "average": how the workers' changes
+    to one slot combine, see :mod:`fastada.distributed`); ``data`` must be files or URIs every
+    worker can read.
 
     >>> m = fastada.train("train.parquet", label="label", bits=20)   # doctest: +SKIP
     >>> m.evaluate("test.parquet")["logloss"]                         # doctest: +SKIP

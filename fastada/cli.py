@@ -135,9 +135,10 @@ def _parser() -> argparse.ArgumentParser:
     dk.add_argument("--sync-every-rows", type=int, default=None, metavar="N",
                     help="rows each worker learns between combinations of the models (default 1,000,000; "
                          "also at each epoch's end)")
-    dk.add_argument("--combine", choices=("steps", "average"), default="steps",
-                    help="how the workers' changes to a slot combine: their Adagrad steps, rescaled to the "
-                         "combined accumulator and added (default), or VW AllReduce's accumulator-weighted average")
+    dk.add_argument("--combine", choices=("blend", "steps", "average"), default="blend",
+                    help="how the workers' changes to a slot combine: their Adagrad steps rescaled and added "
+                         "(steps), VW AllReduce's accumulator-weighted average (average), or per slot the one "
+                         "weighted by the share of its squared gradients from before the round (blend, default)")
     f = t.add_argument_group("performance")
     f.add_argument("--threads", type=_threads_arg, default="auto",
                    help="Hogwild threads, or auto (default: time reading and learning on the first chunks and "
