@@ -4,7 +4,8 @@ machines.
 
 Usage:
     python benchmarks/bench_distributed.py [--rows 4000000] [--test-rows 500000] [--workers 1,2]
-        [--sync-every-rows 1000000] [--bits 24] [--out bench-out] [--json OUT]
+        [--sync-every-rows 1000000] [--bits 24] [--estimate-rows 1000000,10000000] [--out bench-out]
+        [--json OUT]
 
 Data: generated Criteo-like rows, zstd, every string column at Zipf 1.05 (the flattest the
 generator makes: the most distinct slots per sync). Each worker is one process with one learner
@@ -83,6 +84,8 @@ def main() -> None:
     ap.add_argument("--sync-every-rows", type=int, default=1_000_000)
     ap.add_argument("--bits", type=int, default=24)
     ap.add_argument("--bandwidth", type=float, default=1.25e9, help="the coordinator's network, bytes/s")
+    ap.add_argument("--estimate-rows", default="1000000,10000000",
+                    help="rows a worker a round for the estimate (past the data, distinct slots extrapolated)")
     ap.add_argument("--out", default="bench-out")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -126,33 +129,35 @@ def main() -> None:
               f"{d['combine_seconds']:.2f} s of {seconds:.2f} s (cluster start {started:.1f} s)", flush=True)
 
     # the estimate for 10 and 100 machines, from the measured costs
-    per_worker = args.sync_every_rows
-    counts = distinct_slots(train, args.bits, per_worker // 4, args.rows)
-    changed = union_at(counts, per_worker, 2 ** args.bits)
+    counts = distinct_slots(train, args.bits, 250_000, args.rows)
     multi = [v for k, v in results.items() if k.endswith("workers") and v["rounds"]]
     entries = sum(v["slots_per_sync"] * v["rounds"] * int(k.split()[0]) for k, v in results.items()
                   if k.endswith("workers"))
     combine_per_slot = sum(v["combine_seconds"] for v in multi) / max(1, entries)
     rate = results["1 machine"]["rows_per_second"]
-    estimate = {}
-    for k in (1, 2, 10, 100):
-        union = union_at(counts, k * per_worker, 2 ** args.bits)
-        compute = per_worker / rate
-        combine = k * changed * combine_per_slot
-        transfer = k * (changed + union) * SLOT_BYTES / args.bandwidth
-        round_seconds = compute + combine + transfer
-        estimate[k] = {"union_slots": round(union), "compute_s": compute, "combine_s": combine, "transfer_s": transfer,
-                       "rows_per_second": k * per_worker / round_seconds, "speedup": k * compute / round_seconds}
-    results["estimate"] = {"changed_slots_per_worker_round": round(changed),
-                           "combine_seconds_per_changed_slot": combine_per_slot, "bandwidth": args.bandwidth,
-                           "one_machine_rows_per_second": rate, "machines": estimate}
-    print(f"\nestimate ({per_worker:,} rows a worker a round; a worker changes {changed:,.0f} slots; combining "
-          f"{combine_per_slot * 1e9:.0f} ns a slot; {args.bandwidth / 1e9:.2f} GB/s at the coordinator):")
-    print("| machines | distinct slots a round | compute s | combine s | transfer s | rows/s | speed-up |")
-    print("|---|---|---|---|---|---|---|")
-    for k, e in estimate.items():
-        print(f"| {k} | {e['union_slots']:,} | {e['compute_s']:.2f} | {e['combine_s']:.2f} | {e['transfer_s']:.2f} | "
-              f"{e['rows_per_second'] / 1e6:.1f}M | {e['speedup']:.1f}x |")
+    results["estimate"] = {"combine_seconds_per_changed_slot": combine_per_slot, "bandwidth": args.bandwidth,
+                           "one_machine_rows_per_second": rate, "rounds": {}}
+    print(f"\nestimate (combining {combine_per_slot * 1e9:.0f} ns a changed slot, as measured; "
+          f"{args.bandwidth / 1e9:.2f} GB/s at the coordinator; each machine learning at {rate / 1e6:.2f}M rows/s):")
+    print("| rows a worker a round | machines | slots a worker changes | distinct slots a round | compute s | "
+          "combine s | transfer s | rows/s | speed-up |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for per_worker in [int(x) for x in args.estimate_rows.split(",")]:
+        changed = union_at(counts, per_worker, 2 ** args.bits)
+        estimate = {}
+        for k in (1, 2, 10, 100):
+            union = union_at(counts, k * per_worker, 2 ** args.bits)
+            compute = per_worker / rate
+            combine = k * changed * combine_per_slot
+            transfer = k * (changed + union) * SLOT_BYTES / args.bandwidth
+            round_seconds = compute + combine + transfer
+            estimate[k] = {"changed_slots": round(changed), "union_slots": round(union), "compute_s": compute,
+                           "combine_s": combine, "transfer_s": transfer,
+                           "rows_per_second": k * per_worker / round_seconds, "speedup": k * compute / round_seconds}
+            e = estimate[k]
+            print(f"| {per_worker:,} | {k} | {e['changed_slots']:,} | {e['union_slots']:,} | {compute:.2f} | "
+                  f"{combine:.2f} | {transfer:.2f} | {e['rows_per_second'] / 1e6:.1f}M | {e['speedup']:.1f}x |")
+        results["estimate"]["rounds"][per_worker] = estimate
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1, default=float)

@@ -99,7 +99,14 @@ def test_dask_workers_read_the_store_themselves(store):
             settings = dict(**SETTINGS, client=client, sync_every_rows=8_000)
             there = fastada.train(server.uri("train"), **settings, valid=server.uri("holdout/test.parquet"))
             here = fastada.train(str(local / "train"), **settings, valid=str(local / "holdout" / "test.parquet"))
+            model = str(local / "m.fastada")
+            here.save(model)
+            from fastada import distributed as dist
+            done = dist.predict(client, model, server.uri("holdout/test.parquet"), str(local / "scored"))
     finally:
         cluster.close()
     assert there.summary["rows"] == 40_000 and there.summary["distributed"]["workers"] == 2
     np.testing.assert_array_equal(there.weights, here.weights)
+    assert done == {"rows": 10_000, "parts": 1}
+    scored = pq.read_table(local / "scored" / "part-00000.parquet")["prediction"].to_numpy()
+    np.testing.assert_array_equal(scored, here.predict(str(local / "holdout" / "test.parquet")))
