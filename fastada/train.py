@@ -466,9 +466,10 @@ class _Training:
         on a table of its own, the first half of the first :func:`race_rows` rows (in the first
         epoch's order) as many times as training will learn each row (``epochs`` passes,
         reshuffled as training reshuffles), then the second half once, each of its rows scored
-        before it is learned: an estimate of how each rate's model, trained as training will
-        train it, predicts rows it has not seen. The best rate is refined between its neighbours
-        (a parabola through the three in log rate)."""
+        before it is learned; and again with the halves' roles swapped (two folds: every row is
+        scored once, which halves the noise where clicks are rare). An estimate of how each
+        rate's model, trained as training will train it, predicts rows it has not seen. The best
+        rate is refined between its neighbours (a parabola through the three in log rate)."""
         learn, state = self.learn, self.state
         if learn.lr != "auto":
             state.lr = float(learn.lr)
@@ -497,8 +498,9 @@ class _Training:
                  for sl, v, y, w in parts]  # (padding: slot 0 with value 0, which learns nothing)
         slots, values, labels, weights = (np.ascontiguousarray(np.concatenate(a)) for a in zip(*parts))
         half = rows // 2
-        schedule = race_schedule(rows, learn.epochs, learn.shuffle, learn.seed)
-        score_from = np.int64(schedule.shape[0] - (rows - half))
+        # two folds: each half learned, the other scored (twice the rows scored: rare clicks make
+        # one half's score noisy); a large data set's race is a small prefix of it, so this is cheap
+        folds = [race_schedule(rows, learn.epochs, learn.shuffle, learn.seed, swap) for swap in (False, True)[:RACE_FOLDS]]
         cores = numba.config.NUMBA_NUM_THREADS if learn.threads == "auto" else self.max_threads
         found: dict[float, float] = {}
 
@@ -506,9 +508,16 @@ class _Training:
             table = np.zeros(((1 << bits) + 1, kernels.SLOT_WIDTH), dtype=np.float32)
             if learn.initial_accumulator:
                 table[:, kernels.ACCUMULATOR] = learn.initial_accumulator
-            score = np.zeros(2, dtype=np.float64)
-            self.learner.race(slots, values, labels, weights, schedule, table, rate, score_from, score)
-            loss, weight = score
+            loss = weight = 0.0
+            for schedule in folds:
+                table[:] = 0.0
+                if learn.initial_accumulator:
+                    table[:, kernels.ACCUMULATOR] = learn.initial_accumulator
+                score = np.zeros(2, dtype=np.float64)
+                scored_rows = rows - half if schedule is folds[0] else half
+                self.learner.race(slots, values, labels, weights, schedule, table, rate,
+                                  np.int64(schedule.shape[0] - scored_rows), score)
+                loss, weight = loss + score[0], weight + score[1]
             return float(loss / weight) if weight > 0 and math.isfinite(loss) else math.inf
 
         candidates = list(RACE_RATES)
@@ -529,7 +538,7 @@ class _Training:
         RATES = [float(f"{r:.3g}") for r in rates]
         losses = [found[r] for r in rates]
         finite = [x for x in losses if math.isfinite(x)]
-        scored = int(np.count_nonzero(weights[half:]))
+        scored = int(np.count_nonzero(weights[half:] if RACE_FOLDS == 1 else weights))
         if scored < RACE_MIN_SCORED or not finite or max(finite) - min(finite) <= 1e-9 * abs(min(finite)):
             # a handful of rows, or rates that score alike: the race cannot tell them apart
             state.lr = RACE_FALLBACK
@@ -537,7 +546,8 @@ class _Training:
         else:
             state.lr = refine_rate(RATES, losses, best)
             why = None
-        state.lr_race = {"rows": rows, "learned_rows": half, "passes": learn.epochs, "scored_rows": rows - half,
+        state.lr_race = {"rows": rows, "folds": len(folds), "learned_rows": half, "passes": learn.epochs,
+                         "scored_rows": rows if len(folds) == 2 else rows - half,
                          "bits": bits,
                          "progressive_logloss": {f"{r:g}": _finite_or_none(x) for r, x in zip(RATES, losses)},
                          "best": RATES[best], "lr": state.lr, "seconds": round(time.perf_counter() - start, 3)}
@@ -547,8 +557,12 @@ class _Training:
             state.lr_race["fallback"] = why
             self.note(f"lr auto: {state.lr:g}, the fallback ({why}: the race cannot choose; --lr fixes it)")
             return
-        self.note(f"lr auto: {state.lr:.3g} (logloss on rows {half + 1:,}-{rows:,}, each scored before it is learned, "
-                  f"after rows 1-{half:,} were learned {passes} at every rate: {shown}; --lr fixes it)")
+        if len(folds) == 2:
+            self.note(f"lr auto: {state.lr:.3g} (logloss on rows 1-{rows:,}, each scored before it is learned, each half "
+                      f"after the other was learned {passes}, at every rate: {shown}; --lr fixes it)")
+        else:
+            self.note(f"lr auto: {state.lr:.3g} (logloss on rows {half + 1:,}-{rows:,}, each scored before it is "
+                      f"learned, after rows 1-{half:,} were learned {passes} at every rate: {shown}; --lr fixes it)")
 
     def _choose_hot(self) -> None:
         """The hot slots, counted on the first chunk of the data (see :mod:`kernels`); with one
@@ -793,6 +807,7 @@ RACE_MIN_ROWS = 50_000
 RACE_MIN_SCORED = 50  # fewer scored rows than this (or rates that score alike): RACE_FALLBACK
 RACE_FALLBACK = 0.05  # the former default: best or within 0.0003 of best on the samples of up to 8k rows
 RACE_BITS = 22
+RACE_FOLDS = 2  # 2: each half learned, then the other scored (1: only the second half scored)
 # A model learned on downsampled negatives has its bias set so that it predicts the clicks of
 # this many of the data's first rows (all of them, not only those kept): see score.calibrating_shift.
 CALIBRATION_ROWS = 200_000
@@ -815,14 +830,17 @@ def race_rows(data_rows: int) -> int:
     return max(RACE_MIN_ROWS, min(RACE_ROWS, data_rows // 100))
 
 
-def race_schedule(rows: int, epochs: int, shuffle: bool, seed: int) -> np.ndarray:
+def race_schedule(rows: int, epochs: int, shuffle: bool, seed: int, swap: bool = False) -> np.ndarray:
     """The order the race learns its rows in: the first half ``epochs`` times (in a new order each
-    time after the first, if training shuffles), then the second half once (the scored rows)."""
+    time after the first, if training shuffles), then the second half once (the scored rows).
+    ``swap``: the halves' roles the other way round (the second half learned, the first scored)."""
     half = rows // 2
-    passes = [np.arange(half)]
+    learned, scored = (np.arange(half), np.arange(half, rows)) if not swap else (np.arange(half, rows), np.arange(half))
+    passes = [learned]
     for e in range(1, epochs):
-        passes.append(np.random.default_rng([seed, e, 0x7ACE]).permutation(half) if shuffle else np.arange(half))
-    return np.concatenate(passes + [np.arange(half, rows)]).astype(np.int64)
+        passes.append(learned[np.random.default_rng([seed, e, 0x7ACE]).permutation(len(learned))] if shuffle
+                      else learned)
+    return np.concatenate(passes + [scored]).astype(np.int64)
 
 
 def refine_rate(rates: Sequence[float], losses: Sequence[float], best: int) -> float:

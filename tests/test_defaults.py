@@ -49,7 +49,8 @@ def test_lr_auto_trains_at_the_rate_that_predicted_best_and_says_so(rng):
     best = min(losses, key=losses.get)
     assert race["best"] == float(best)
     assert set(losses) >= {f"{r:g}" for r in training.RACE_RATES}
-    assert race["rows"] == 3000 and race["learned_rows"] == 1500 and race["scored_rows"] == 1500
+    # two folds: each half learned, then the other scored; every row is scored once
+    assert race["rows"] == 3000 and race["folds"] == 2 and race["learned_rows"] == 1500 and race["scored_rows"] == 3000
     # refined between the best rate's neighbours
     rates = sorted(float(r) for r in losses)
     i = rates.index(race["best"])
@@ -98,6 +99,10 @@ def test_with_several_epochs_the_race_learns_its_rows_that_many_times(rng):
     schedule = training.race_schedule(10, 3, True, 0)
     assert schedule.tolist()[:5] == [0, 1, 2, 3, 4] and sorted(schedule[5:10]) == sorted(schedule[10:15]) == [0, 1, 2, 3, 4]
     assert schedule.tolist()[15:] == [5, 6, 7, 8, 9]
+    # and the second fold the other way round: the second half learned, the first scored
+    swapped = training.race_schedule(10, 3, True, 0, swap=True)
+    assert swapped.tolist()[:5] == [5, 6, 7, 8, 9] and sorted(swapped[5:10]) == sorted(swapped[10:15]) == [5, 6, 7, 8, 9]
+    assert swapped.tolist()[15:] == [0, 1, 2, 3, 4]
     # repeated passes over the same few rows of each id reward a smaller rate than one pass does
     table = _ids_table(rng, 20_000, 4_000, 1.5)
     one = fastada.train(table, label="label", bits=16, threads=1)
