@@ -613,7 +613,11 @@ def _demo(args) -> int:
 
 
 def _threads(summary: dict) -> str:
-    """"1 learning thread + 2 reading", from a model's summary."""
+    """"1 learning thread + 2 reading" (or "2 Dask workers, 6 syncs"), from a model's summary."""
+    if summary.get("distributed"):
+        d = summary["distributed"]
+        lost = f", {d['lost_workers']} lost" if d.get("lost_workers") else ""
+        return f"{d['workers']} Dask workers, {d['rounds']} syncs, {d['bytes_per_sync'] / 1e6:.1f} MB a sync{lost}"
     n, readers = summary["threads"], summary.get("readers")
     text = f"{n} learning thread" + ("" if n == 1 else "s")
     return text + (f" + {readers} reading" if readers else "")

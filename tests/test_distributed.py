@@ -172,7 +172,7 @@ def test_the_command_line_trains_on_a_local_cluster_and_the_model_is_an_ordinary
     done = cli("train", str(train), "--dask", "local:2", "--model", str(model), "--bits", "18",
                "--epochs", "2", "--shuffle", "--chunk-rows", "5000", "--sync-every-rows", "40000", "--quiet")
     assert done.returncode == 0, done.stderr
-    assert "trained 240,000 rows" in done.stdout
+    assert "trained 240,000 rows" in done.stdout and "2 Dask workers, 7 syncs" in done.stdout
     shown = cli("eval", str(test), "--model", str(model), "--json")
     assert shown.returncode == 0, shown.stderr
     import json
@@ -217,3 +217,13 @@ def test_predict_on_the_cluster_writes_one_file_per_row_group_equal_to_predict_h
     # a folder that holds files is not written into
     again = cli("predict", str(train), "--model", str(model), "--out", str(out), "--dask", "local:1")
     assert again.returncode == 2 and "new or empty folder" in error_of(again.stderr)
+
+
+def test_without_the_dask_extra_the_error_says_what_to_install(data, tmp_path):
+    train, _ = data
+    code = ("import sys; sys.modules['distributed'] = None\n"
+            "from fastada.cli import main\n"
+            f"sys.exit(main(['train', {str(train)!r}, '--dask', 'local:2', '--model', {str(tmp_path / 'm')!r}]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "pip install 'fastada[dask]'" in error_of(done.stderr)
