@@ -39,7 +39,9 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-from .kernels import WEIGHT, _adagrad, _settle, _sigmoid, chunk_status, logistic_loss
+from .kernels import WEIGHT, _adagrad, _prefetcher, _settle, _sigmoid, chunk_status, logistic_loss
+
+_prefetch_factor = _prefetcher(write=1)
 
 # libffm's start: vectors uniform in [0, 1/sqrt(K)), accumulators at 1
 INITIAL_ACCUMULATOR = 1.0
@@ -64,23 +66,47 @@ def _value(num_values, r, j, k_cat):
     return 1.0 if j < k_cat else np.float64(num_values[r, j - k_cat])
 
 
+@njit(cache=True, inline="always")
+def _row_features(slots, num_values, r, k_cat, fmask, fields_n, starts, xs):
+    """Row r's features as the pair loops read them: ``starts[j]`` the first row of feature j's
+    vectors in the factor table seen as (slots x fields, 2 K), ``xs[j]`` its value."""
+    for j in range(slots.shape[1]):
+        starts[j] = (np.int64(slots[r, j]) & fmask) * fields_n
+        xs[j] = _value(num_values, r, j, k_cat)
+
+
+@njit(cache=True, inline="always")
+def _prefetch_row(flat, slots, r, fmask, fields_n):
+    """Ask the CPU for every vector of row r's features (each feature's fields x 2 K floats lie
+    together: a few cache lines each), ahead of the row."""
+    width = flat.shape[1]
+    span = fields_n * width
+    for j in range(slots.shape[1]):
+        start = (np.int64(slots[r, j]) & fmask) * span
+        for offset in range(0, span, 16):
+            _prefetch_factor(flat, start + offset)
+
+
 @njit(cache=True, nogil=True)
-def _pairs(factors, slots, num_values, r, k_cat, fields, fmask, scale):
+def _pairs(flat, starts, xs, fields, scale):
     """scale * sum over the row's pairs of <v[a, f_b], v[b, f_a]> x_a x_b."""
-    k = slots.shape[1]
-    dims = factors.shape[2] // 2
+    k = starts.shape[0]
+    dims = flat.shape[1] // 2
     total = 0.0
     for a in range(k):
-        ua = np.int64(slots[r, a]) & fmask
+        sa = starts[a]
         fa = fields[a]
-        xa = _value(num_values, r, a, k_cat)
+        xa = xs[a]
         for b in range(a + 1, k):
-            ub = np.int64(slots[r, b]) & fmask
-            fb = fields[b]
-            dot = np.float32(0.0)
-            for d in range(dims):
-                dot += factors[ua, fb, d] * factors[ub, fa, d]
-            total += dot * xa * _value(num_values, r, b, k_cat)
+            va = sa + fields[b]
+            vb = starts[b] + fa
+            if dims == 4:
+                dot = _dot4(flat, va, vb)
+            else:
+                dot = np.float32(0.0)
+                for d in range(dims):
+                    dot += flat[va, d] * flat[vb, d]
+            total += dot * xa * xs[b]
     return total * scale
 
 
@@ -111,32 +137,110 @@ def _rsqrt(x):
     return y * (np.float32(1.5) - half * y * y)
 
 
+def _vector_rsqrt(builder, x):
+    """:func:`_rsqrt` on a <4 x float>, the same operations lane by lane (the same bits)."""
+    i4 = ir.VectorType(ir.IntType(32), 4)
+    f4 = x.type
+    magic = ir.Constant(i4, [0x5F3759DF] * 4)
+    y = builder.bitcast(builder.sub(magic, builder.ashr(builder.bitcast(x, i4), ir.Constant(i4, [1] * 4))), f4)
+    half = builder.fmul(ir.Constant(f4, [0.5] * 4), x)
+    three_halves = ir.Constant(f4, [1.5] * 4)
+    for _ in range(2):
+        y = builder.fmul(y, builder.fsub(three_halves, builder.fmul(builder.fmul(half, y), y)))
+    return y
+
+
+def _lanes(builder, data, row):
+    """Pointers to a factor row's 4 vector floats and its 4 accumulators, as <4 x float>*."""
+    f4p = ir.VectorType(ir.FloatType(), 4).as_pointer()
+    start = builder.mul(row, ir.Constant(row.type, 8))
+    vector = builder.bitcast(builder.gep(data, [start]), f4p)
+    accumulators = builder.bitcast(builder.gep(data, [builder.add(start, ir.Constant(row.type, 4))]), f4p)
+    return vector, accumulators
+
+
+def _splat(builder, value):
+    f4 = ir.VectorType(ir.FloatType(), 4)
+    out = ir.Constant(f4, ir.Undefined)
+    for lane in range(4):
+        out = builder.insert_element(out, value, ir.Constant(ir.IntType(32), lane))
+    return out
+
+
+@intrinsic
+def _pair_step4(typingctx, flat, ia, ib, kappa, l2, lr):
+    """One pair's step for K = 4 (rows ``ia``, ``ib`` of the factor table seen as (n, 8): four
+    vector floats, then their four accumulators), the four coordinates at once in SSE lanes:
+    the same float32 operations, in the same order, as the scalar loop of :func:`_learn_pairs`
+    (so the same bits), which Numba does not vectorise."""
+    def codegen(context, builder, signature, args):
+        flat_v, ia_v, ib_v, kappa_v, l2_v, lr_v = args
+        data = context.make_array(signature.args[0])(context, builder, flat_v).data
+        a_vec, a_acc = _lanes(builder, data, ia_v)
+        b_vec, b_acc = _lanes(builder, data, ib_v)
+        va = builder.load(a_vec, align=4)
+        vb = builder.load(b_vec, align=4)
+        k4, l4, r4 = _splat(builder, kappa_v), _splat(builder, l2_v), _splat(builder, lr_v)
+        ga = builder.fadd(builder.fmul(l4, va), builder.fmul(k4, vb))
+        gb = builder.fadd(builder.fmul(l4, vb), builder.fmul(k4, va))
+        acc_a = builder.fadd(builder.load(a_acc, align=4), builder.fmul(ga, ga))
+        acc_b = builder.fadd(builder.load(b_acc, align=4), builder.fmul(gb, gb))
+        builder.store(acc_a, a_acc, align=4)
+        builder.store(acc_b, b_acc, align=4)
+        new_a = builder.fsub(va, builder.fmul(builder.fmul(r4, ga), _vector_rsqrt(builder, acc_a)))
+        new_b = builder.fsub(vb, builder.fmul(builder.fmul(r4, gb), _vector_rsqrt(builder, acc_b)))
+        builder.store(new_a, a_vec, align=4)
+        builder.store(new_b, b_vec, align=4)
+        return context.get_dummy_value()
+    return types.void(flat, types.int64, types.int64, types.float32, types.float32, types.float32), codegen
+
+
+@intrinsic
+def _dot4(typingctx, flat, ia, ib):
+    """<v_ia, v_ib> for K = 4: the products in SSE lanes, summed one after another in float32 from
+    0 (as the scalar loop sums them)."""
+    def codegen(context, builder, signature, args):
+        flat_v, ia_v, ib_v = args
+        data = context.make_array(signature.args[0])(context, builder, flat_v).data
+        a_vec, _ = _lanes(builder, data, ia_v)
+        b_vec, _ = _lanes(builder, data, ib_v)
+        products = builder.fmul(builder.load(a_vec, align=4), builder.load(b_vec, align=4))
+        total = ir.Constant(ir.FloatType(), 0.0)
+        for lane in range(4):
+            total = builder.fadd(total, builder.extract_element(products, ir.Constant(ir.IntType(32), lane)))
+        return total
+    return types.float32(flat, types.int64, types.int64), codegen
+
+
 @njit(cache=True, nogil=True)
-def _learn_pairs(factors, slots, num_values, r, k_cat, fields, fmask, kappa0, factor_lr, factor_l2):
+def _learn_pairs(flat, starts, xs, fields, kappa0, factor_lr, factor_l2):
     """Each pair's step, ``kappa0 = (p - y) row_weight scale``."""
-    k = slots.shape[1]
-    dims = factors.shape[2] // 2
+    k = starts.shape[0]
+    dims = flat.shape[1] // 2
     lr32 = np.float32(factor_lr)
     l232 = np.float32(factor_l2)
     for a in range(k):
-        ua = np.int64(slots[r, a]) & fmask
+        sa = starts[a]
         fa = fields[a]
-        xa = _value(num_values, r, a, k_cat)
+        xa = xs[a]
         for b in range(a + 1, k):
-            ub = np.int64(slots[r, b]) & fmask
-            fb = fields[b]
-            kappa = np.float32(kappa0 * xa * _value(num_values, r, b, k_cat))
+            ia = sa + fields[b]
+            ib = starts[b] + fa
+            kappa = np.float32(kappa0 * xa * xs[b])
+            if dims == 4:
+                _pair_step4(flat, ia, ib, kappa, l232, lr32)
+                continue
             for d in range(dims):
-                va = factors[ua, fb, d]
-                vb = factors[ub, fa, d]
+                va = flat[ia, d]
+                vb = flat[ib, d]
                 ga = l232 * va + kappa * vb
                 gb = l232 * vb + kappa * va
-                acc_a = factors[ua, fb, dims + d] + ga * ga
-                acc_b = factors[ub, fa, dims + d] + gb * gb
-                factors[ua, fb, dims + d] = acc_a
-                factors[ub, fa, dims + d] = acc_b
-                factors[ua, fb, d] = va - lr32 * ga * _rsqrt(acc_a)
-                factors[ub, fa, d] = vb - lr32 * gb * _rsqrt(acc_b)
+                acc_a = flat[ia, dims + d] + ga * ga
+                acc_b = flat[ib, dims + d] + gb * gb
+                flat[ia, dims + d] = acc_a
+                flat[ib, dims + d] = acc_b
+                flat[ia, d] = va - lr32 * ga * _rsqrt(acc_a)
+                flat[ib, d] = vb - lr32 * gb * _rsqrt(acc_b)
 
 
 @njit(cache=True, inline="always")
@@ -223,18 +327,26 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
     k = slots.shape[1]
     k_cat = k - num_values.shape[1]
     field_aware = fields.shape[0] > 0
+    fields_n = np.int64(factors.shape[1])
+    flat = factors.reshape(factors.shape[0] * factors.shape[1], factors.shape[2])
     for b in prange(blocks):
         sums = np.empty(factors.shape[2] // 2, dtype=np.float64)  # FM's sums of v x
+        starts = np.empty(k, dtype=np.int64)  # FFM: the row's features
+        xs = np.empty(k, dtype=np.float64)
+        hi = rows * (b + 1) // blocks
         loss_sum = 0.0
         weight_sum = 0.0
         held_loss = 0.0
         held_weight = 0.0
-        for r in range(rows * b // blocks, rows * (b + 1) // blocks):
+        for r in range(rows * b // blocks, hi):
             before = step0 + r
+            if field_aware and r + 1 < hi:
+                _prefetch_row(flat, slots, r + 1, fmask, fields_n)
             z = _linear_margin(table, clock, slots, num_values, r, k_cat, before, regularise, lr, l1, l2, eps)
             scale = _scale(num_values, r, k_cat, k)
             if field_aware:
-                z += _pairs(factors, slots, num_values, r, k_cat, fields, fmask, scale)
+                _row_features(slots, num_values, r, k_cat, fmask, fields_n, starts, xs)
+                z += _pairs(flat, starts, xs, fields, scale)
             else:
                 z += scale * _fm_sums(factors, slots, num_values, r, k_cat, fmask, sums)
             y = np.float64(labels[r])
@@ -248,7 +360,7 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
             g0 = (_sigmoid(z) - y) * rw
             _linear_step(table, slots, num_values, r, k_cat, g0, lr, eps)
             if field_aware:
-                _learn_pairs(factors, slots, num_values, r, k_cat, fields, fmask, g0 * scale, factor_lr, factor_l2)
+                _learn_pairs(flat, starts, xs, fields, g0 * scale, factor_lr, factor_l2)
             else:
                 _learn_fm(factors, slots, num_values, r, k_cat, fmask, sums, g0 * scale, factor_lr, factor_l2)
         block_loss[b, 0] = loss_sum

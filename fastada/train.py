@@ -453,13 +453,19 @@ class _Training:
         cores = self.max_threads
         read_rate = self.read_rate or learn_rate
         learners, readers = split_cores(cores, read_rate, learn_rate)
+        why = ""
+        if not self.learner.views and learners > 1:
+            # every thread would write the same hot slots (and FFM's vectors for them) on every row:
+            # FFM ran 2 threads at 0.6x of 1 on 2 cores (2026-12-05); --threads N still asks for N
+            learners, readers = 1, cores
+            why = f"; {self.learn.learner} learns on the shared table only, where more learners contend: one"
         self.threads = set_threads(learners)
         self.readers[0] = readers
         self.split = {"cores": cores, "learners": learners, "readers": readers,
                       "read_rows_per_second_per_thread": round(read_rate),
                       "learn_rows_per_second_per_thread": round(learn_rate)}
         self.note(f"threads auto: {learners} learning, {readers} reading and hashing on {cores} cores "
-                  f"(measured per thread: reading {read_rate:,.0f} rows/s, learning {learn_rate:,.0f} rows/s)")
+                  f"(measured per thread: reading {read_rate:,.0f} rows/s, learning {learn_rate:,.0f} rows/s{why})")
 
     def _pick_rate(self) -> None:
         """The learning rate: as given, or (lr="auto") raced. Each of :data:`RACE_RATES` learns,

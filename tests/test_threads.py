@@ -1,5 +1,7 @@
 """Hogwild across cores: hot slots in per-thread views, where features learn, the automatic split."""
 
+import json
+import os
 import numpy as np
 import pytest
 
@@ -196,3 +198,21 @@ def test_auto_threads_says_what_it_chose_in_the_summary(rng):
     split = model.summary["split"]
     assert split["learners"] >= 1 and split["readers"] >= 1
     assert model.summary["threads"] == split["learners"]
+
+
+def test_auto_gives_learners_without_views_one_thread(tmp_path, rng):
+    """On more than 2 cores auto measures and splits; FTRL and FFM learn on the shared table only
+    (no views), where more learners only contend: auto gives them one, the other cores read."""
+    import subprocess
+    import sys
+    import pyarrow.parquet as pq
+    path = tmp_path / "d.parquet"
+    pq.write_table(small_table(rng, n=20_000, with_nulls=False), path, row_group_size=5_000)
+    code = ("import json, fastada\n"
+            f"m = fastada.train({str(path)!r}, label='label', bits=12, learner='ffm', chunk_rows=2000)\n"
+            "print(json.dumps(m.summary['split']))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "NUMBA_NUM_THREADS": "4"})
+    assert done.returncode == 0, done.stderr
+    split = json.loads(done.stdout.strip().splitlines()[-1])
+    assert split["cores"] == 4 and split["learners"] == 1 and split["readers"] == 4
