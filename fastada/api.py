@@ -120,7 +120,7 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
               for fs, path in data_set.files if fs is None] + ([init_path] if init_path else [])
     _model.check_outputs({"--model": model, "--log-json": log_json, "--checkpoint-dir": checkpoint_dir}, inputs)
     if client is not None or dask is not None:
-        trained = _fit_distributed(data, dataset, spec, learn, run, dask, client, sync_every_rows, combine=combine,
+        trained = _fit_distributed(data, dataset, spec, learn, run, dask, client, sync_every_rows, combine,
                                    valid=valid_set,
                                    on_chunk=on_chunk, on_evaluation=on_evaluation, on_note=on_note, stop=stop,
                                    roles=roles, init=init)
@@ -134,10 +134,12 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
     return trained
 
 
-def _fit_distributed(data, dataset, spec, learn, run, address, client, sync_every_rows, **kwargs) -> Model:
+def _fit_distributed(data, dataset, spec, learn, run, address, client, sync_every_rows, combine, **kwargs) -> Model:
     from . import distributed
     if client is not None and address is not None:
         raise FastadaError("give dask= (an address) or client= (a distributed.Client), not both")
+    sync_every_rows = sync_every_rows or distributed.SYNC_EVERY_ROWS
+    distributed.check(data, dataset, learn, sync_every_rows, combine)  # before a cluster is started
     close, threads = (lambda: None), "auto"
     if client is None:
         client, close, threads = distributed.connect(address)
@@ -145,7 +147,7 @@ def _fit_distributed(data, dataset, spec, learn, run, address, client, sync_ever
         threads = learn.threads  # each worker's learners, as given
     try:
         return distributed.fit(client, data, dataset, spec, learn, run, worker_threads=threads,
-                               sync_every_rows=sync_every_rows or distributed.SYNC_EVERY_ROWS, **kwargs)
+                               sync_every_rows=sync_every_rows, combine=combine, **kwargs)
     finally:
         close()
 

@@ -50,6 +50,7 @@ import numpy as np
 from . import kernels
 from .config import FastadaError, RunConfig
 from .reader import DataSet
+from .stream import read_ahead
 from .train import Progress, _Training
 
 COMBINE = ("blend", "steps", "average")  # how workers' changes to one slot combine (see the module's text)
@@ -104,6 +105,14 @@ def fit(client, data, dataset: DataSet, spec, learn, run: RunConfig, *, valid=No
         sync_every_rows: int = SYNC_EVERY_ROWS, worker_threads="auto", combine: str = "blend"):
     """:func:`train.fit`, with the epochs learned by the workers of ``client``. ``data``: what
     ``dataset`` was opened from (paths or URIs), which each worker opens for itself."""
+    check(data, dataset, learn, sync_every_rows, combine)
+    return _Coordinator(client, data, dataset, spec, learn, run, valid, on_chunk, on_evaluation,
+                        on_note or (lambda text: None), stop, roles, init, sync_every_rows, worker_threads,
+                        combine).run()
+
+
+def check(data, dataset: DataSet, learn, sync_every_rows: int, combine: str) -> None:
+    """Refuse, before a cluster is started or reached, what a distributed run cannot do."""
     if dataset.files == [] or isinstance(data, DataSet):
         raise FastadaError("--dask: the data must be Parquet files, folders, globs or URIs that every worker can "
                            "read (not data in memory)")
@@ -114,9 +123,6 @@ def fit(client, data, dataset: DataSet, spec, learn, run: RunConfig, *, valid=No
         raise FastadaError(f"combine must be one of {', '.join(COMBINE)}, got {combine!r}")
     if isinstance(sync_every_rows, bool) or not isinstance(sync_every_rows, int) or sync_every_rows < 1:
         raise FastadaError(f"sync_every_rows must be an integer >= 1, got {sync_every_rows!r}")
-    return _Coordinator(client, data, dataset, spec, learn, run, valid, on_chunk, on_evaluation,
-                        on_note or (lambda text: None), stop, roles, init, sync_every_rows, worker_threads,
-                        combine).run()
 
 
 def _addresses(client) -> list[str]:
@@ -474,7 +480,6 @@ def _learn_round(key: str, version: int, update, tasks: list, step: int, lr: flo
         training._choose_hot()
         run.hot_chosen = True
     run.dirty = bool(tasks)
-    from .stream import read_ahead
     epoch = tasks[0][0] if tasks else 0
     for block, where, pos, row in read_ahead(tasks, training._blocks, len(training.featurizers),
                                              limit=training.readers):
@@ -497,7 +502,8 @@ def _learn_round(key: str, version: int, update, tasks: list, step: int, lr: flo
     return {"index": changed.astype(np.uint32), "weight": table[changed, kernels.WEIGHT].copy(),
             "accumulator": table[changed, kernels.ACCUMULATOR].copy(),
             # the clock matters only to lazy regularisation
-            "clock": training.clock[changed, kernels.CLOCK].copy() if training.regularise else None, "rows": rows, "sums": [float(x) for x in sums],
+            "clock": training.clock[changed, kernels.CLOCK].copy() if training.regularise else None,
+            "rows": rows, "sums": [float(x) for x in sums],
             "bad_rows": state.bad_rows, "skipped_rows": state.skipped_rows,
             "skipped_row_groups": state.skipped_row_groups, "label_kinds": list(state.label_kinds), "notes": notes,
             "read_retries": retried}
