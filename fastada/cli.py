@@ -616,6 +616,8 @@ def _threads(summary: dict) -> str:
     """"1 learning thread + 2 reading" (or "2 Dask workers, 6 syncs"), from a model's summary."""
     if summary.get("distributed"):
         d = summary["distributed"]
+        if not d["rounds"]:
+            return "on Dask, nothing left to learn"
         lost = f", {d['lost_workers']} lost" if d.get("lost_workers") else ""
         return f"{d['workers']} Dask workers, {d['rounds']} syncs, {d['bytes_per_sync'] / 1e6:.1f} MB a sync{lost}"
     n, readers = summary["threads"], summary.get("readers")

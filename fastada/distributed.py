@@ -153,7 +153,8 @@ class _Coordinator(_Training):
         self.update = None        # the last sync's combined slots, for workers one sync behind
         self.ready: dict[str, int] = {}  # worker address -> the version its table holds (clean)
         self.stats = {"workers": 0, "rounds": 0, "lost_workers": 0, "redone_rows": 0, "bytes_to_coordinator": 0,
-                      "bytes_to_workers": 0, "combine_seconds": 0.0, "round_seconds": 0.0, "slots_per_sync": []}
+                      "bytes_to_workers": 0, "bytes_installed": 0, "combine_seconds": 0.0, "round_seconds": 0.0,
+                      "slots_per_sync": []}
 
     def _choose_hot(self) -> None:
         self.hot = None  # the coordinator learns nothing itself: the workers choose their own hot slots
@@ -252,7 +253,7 @@ class _Coordinator(_Training):
                     continue
                 self.ready[address] = self.version
                 if table is not None:
-                    self.stats["bytes_to_workers"] += table.nbytes
+                    self.stats["bytes_installed"] += table.nbytes
         self.stats["workers"] = max(self.stats["workers"], len(self.ready))
         return sorted(self.ready)
 
@@ -399,6 +400,7 @@ class _Coordinator(_Training):
             "lost_workers": s["lost_workers"], "redone_rows": s["redone_rows"],
             "slots_per_sync": round(sum(s["slots_per_sync"]) / syncs),
             "bytes_per_sync": round((s["bytes_to_coordinator"] + s["bytes_to_workers"]) / syncs),
+            "bytes_installed": s["bytes_installed"],  # whole tables given to workers that joined (or at a resume)
             "combine_seconds": round(s["combine_seconds"], 3), "round_seconds": round(s["round_seconds"], 3)}
         model.summary["threads"] = self.setup["learn"].threads
         return model
