@@ -53,7 +53,7 @@ from .reader import DataSet
 from .stream import read_ahead
 from .train import Progress, _Training
 
-COMBINE = ("blend", "steps", "average")  # how workers' changes to one slot combine (see the module's text)
+COMBINE = ("blend", "steps", "average")  # how workers' changes to one slot combine: kernels.COMBINE_* in this order
 SYNC_EVERY_ROWS = 1_000_000  # rows per worker between syncs (a row group is never split below a chunk)
 CONNECT_SECONDS = 10
 POLL_SECONDS = 0.1  # how often a round looks for workers that left
@@ -145,6 +145,7 @@ class _Coordinator(_Training):
         self.key = uuid.uuid4().hex  # this run's state on the workers
         self.sync_every_rows = sync_every_rows
         self.combine = combine
+        self.position = None  # where kernels.combine_changes keeps each slot's sums (one int32 a slot)
         paths = [os.fspath(p) for p in (data if isinstance(data, (list, tuple)) else [data])]
         self.setup = {"data": [p if "://" in p else os.path.abspath(p) for p in paths],
                       "fingerprint": dataset.fingerprint(), "spec": spec,
@@ -331,43 +332,23 @@ class _Coordinator(_Training):
         and counts into the run's state; the combined slots become the next sync."""
         start = time.perf_counter()
         state = self.state
-        parts = list(results.values())
+        # in the order of the pieces they learned: the same sums, bit for bit, whichever finished first
+        parts = sorted(results.values(), key=lambda r: r["first_piece"])
         index = np.concatenate([r["index"] for r in parts])
-        weight = np.concatenate([r["weight"] for r in parts]).astype(np.float64)
-        accum = np.concatenate([r["accumulator"] for r in parts]).astype(np.float64)
-        clock = np.concatenate([r["clock"] for r in parts]) if self.regularise else None
+        weight = np.concatenate([r["weight"] for r in parts])
+        accum = np.concatenate([r["accumulator"] for r in parts])
+        clock = np.concatenate([r["clock"] for r in parts]) if self.regularise else np.zeros(0, np.int64)
         self.stats["bytes_to_coordinator"] += sum(sum(a.nbytes for a in (r["index"], r["weight"], r["accumulator"],
                                                                          r["clock"]) if a is not None) for r in parts)
-        slots, where = np.unique(index, return_inverse=True)
-        before = self.table[slots, kernels.ACCUMULATOR].astype(np.float64)
-        combined_g = before + np.bincount(where, weights=accum - before[where], minlength=len(slots))
-        total = np.bincount(where, weights=accum, minlength=len(slots))
-        weighted = np.bincount(where, weights=accum * weight, minlength=len(slots))
-        counts = np.bincount(where, minlength=len(slots))
-        mean = np.bincount(where, weights=weight, minlength=len(slots)) / counts
-        # G > 0 for a changed slot, except at initial_accumulator 0 with zero gradients: the mean
-        average = np.where(total > 0, weighted / np.where(total > 0, total, 1.0), mean)
-        w0 = self.table[slots, kernels.WEIGHT].astype(np.float64)
-        safe_g = np.where(combined_g > 0, combined_g, 1.0)
-        scale = np.sqrt(accum / safe_g[where])
-        steps = w0 + np.bincount(where, weights=(weight - w0[where]) * scale, minlength=len(slots))
-        if self.combine == "average":  # VW AllReduce's adaptive average
-            combined_w = average
-        elif self.combine == "steps":
-            combined_w = steps
-        else:
-            mature = before / safe_g
-            combined_w = mature * steps + (1 - mature) * average
-        combined_w = combined_w.astype(np.float32)
-        combined_g = combined_g.astype(np.float32)
-        latest = None
-        if clock is not None:
-            latest = np.zeros(len(slots), dtype=np.int64)
-            np.maximum.at(latest, where, clock)
-            self.clock[slots, kernels.CLOCK] = latest
-        self.table[slots, kernels.WEIGHT] = combined_w
-        self.table[slots, kernels.ACCUMULATOR] = combined_g
-        self.update = (slots.astype(np.uint32), combined_w, combined_g, latest)
+        if self.position is None:
+            self.position = np.full(self.table.shape[0], -1, dtype=np.int32)
+        n = index.shape[0]
+        slots, combined_w, combined_g = np.empty(n, np.int64), np.empty(n, np.float32), np.empty(n, np.float32)
+        latest = np.empty(n if self.regularise else 0, np.int64)
+        count = kernels.combine_changes(index, weight, accum, clock, self.table, self.clock, self.position,
+                                        COMBINE.index(self.combine), slots, combined_w, combined_g, latest)
+        slots, combined_w, combined_g = slots[:count], combined_w[:count], combined_g[:count]
+        self.update = (slots.astype(np.uint32), combined_w, combined_g, latest[:count] if self.regularise else None)
         self.version += 1
         self.stats["slots_per_sync"].append(int(len(slots)))
         for r in parts:
@@ -508,7 +489,7 @@ def _learn_round(key: str, version: int, update, tasks: list, step: int, lr: flo
             "rows": rows, "sums": [float(x) for x in sums],
             "bad_rows": state.bad_rows, "skipped_rows": state.skipped_rows,
             "skipped_row_groups": state.skipped_row_groups, "label_kinds": list(state.label_kinds), "notes": notes,
-            "read_retries": retried}
+            "read_retries": retried, "first_piece": (tasks[0][1], tasks[0][3]) if tasks else (-1, -1)}
 
 
 # -- scoring on the cluster ----------------------------------------------------------------------------

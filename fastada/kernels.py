@@ -643,3 +643,81 @@ def race_rate(slots, num_values, labels, row_weights, schedule, table, lr, l1, l
             _adagrad(table, np.int64(slots[r, k_cat + j]), g0 * num_values[r, j], lr, eps)
     scores[0] = loss_sum
     scores[1] = weight_sum
+
+
+# How the changes that several learners made to one slot combine (fastada.distributed).
+COMBINE_BLEND, COMBINE_STEPS, COMBINE_AVERAGE = 0, 1, 2
+
+
+@njit(cache=True, nogil=True)
+def combine_changes(index, weight, accumulator, clock, table, table_clock, position, mode,
+                    out_slots, out_weight, out_accumulator, out_clock):
+    """Combine learners' changed slots into ``table`` and return how many distinct slots changed.
+
+    Entry i says a learner left slot ``index[i]`` at ``weight[i]`` and ``accumulator[i]`` (and,
+    if ``clock`` is not empty, its regularisation clock ``clock[i]``). Per slot, from the table's
+    w0 and G0: G = G0 + sum (G_k - G0); ``COMBINE_STEPS``: w0 + sum (w_k - w0) sqrt(G_k / G);
+    ``COMBINE_AVERAGE``: sum G_k w_k / sum G_k; ``COMBINE_BLEND``: the two weighted G0/G and
+    1 - G0/G; the clock, the latest. The distinct slots, in the order first met, and their new
+    values go to ``out_*[:count]`` (each at least as long as ``index``). ``position``: int32, one
+    per table row, all -1 (left so): where each slot's sums are kept, without sorting anything.
+    """
+    n = index.shape[0]
+    count = 0
+    for i in range(n):
+        s = np.int64(index[i])
+        if position[s] < 0:
+            position[s] = count
+            out_slots[count] = s
+            count += 1
+    w0 = np.empty(count)
+    g0 = np.empty(count)
+    for c in range(count):
+        w0[c] = table[out_slots[c], WEIGHT]
+        g0[c] = table[out_slots[c], ACCUMULATOR]
+    increments = np.zeros(count)
+    total = np.zeros(count)
+    weighted = np.zeros(count)
+    plain = np.zeros(count)
+    learners = np.zeros(count)
+    latest = np.zeros(count, dtype=np.int64)
+    regularised = clock.shape[0] > 0
+    for i in range(n):
+        c = position[np.int64(index[i])]
+        a = np.float64(accumulator[i])
+        w = np.float64(weight[i])
+        increments[c] += a - g0[c]
+        total[c] += a
+        weighted[c] += a * w
+        plain[c] += w
+        learners[c] += 1.0
+        if regularised and (learners[c] == 1.0 or clock[i] > latest[c]):
+            latest[c] = clock[i]
+    combined = g0 + increments
+    steps = np.zeros(count)
+    if mode != COMBINE_AVERAGE:
+        for i in range(n):
+            c = position[np.int64(index[i])]
+            g = combined[c] if combined[c] > 0.0 else 1.0
+            steps[c] += (np.float64(weight[i]) - w0[c]) * np.sqrt(np.float64(accumulator[i]) / g)
+    for c in range(count):
+        s = out_slots[c]
+        # G > 0 for a changed slot, except at initial_accumulator 0 with zero gradients: the mean
+        average = weighted[c] / total[c] if total[c] > 0.0 else plain[c] / learners[c]
+        summed = w0[c] + steps[c]
+        if mode == COMBINE_AVERAGE:
+            w = average
+        elif mode == COMBINE_STEPS:
+            w = summed
+        else:
+            mature = g0[c] / combined[c] if combined[c] > 0.0 else 0.0
+            w = mature * summed + (1.0 - mature) * average
+        out_weight[c] = np.float32(w)
+        out_accumulator[c] = np.float32(combined[c])
+        table[s, WEIGHT] = out_weight[c]
+        table[s, ACCUMULATOR] = out_accumulator[c]
+        if regularised:
+            out_clock[c] = latest[c]
+            table_clock[s, CLOCK] = latest[c]
+        position[s] = -1
+    return count

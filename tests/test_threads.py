@@ -216,3 +216,56 @@ def test_auto_gives_learners_without_views_one_thread(tmp_path, rng):
     assert done.returncode == 0, done.stderr
     split = json.loads(done.stdout.strip().splitlines()[-1])
     assert split["cores"] == 4 and split["learners"] == 1 and split["readers"] == 4
+
+
+@pytest.mark.parametrize("mode", ["blend", "steps", "average"])
+def test_combining_learners_changes_equals_the_numpy_reference(rng, mode):
+    """kernels.combine_changes (what the Dask coordinator runs) against the formulas in NumPy."""
+    slots = 1000
+    table = kernels.new_table(slots)
+    table[:, kernels.WEIGHT] = rng.normal(0, 1, slots + 1)
+    table[:, kernels.ACCUMULATOR] = rng.uniform(0, 5, slots + 1)
+    clock = table.view(np.int64)
+    before = table.copy()
+    parts = []
+    for _ in range(3):  # three learners, each changing 300 distinct slots (many shared)
+        index = np.sort(rng.choice(slots + 1, 300, replace=False)).astype(np.uint32)
+        g = before[index, kernels.ACCUMULATOR] + rng.uniform(0, 2, 300).astype(np.float32)
+        w = before[index, kernels.WEIGHT] + rng.normal(0, 0.5, 300).astype(np.float32)
+        parts.append((index, w.astype(np.float32), g.astype(np.float32), rng.integers(0, 10**6, 300)))
+    index, weight, accum, clocks = (np.concatenate(a) for a in zip(*parts))
+    position = np.full(slots + 1, -1, np.int32)
+    n = index.size
+    out = np.empty(n, np.int64), np.empty(n, np.float32), np.empty(n, np.float32), np.empty(n, np.int64)
+    count = kernels.combine_changes(index, weight, accum, clocks, table, clock, position,
+                                    ["blend", "steps", "average"].index(mode), *out)
+    assert (position == -1).all()
+    got = np.sort(out[0][:count])
+    expected_slots, where = np.unique(index, return_inverse=True)
+    assert np.array_equal(got, expected_slots) and count == expected_slots.size
+    g0 = before[expected_slots, kernels.ACCUMULATOR].astype(np.float64)
+    w0 = before[expected_slots, kernels.WEIGHT].astype(np.float64)
+    w, a = weight.astype(np.float64), accum.astype(np.float64)
+    g = g0 + np.bincount(where, a - g0[where])
+    average = np.bincount(where, a * w) / np.bincount(where, a)
+    steps = w0 + np.bincount(where, (w - w0[where]) * np.sqrt(a / g[where]))
+    expected = {"average": average, "steps": steps, "blend": g0 / g * steps + (1 - g0 / g) * average}[mode]
+    np.testing.assert_allclose(table[expected_slots, kernels.WEIGHT], expected, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(table[expected_slots, kernels.ACCUMULATOR], g, rtol=1e-6)
+    latest = np.zeros(expected_slots.size, np.int64)
+    np.maximum.at(latest, where, clocks)
+    assert np.array_equal(clock[expected_slots, kernels.CLOCK], latest)
+    untouched = np.setdiff1d(np.arange(slots + 1), expected_slots)
+    assert np.array_equal(table[untouched], before[untouched])
+
+
+def test_a_slot_one_learner_changed_keeps_its_values_exactly(rng):
+    table = kernels.new_table(100)
+    table[:, kernels.ACCUMULATOR] = 1.0
+    index = np.array([3, 7], np.uint32)
+    weight, accum = np.array([0.25, -1.5], np.float32), np.array([1.75, 2.5], np.float32)
+    out = np.empty(2, np.int64), np.empty(2, np.float32), np.empty(2, np.float32), np.empty(0, np.int64)
+    for mode in range(3):
+        kernels.combine_changes(index, weight, accum, np.zeros(0, np.int64), table, table.view(np.int64),
+                                np.full(101, -1, np.int32), mode, *out)
+        assert table[3, kernels.WEIGHT] == np.float32(0.25) and table[7, kernels.ACCUMULATOR] == np.float32(2.5)
