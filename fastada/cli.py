@@ -134,11 +134,12 @@ def _parser() -> argparse.ArgumentParser:
                          "tcp://HOST:PORT; DATA must be files or URIs every worker can read")
     dk.add_argument("--sync-every-rows", type=int, default=None, metavar="N",
                     help="rows each worker learns between combinations of the models (default 1,000,000; "
-                         "also at each epoch's end)")
+                         "the first rounds are shorter, each at most doubling the rows learned; every epoch "
+                         "ends with one)")
     dk.add_argument("--combine", choices=("blend", "steps", "average"), default="blend",
                     help="how the workers' changes to a slot combine: their Adagrad steps rescaled and added "
-                         "(steps), VW AllReduce's accumulator-weighted average (average), or per slot the one "
-                         "weighted by the share of its squared gradients from before the round (blend, default)")
+                         "(steps), VW AllReduce's accumulator-weighted average (average), or the two mixed, per "
+                         "slot, by the share of its squared gradients from before the round (blend, default)")
     f = t.add_argument_group("performance")
     f.add_argument("--threads", type=_threads_arg, default="auto",
                    help="Hogwild threads, or auto (default: time reading and learning on the first chunks and "
