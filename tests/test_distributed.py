@@ -181,6 +181,16 @@ def test_the_command_line_trains_on_a_local_cluster_and_the_model_is_an_ordinary
     assert inspected.returncode == 0 and "distributed" in inspected.stdout
 
 
+def test_the_command_line_joins_an_existing_cluster_by_its_address(data, client, tmp_path):
+    train, _ = data
+    address = client.scheduler.address  # tcp://127.0.0.1:PORT of the module's LocalCluster
+    done = cli("train", str(train), "--dask", address, "--model", str(tmp_path / "m.fastada"), "--bits", "18",
+               "--chunk-rows", "5000", "--sync-every-rows", "40000", "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert "trained 120,000 rows" in done.stdout and "2 Dask workers" in done.stdout
+    assert len(client.scheduler_info()["workers"]) == 2  # the cluster is the user's: left running
+
+
 def test_a_scheduler_that_cannot_be_reached_is_a_clear_error(data, tmp_path):
     train, _ = data
     import socket
