@@ -181,8 +181,7 @@ def kernel_runners(blocks, spec):
             n = blk.rows
             kernels.train_chunk(slots, blk.num_values, blk.labels, np.ones(n, np.float32), np.zeros(0, np.uint8),
                                 table, clock, np.int64(step), learn.lr, 0.0, 0.0, learn.eps, t, loss, hot.slots,
-                                hot.frequent, private, taken, t > 1, kernels.fold_rows(step, t),
-                                kernels.refresh_rows(step, t))
+                                private, taken, t > 1, kernels.FOLD_UPDATES, kernels.refresh_rows(step, t))
             step += n
 
     def ceiling(t):
@@ -224,9 +223,8 @@ def kernel_stage(dataset, spec, columns, dictionary, chunk_rows, threads, kernel
         plain = hot_and_slots[0][1]
         result["contention"] = {}
         for t in simulate_threads:
-            shared = line_transfers(plain, hot.slots, t, chunk_rows, 0, 0, 0, 0)
-            views = line_transfers(located, hot.slots, t, chunk_rows, 1, hot.frequent, kernels.FOLD_ROWS,
-                                   kernels.REFRESH_ROWS)
+            shared = line_transfers(plain, hot.slots, t, chunk_rows, 0, 0, 0)
+            views = line_transfers(located, hot.slots, t, chunk_rows, 1, kernels.FOLD_UPDATES, kernels.REFRESH_ROWS)
             result["contention"][str(t)] = {"shared": shared, "views": views}
             log(f"  simulated cache-line moves a row at {t:>2} threads: shared table {shared:.2f}, "
                 f"hot slots in views {views:.3f}")
@@ -252,39 +250,24 @@ HOT_SHARE = [getattr(kernels, "HOT_SHARE", 0.0)]
 HOT_CAP = [getattr(kernels, "HOT_CAP", 0)]
 
 
-def line_transfers(located, hot, threads, chunk_rows, views, frequent, fold_rows, refresh_rows):
+def line_transfers(located, hot, threads, chunk_rows, views, fold_updates, refresh_rows):
     """Simulated cache-line moves between cores per row learned, for ``threads`` threads.
 
     Every chunk's rows are split into one block a thread, as the kernel splits them, and the
     threads take their blocks' rows in lock step. A write to a 64-byte line (4 slots of 16 bytes)
     that another thread wrote last, within :data:`RECENT_ROWS` steps, moves the line; the bias is each thread's own (as in every
     fastada kernel). ``views``: hot positions (negative in ``located``) are learned in a thread's
-    view and reach the table only at a fold (the first ``frequent`` of them every ``fold_rows``
-    rows) or a refresh (every ``refresh_rows`` rows: every hot slot it updated is written, every
-    hot slot read); else every hot position is written in the table like any slot.
+    view and reach the table only at a fold (every ``fold_updates`` updates of the slot) or a
+    refresh (every ``refresh_rows`` rows: every hot slot it updated is written, every hot slot
+    read); else every hot position is written in the table like any slot.
     """
-    return _line_transfers(located, np.asarray(hot, np.int64), threads, chunk_rows, views, frequent, fold_rows,
+    return _line_transfers(located, np.asarray(hot, np.int64), threads, chunk_rows, views, fold_updates,
                            refresh_rows, sum(s.shape[0] for s in located))
 
 
 @njit(cache=True)
-def _hand_back(hot, first, last, t, updates, last_writer, last_step, now, window):
-    """Views first .. last - 1 of thread ``t`` that it updated, written to the table: the moves."""
-    moves = 0
-    for h in range(first, last):
-        if updates[t, h] > 0:
-            line = hot[h] >> 2
-            if last_writer[line] != t and now - last_step[line] < window:
-                moves += 1
-            last_writer[line] = t
-            last_step[line] = now
-            updates[t, h] = 0
-    return moves
-
-
-@njit(cache=True)
-def _line_transfers_chunk(slots, hot, threads, views, frequent, fold_rows, refresh_rows, last_writer, last_step,
-                          updates, age, since, clock, window):
+def _line_transfers_chunk(slots, hot, threads, views, fold_updates, refresh_rows, last_writer, last_step,
+                          updates, age, clock, window):
     rows = slots.shape[0]
     moves = 0
     longest = (rows + threads - 1) // threads
@@ -298,19 +281,25 @@ def _line_transfers_chunk(slots, hot, threads, views, frequent, fold_rows, refre
                 continue
             if views:
                 age[t] += 1
-                since[t] += 1
                 if age[t] >= refresh_rows:
                     age[t] = 0
-                    since[t] = 0
-                    moves += _hand_back(hot, 1, hot.shape[0], t, updates, last_writer, last_step, now, window)
-                elif since[t] >= fold_rows:
-                    since[t] = 0
-                    moves += _hand_back(hot, 1, frequent, t, updates, last_writer, last_step, now, window)
+                    for h in range(1, hot.shape[0]):
+                        line = hot[h] >> 2
+                        if updates[t, h] > 0:
+                            if last_writer[line] != t and now - last_step[line] < window:
+                                moves += 1
+                            last_writer[line] = t
+                            last_step[line] = now
+                        updates[t, h] = 0
             for j in range(slots.shape[1]):
                 s = np.int64(slots[r, j])
                 if s < 0:
-                    updates[t, -1 - s] += 1
-                    continue
+                    h = -1 - s
+                    updates[t, h] += 1
+                    if updates[t, h] < fold_updates:
+                        continue
+                    updates[t, h] = 0
+                    s = hot[h]
                 line = s >> 2
                 if last_writer[line] != t and last_writer[line] >= 0 and now - last_step[line] < window:
                     moves += 1
@@ -319,18 +308,17 @@ def _line_transfers_chunk(slots, hot, threads, views, frequent, fold_rows, refre
     return moves
 
 
-def _line_transfers(located, hot, threads, chunk_rows, views, frequent, fold_rows, refresh_rows, rows):
+def _line_transfers(located, hot, threads, chunk_rows, views, fold_updates, refresh_rows, rows):
     lines = (int(hot[0]) >> 2) + 2  # hot[0]: the bias, the table's last row
     last_writer = np.full(lines, -1, dtype=np.int8)
     last_step = np.zeros(lines, dtype=np.int64)
     updates = np.zeros((threads, hot.shape[0]), dtype=np.int64)
     age = np.zeros(threads, dtype=np.int64)
-    since = np.zeros(threads, dtype=np.int64)
     clock = np.zeros(1, dtype=np.int64)
     moves = 0
     for slots in located:
-        moves += _line_transfers_chunk(slots, hot, threads, views, frequent, fold_rows, refresh_rows, last_writer,
-                                       last_step, updates, age, since, clock, RECENT_ROWS)
+        moves += _line_transfers_chunk(slots, hot, threads, views, fold_updates, refresh_rows, last_writer,
+                                       last_step, updates, age, clock, RECENT_ROWS)
     return moves / rows
 
 

@@ -124,48 +124,28 @@ def _adagrad(table, slot, g, lr, eps):
 HOT_SHARE = 3e-4
 HOT_CAP = 8192  # at most this many hot slots (256 KiB of views a thread; positions fit 16 bits)
 HOT_SAMPLE_ROWS = 16384  # rows counted to choose them
-# Rows after which a thread adds what its views of the *frequent* hot slots changed to the table
-# and takes them again (FOLD_ROWS), and rows after which it does so for every hot slot
-# (REFRESH_ROWS). A hot slot is frequent when the sample shows it in at least FOLD_ROWS /
-# REFRESH_ROWS of the rows, so either way the other threads see a slot's updates at most ~8,192
-# of its updates late (the bias: 8,192 rows). Timed by rows, not counted per update: counting
-# each view's updates to fold it after 1,024 of its own (the design before 2026-12-05) cost one
-# thread with views 17% (4.6M vs 5.6M rows/s) and held 2 threads to 1.33-1.59x of one. Measured
-# 2026-12-05 (2 cores; kernel over 2M rows from a zero table, zstd Zipf 1.05, 2^24 slots; test
-# logloss of 2 threads minus 1 thread, end to end, on 400k and 4M rows, lr 0.05):
-#   fold / refresh rows   1,024 / 65,536   4,096 / 65,536   8,192 / 131,072   16,384 / 262,144
-#   2 threads / 1 thread  1.56x            1.67-1.80x       1.73-1.89x        1.51x
-#   logloss 400k rows     -0.0008          -0.0006          -0.0004           +0.035 (no early refresh)
-#   logloss 4M rows       -0.00005         +0.00004         -0.00002          +0.00014
-FOLD_ROWS = 8192
-REFRESH_ROWS = 131072
-FREQUENT_SHARE = FOLD_ROWS / REFRESH_ROWS
-REFRESH_EARLY = 1  # early in a run every hot view is handed back after 1/REFRESH_EARLY of a thread's rows so far
+# Updates of a hot slot a thread learns in its own view before adding them to the table: writes
+# to a hot line drop this many times, and other threads see them at most this many updates late.
+# Rows after which a thread hands back and re-takes all its views: a hot slot seen once in 3,000
+# rows is then at most ~22 of its updates behind the other threads'. Measured 2026-12-05 (2 cores,
+# 2M rows, zstd Zipf-1.05 / snappy data): 256 and 16,384 gave the kernel 1.58x / 1.32x on 2
+# threads, these 1.66x / 1.50x; test logloss moved from 1 thread's by 0.00009 and 0.00019.
+FOLD_UPDATES = 1024
+REFRESH_ROWS = 65536
 
 
 def refresh_rows(step: int, threads: int) -> int:
-    """How many of its rows a thread learns between handing back and re-taking all its views:
-    early in a run, its share of the rows seen so far (so a hot slot's updates since the last
-    refresh are never many next to its history: Hogwild's sum of the threads' changes would
-    overshoot where each thread alone takes a fresh slot far); later every :data:`REFRESH_ROWS`."""
-    return int(min(REFRESH_ROWS, max(1024, step // (REFRESH_EARLY * threads))))
-
-
-def fold_rows(step: int, threads: int) -> int:
-    """How many of its rows a thread learns between folding its views of the frequent hot slots:
-    early in a run, when Adagrad's steps are large and stale views cost most, after 1/4 of its
-    share of the rows seen so far; later every :data:`FOLD_ROWS` rows (and never fewer than 256).
-    (All the views, every :data:`REFRESH_ROWS` rows: early on, handing back thousands of views
-    every few hundred rows was most of two threads' time.)"""
-    return int(min(FOLD_ROWS, max(256, step // (4 * threads))))
+    """How many of its rows a thread learns between refreshing all its views: early in a run,
+    when Adagrad's steps are large and stale views cost most, after 1/4 of its share of the rows
+    seen so far; later every :data:`REFRESH_ROWS` rows (and never fewer than 256)."""
+    return int(min(REFRESH_ROWS, max(256, step // (4 * threads))))
 
 
 @dataclass(frozen=True)
 class HotSlots:
     """The slots learned in private copies, and a lookup from slot to its position.
 
-    ``slots`` (int64): table rows, ``slots[0]`` always the bias, then the hashed slots most
-    written first. ``lookup`` (int64): an
+    ``slots`` (int64): table rows, ``slots[0]`` always the bias. ``lookup`` (int64): an
     open-addressing table from slot to position, ``slot << 16 | position`` at ``slot mod its
     size`` or after (linear probing), -1 empty; four times the hot slots, so most cold slots end
     at the first entry they read, and small enough to stay in cache.
@@ -173,26 +153,23 @@ class HotSlots:
 
     slots: np.ndarray
     lookup: np.ndarray
-    frequent: int = 1  # positions 0 .. frequent - 1 (the bias, then the most written) fold every FOLD_ROWS rows
 
     @property
     def count(self) -> int:
         return int(self.slots.shape[0])
 
 
-def hot_slots(table_rows: int, slots=(), frequent: int | None = None) -> HotSlots:
+def hot_slots(table_rows: int, slots=()) -> HotSlots:
     """A :class:`HotSlots` for a table of ``table_rows`` rows (the last the bias) holding the bias
-    and ``slots`` (hashed slots, each once, most written first), of which the first ``frequent``
-    (default: all) fold every :data:`FOLD_ROWS` rows."""
+    and ``slots`` (hashed slots, each once)."""
     bias = table_rows - 1
     hashed = np.asarray([s for s in slots if s != bias], dtype=np.int64)
     chosen = np.concatenate([[bias], hashed]).astype(np.int64)
-    frequent = chosen.shape[0] if frequent is None else 1 + min(frequent, hashed.size)
     if hashed.size == 0:  # nothing to look up
-        return HotSlots(chosen, np.zeros(0, np.int64), 1)
+        return HotSlots(chosen, np.zeros(0, np.int64))
     lookup = np.full(1 << max(3, int(4 * chosen.shape[0] - 1).bit_length()), -1, dtype=np.int64)
     _fill_hot(chosen, lookup)  # (slots are hash bits: their low bits spread them evenly)
-    return HotSlots(chosen, lookup, frequent)
+    return HotSlots(chosen, lookup)
 
 
 def choose_hot_slots(cat: np.ndarray, num: np.ndarray, mask: int, table_rows: int,
@@ -205,9 +182,8 @@ def choose_hot_slots(cat: np.ndarray, num: np.ndarray, mask: int, table_rows: in
     if rows == 0 or cat.shape[1] + num.shape[1] == 0:
         return hot_slots(table_rows)
     values, counts = _frequent_slots(cat[:rows], num[:rows], np.uint32(mask), np.int64(share * rows))
-    order = np.lexsort((values, -counts))[:max(0, cap - 1)]  # most written first (ties by slot)
-    frequent = int(np.count_nonzero(counts[order] >= FREQUENT_SHARE * rows))
-    return hot_slots(table_rows, values[order], frequent)
+    order = np.argsort(-counts, kind="stable")[:max(0, cap - 1)]
+    return hot_slots(table_rows, np.sort(values[order]))
 
 
 @njit(cache=True, nogil=True)
@@ -340,7 +316,7 @@ PREFETCH_ROWS = 2
 
 
 # Fields of a block's private view of a hot slot (``private[b, h]``).
-_W, _G, _W0, _G0 = 0, 1, 2, 3
+_W, _G, _W0, _G0, _UPDATES = 0, 1, 2, 3, 4
 _VIEW_WIDTH = 8
 
 
@@ -362,12 +338,7 @@ def _take(table, clock, hot, mine, h, before, lr, l1, l2, eps):
     mine[h, _G] = table[s, ACCUMULATOR]
     mine[h, _W0] = mine[h, _W]
     mine[h, _G0] = mine[h, _G]
-
-
-@njit(cache=True, inline="always")
-def _changed(mine, h):
-    """Whether the block's view of hot slot ``h`` has changed since it was taken."""
-    return mine[h, _W] != mine[h, _W0] or mine[h, _G] != mine[h, _G0]
+    mine[h, _UPDATES] = 0.0
 
 
 @njit(cache=True)
@@ -381,8 +352,7 @@ def _fold(table, clock, hot, mine, h, shared, before, lr, l1, l2, eps):
     if shared:
         _take(table, clock, hot, mine, h, before, lr, l1, l2, eps)
     else:
-        mine[h, _W0] = mine[h, _W]
-        mine[h, _G0] = mine[h, _G]
+        mine[h, _UPDATES] = 0.0
 
 
 @njit(cache=True, inline="always")
@@ -409,10 +379,9 @@ def fold_views(table, clock, hot, private, taken, shared, now, lr, l1, l2, eps):
         if taken[b, 0] == 0:
             continue
         for h in range(hot.shape[0]):
-            if _changed(private[b], h):
+            if private[b, h, _UPDATES] > 0.0:
                 _give(table, clock, hot, private[b], h, shared, now, lr, l1, l2, eps)
         taken[b, 0] = 0
-        taken[b, 2] = 0
 
 
 @njit(cache=True)
@@ -420,23 +389,23 @@ def _refresh(table, clock, hot, mine, holding, shared, before, lr, l1, l2, eps):
     """Hand back every view the block holds (``holding``) and take every hot slot anew. One call,
     not inlined: it runs every few thousand rows, and inlining its loop costs compile time."""
     for h in range(hot.shape[0]):
-        if holding and _changed(mine, h):
+        if holding and mine[h, _UPDATES] > 0.0:
             _give(table, clock, hot, mine, h, shared, before, lr, l1, l2, eps)
         _take(table, clock, hot, mine, h, before, lr, l1, l2, eps)
 
 
-@njit(cache=True)
-def _fold_frequent(table, clock, hot, mine, frequent, shared, before, lr, l1, l2, eps):
-    """:func:`_fold` every changed view among the first ``frequent`` hot slots. One call, not
-    inlined: it runs every FOLD_ROWS rows."""
-    for h in range(frequent):
-        if _changed(mine, h):
-            _fold(table, clock, hot, mine, h, shared, before, lr, l1, l2, eps)
+@njit(cache=True, inline="always")
+def _learn_hot(table, clock, hot, mine, h, g, lr, eps, fold_updates, shared, before, l1, l2):
+    """One Adagrad step on the block's view of hot slot ``h``; fold it every ``fold_updates``."""
+    _adagrad(mine, h, g, lr, eps)
+    mine[h, _UPDATES] += 1.0
+    if mine[h, _UPDATES] >= fold_updates:
+        _fold(table, clock, hot, mine, h, shared, before, lr, l1, l2, eps)
 
 
 @njit(cache=True, parallel=True, nogil=True)
 def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step0, lr, l1, l2, eps,
-                blocks, block_loss, hot, frequent, private, taken, shared, fold_rows, refresh_rows):
+                blocks, block_loss, hot, private, taken, shared, fold_updates, refresh_rows):
     """Learn one chunk; row r of the chunk is global step ``step0 + r + 1``.
 
     slots: int32 (rows, k_cat + k_num) from :func:`locate`: where each feature learns, the k_cat
@@ -450,16 +419,16 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
 
     Hot slots (always the bias) are learned in each block's private view: a block takes every
     hot slot's weight and G from the table when it has no views, learns its own copy (so its own
-    steps are never stale), and every ``fold_rows`` of its rows adds what changed in the views of
-    the first ``frequent`` hot slots (dw, dG) to the table and takes them again, now with the
-    other blocks' changes; every ``refresh_rows`` rows it does so for all of them. Views outlive
-    the chunk (no per-chunk traffic on the hot lines); :func:`fold_views` hands them all to the
-    table before the model is read.
-    That is Hogwild with each block's updates of a hot slot delivered in batches: the same sum of
-    updates, each seen by the other blocks at most ~1,024 of the slot's updates late (a slot is
-    frequent when it is in at least fold_rows / refresh_rows of the rows), and far fewer writes
-    to the lines every core wants. L1/L2 steps of a hot slot are settled when it is taken and
-    folded. With one block the view is the sequential update, bit for bit.
+    steps are never stale), and after ``fold_updates`` updates of a slot adds what changed
+    (dw, dG) to the table and takes the slot again, now with the other blocks' changes. Views
+    outlive the chunk (no per-chunk traffic on the hot lines); :func:`fold_views` hands them all
+    to the table before the model is read.
+    That is Hogwild with each block's updates of a hot slot delivered in batches of
+    ``fold_updates``: the same sum of updates, each seen by the other blocks at most
+    ``fold_updates`` of its updates late, and ``fold_updates`` times fewer writes to the lines
+    every core wants. Staleness counted in updates of the slot, not in rows, keeps the bias
+    (every row) as fresh as a slot seen once in 1,000 rows. L1/L2 steps of a hot slot are settled
+    when it is taken and folded. With one block the view is the sequential update, bit for bit.
     """
     rows = labels.shape[0]
     regularise = l1 > 0.0 or l2 > 0.0
@@ -473,7 +442,6 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
         hi = rows * (b + 1) // blocks
         mine = private[b]
         age = taken[b, 1] if taken[b, 0] else refresh_rows
-        since = taken[b, 2]  # rows since the frequent views were folded
         loss_sum = 0.0
         weight_sum = 0.0
         held_loss = 0.0
@@ -488,12 +456,7 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
                 _refresh(table, clock, hot, mine, taken[b, 0] != 0, shared, before, lr, l1, l2, eps)
                 taken[b, 0] = 1
                 age = 0
-                since = 0
-            elif since >= fold_rows:
-                _fold_frequent(table, clock, hot, mine, frequent, shared, before, lr, l1, l2, eps)
-                since = 0
             age += 1
-            since += 1
             if r + PREFETCH_ROWS < hi:
                 for j in range(k_cat + k_num):
                     t = np.int64(slots[r + PREFETCH_ROWS, j])
@@ -526,7 +489,7 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
             weight_sum += rw
             g0 = (_sigmoid(z) - y) * rw
             after = before + 1
-            _adagrad(mine, 0, g0, lr, eps)  # the bias
+            _learn_hot(table, clock, hot, mine, 0, g0, lr, eps, fold_updates, shared, after, l1, l2)  # bias
             # Adagrad on every feature in three passes, the same float32 operations as _adagrad:
             # accumulators in row order (a slot listed twice sees its first update), then every
             # step lr g / (sqrt(G) + eps) at once (a loop the compiler turns into vector sqrt and
@@ -549,10 +512,12 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
                 if t < 0:
                     h = -1 - t
                     mine[h, _W] -= steps[j]
+                    mine[h, _UPDATES] += 1.0
+                    if mine[h, _UPDATES] >= fold_updates:
+                        _fold(table, clock, hot, mine, h, shared, after, lr, l1, l2, eps)
                 else:
                     table[t, WEIGHT] -= steps[j]
         taken[b, 1] = age
-        taken[b, 2] = since
         block_loss[b, 0] = loss_sum
         block_loss[b, 1] = weight_sum
         block_loss[b, 2] = held_loss

@@ -76,8 +76,8 @@ class Adagrad(Learner):
         hot, private, taken, shared = views
         return kernels.train_chunk(chunk.slots, chunk.num_values, chunk.labels, chunk.weights, chunk.held,
                                    table, clock, np.int64(step), lr, learn.l1, learn.l2, learn.eps, blocks,
-                                   block_loss, hot.slots, hot.frequent, private, taken, shared,
-                                   kernels.fold_rows(step, blocks), kernels.refresh_rows(step, blocks))
+                                   block_loss, hot.slots, private, taken, shared, kernels.FOLD_UPDATES,
+                                   kernels.refresh_rows(step, blocks))
 
     def race(self, slots, values, labels, weights, schedule, table, rate, score_from, scores):
         learn = self.learn

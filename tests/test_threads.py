@@ -42,40 +42,6 @@ def test_hot_slots_are_capped_most_written_first(rng):
     assert set(hot.slots[1:].tolist()) == set(np.argsort(-counts, kind="stable")[:10].tolist())
 
 
-def test_hot_slots_are_listed_most_written_first_the_frequent_ones_apart(rng):
-    """Positions follow the counts (the bias first); ``frequent`` counts those in at least
-    FREQUENT_SHARE of the sampled rows, which fold every FOLD_ROWS rows, not only at a refresh."""
-    rows = 16_384
-    num = np.full((rows, 1), 99, dtype=np.uint32)  # every row
-    cat = np.full((rows, 1), 5, dtype=np.uint32)
-    cat[: rows // 4, 0] = 7                          # a quarter of the rows
-    cat[rows // 4: rows // 4 + rows // 100, 0] = 11  # 1 row in 100: hot, not frequent
-    hot = kernels.choose_hot_slots(cat, num, (1 << 16) - 1, (1 << 16) + 1, share=1e-3)
-    assert hot.slots.tolist() == [1 << 16, 99, 5, 7, 11]
-    assert kernels.FREQUENT_SHARE > 1 / 100 and hot.frequent == 4  # the bias, 99, 5 and 7
-
-
-def test_frequent_views_fold_every_few_rows_the_others_at_a_refresh(rng):
-    bits = 10
-    rows = (1 << bits) + 1
-    hot = kernels.hot_slots(rows, [1, 2], frequent=1)  # slot 1 frequent, slot 2 not
-    cat = np.tile(np.array([[1, 2, 3]], np.uint32), (400, 1))
-    slots = np.empty(cat.shape, np.int32)
-    kernels.locate(cat, np.zeros((400, 0), np.uint32), np.uint32(rows - 2), hot.lookup, slots)
-    table = kernels.new_table(rows - 1)
-    private, taken = kernels.private_state(2, hot)
-    kernels.train_chunk(slots, np.zeros((400, 0), np.float32), np.ones(400, np.float32), np.ones(400, np.float32),
-                        np.zeros(0, np.uint8), table, table.view(np.int64), np.int64(0), 0.1, 0.0, 0.0, 1e-8, 2,
-                        np.zeros((2, 4)), hot.slots, hot.frequent, private, taken, True, 50, 10**6)
-    assert table[1, kernels.ACCUMULATOR] > 0    # folded while learning (every 50 rows)
-    assert table[2, kernels.ACCUMULATOR] == 0   # still in the views: a refresh or fold_views hands it back
-    assert table[3, kernels.ACCUMULATOR] > 0    # cold: in the table at once
-    kernels.fold_views(table, table.view(np.int64), hot.slots, private, taken, True, np.int64(400), 0.1, 0.0, 0.0,
-                       1e-8)
-    # every row's update counted in both (summed in other orders: to float32 rounding)
-    assert table[2, kernels.ACCUMULATOR] == pytest.approx(table[1, kernels.ACCUMULATOR], rel=1e-6)
-
-
 def test_locate_gives_each_feature_its_slot_or_its_hot_position_hot_categorical_ones_first(rng):
     bits = 12
     mask = (1 << bits) - 1
@@ -111,7 +77,7 @@ def test_with_one_thread_locate_keeps_every_feature_in_column_order(rng):
     assert (out == (np.concatenate([cat, num], axis=1) & mask)).all()
 
 
-def run_kernel(chunks, hot, blocks, shared, table_rows, lr=0.1, fold=kernels.FOLD_ROWS, refresh=64):
+def run_kernel(chunks, hot, blocks, shared, table_rows, lr=0.1, fold=kernels.FOLD_UPDATES, refresh=64):
     table = kernels.new_table(table_rows - 1)
     clock = table.view(np.int64)
     private, taken = kernels.private_state(blocks, hot)
@@ -119,8 +85,8 @@ def run_kernel(chunks, hot, blocks, shared, table_rows, lr=0.1, fold=kernels.FOL
     step = 0
     for slots, values, labels in chunks:
         kernels.train_chunk(slots, values, labels, np.ones(len(labels), np.float32), np.zeros(0, np.uint8), table,
-                            clock, np.int64(step), lr, 0.0, 0.0, 1e-8, blocks, loss, hot.slots, hot.frequent,
-                            private, taken, shared, fold, refresh)
+                            clock, np.int64(step), lr, 0.0, 0.0, 1e-8, blocks, loss, hot.slots, private, taken,
+                            shared, fold, refresh)
         step += len(labels)
     kernels.fold_views(table, clock, hot.slots, private, taken, shared, np.int64(step), lr, 0.0, 0.0, 1e-8)
     return table
@@ -155,7 +121,7 @@ def test_one_block_with_views_is_the_sequential_update_bit_for_bit(rng):
 
 
 def test_views_folded_by_sums_of_changes_reach_the_sequential_quality(rng):
-    """Four blocks learning hot slots in views (folded every few rows) end near one block."""
+    """Four blocks learning hot slots in views (folded every few updates) end near one block."""
     bits = 10
     rows = (1 << bits) + 1
     hot = kernels.hot_slots(rows, [1, 2, 3, 4, 5])
