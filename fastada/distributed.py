@@ -146,6 +146,8 @@ class _Coordinator(_Training):
         self.sync_every_rows = sync_every_rows
         self.combine = combine
         self.position = None  # where kernels.combine_changes keeps each slot's sums (one int32 a slot)
+        # the table as a worker would make it (not a checkpoint's nor a continued model's): not sent
+        self.fresh_table = init is None and self.state.step == 0
         paths = [os.fspath(p) for p in (data if isinstance(data, (list, tuple)) else [data])]
         self.setup = {"data": [p if "://" in p else os.path.abspath(p) for p in paths],
                       "fingerprint": dataset.fingerprint(), "spec": spec,
@@ -238,7 +240,7 @@ class _Coordinator(_Training):
         new = [a for a in present if self.ready.get(a) not in (self.version, self.version - 1)]
         if new:
             # a fresh run's workers start from a zeroed table of their own; otherwise the whole table
-            table = None if self.version == 0 and not self.state.step and not self._given_table else self.table
+            table = None if self.version == 0 and self.fresh_table else self.table
             futures = {a: self.client.submit(_install, self.key, self.setup,
                                              None if table is None else self.client.scatter(table, workers=[a],
                                                                                             hash=False),
@@ -258,12 +260,7 @@ class _Coordinator(_Training):
         self.stats["workers"] = max(self.stats["workers"], len(self.ready))
         return sorted(self.ready)
 
-    @property
-    def _given_table(self) -> bool:
-        """The run starts from a table it did not make zeroed (a checkpoint, a continued model)."""
-        return self.run_config.resume or bool(self.table.any())
-
-    def _round(self, assigned: dict, epoch: int) -> tuple[dict, list]:
+    def _round(self, assigned: dict, epoch: int) -> tuple[dict, list, list]:
         """Send each worker its pieces (with the last sync for those one behind); wait for all.
         Returns the results of the workers that finished, the addresses of those that left or
         failed, and of those whose table turned out not to be the combined one (given anew)."""
