@@ -106,7 +106,11 @@ def _parser() -> argparse.ArgumentParser:
     lg.add_argument("--l1", type=float, default=0.0)
     lg.add_argument("--l2", type=float, default=0.0)
     lg.add_argument("--initial-accumulator", type=float, default=0.0)
-    lg.add_argument("--epochs", type=int, default=1)
+    lg.add_argument("--epochs", type=int, default=1,
+                    help="passes over the data; with --lr auto, fewer where the rate race finds that more "
+                         "passes predict unseen rows worse (it says so; --all-epochs learns them all)")
+    lg.add_argument("--all-epochs", action="store_true",
+                    help="learn every one of --epochs even where the race found fewer better")
     lg.add_argument("--lr-decay", type=float, default=1.0,
                     help="multiply the learning rate by this at each new epoch (0 < D <= 1)")
     lg.add_argument("--shuffle", action="store_true", help="shuffle row groups and rows in each chunk, per epoch")
@@ -319,6 +323,7 @@ def _train(args) -> int:
             bits=args.bits, hash_seed=args.hash_seed, numeric_mode=args.numeric_mode,
             time_features=args.time_features, lr=args.lr,
             l1=args.l1, l2=args.l2, initial_accumulator=args.initial_accumulator, epochs=args.epochs,
+            all_epochs=args.all_epochs,
             threads=args.threads, seed=args.seed, chunk_rows=args.chunk_rows, shuffle=args.shuffle,
             lr_decay=args.lr_decay, holdout_every=args.holdout_every, bad_rows=args.on_bad_rows,
             learner=args.learner, beta=args.beta, negative_rate=args.negative_rate, factors=args.factors,

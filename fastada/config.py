@@ -107,7 +107,9 @@ class LearnConfig:
     lr: Adagrad's learning rate, or "auto" (the default): raced on the first rows of the data
     (see :mod:`fastada.train`; the best rate differs 25-fold between real logs); l1, l2: per-step
     proximal regularisation strengths;
-    eps: added to sqrt(G); initial_accumulator: G of a fresh slot. lr_decay: the rate is
+    eps: added to sqrt(G); initial_accumulator: G of a fresh slot. all_epochs: learn all
+    ``epochs`` even where lr="auto"'s race found that fewer predict unseen rows better (by
+    default training then learns fewer and says so). lr_decay: the rate is
     multiplied by this at the start of every epoch after the first (1 = no decay; Adagrad already
     shrinks each slot's steps). holdout_every: every K-th row of the data set (file order, the
     same rows every epoch) is held out of learning and scored instead, as Vowpal Wabbit does
@@ -129,6 +131,7 @@ split between reading and learning by rates measured on the first chunks). chunk
     eps: float = 1e-8
     initial_accumulator: float = 0.0
     epochs: int = 1
+    all_epochs: bool = False
     threads: int | str = "auto"
     seed: int = 0
     chunk_rows: int = 65536

@@ -212,7 +212,7 @@ class _Coordinator(_Training):
                     state.pieces_done.extend([p[0], p[2]] for p in assigned[address])
             if self.on_chunk is not None:
                 self.on_chunk(Progress(epoch + 1, state.step, self._seconds(), self._progressive_logloss(),
-                                       self.dataset.num_rows * self.learn.epochs))
+                                       self.dataset.num_rows * self.epochs))
             if self.run_config.eval_every_rows and state.step >= state.next_eval:
                 while state.next_eval <= state.step:
                     state.next_eval += self.run_config.eval_every_rows

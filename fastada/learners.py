@@ -46,8 +46,9 @@ class Learner:
         with views. Returns a kernel status."""
         raise NotImplementedError
 
-    def race(self, slots, values, labels, weights, schedule, table, rate, score_from, scores) -> None:
-        """One candidate rate of the learning-rate race, on a table of its own."""
+    def race(self, slots, values, labels, weights, schedule, table, rate, score_into, learns, scores) -> None:
+        """One candidate rate of the learning-rate race, on a table of its own (see
+        :func:`kernels.race_rate`)."""
         raise NotImplementedError
 
     def weights(self, table: np.ndarray, lr: float) -> np.ndarray:
@@ -79,10 +80,10 @@ class Adagrad(Learner):
                                    block_loss, hot.slots, private, taken, shared, kernels.FOLD_UPDATES,
                                    kernels.refresh_rows(step, blocks))
 
-    def race(self, slots, values, labels, weights, schedule, table, rate, score_from, scores):
+    def race(self, slots, values, labels, weights, schedule, table, rate, score_into, learns, scores):
         learn = self.learn
         kernels.race_rate(slots, values, labels, weights, schedule, table, rate, learn.l1, learn.l2, learn.eps,
-                          score_from, scores)
+                          score_into, learns, scores)
 
 
 class Ftrl(Learner):
@@ -96,10 +97,10 @@ class Ftrl(Learner):
         return ftrl.train_chunk(chunk.slots, chunk.num_values, chunk.labels, chunk.weights, chunk.held,
                                 table, lr, learn.beta, learn.l1, learn.l2, blocks, block_loss)
 
-    def race(self, slots, values, labels, weights, schedule, table, rate, score_from, scores):
+    def race(self, slots, values, labels, weights, schedule, table, rate, score_into, learns, scores):
         learn = self.learn
         ftrl.race_rate(slots, values, labels, weights, schedule, table, rate, learn.beta, learn.l1, learn.l2,
-                       score_from, scores)
+                       score_into, learns, scores)
 
     def weights(self, table, lr):
         learn = self.learn

@@ -158,6 +158,7 @@ class _State:
     label_kinds: list = dataclasses.field(default_factory=list)  # negatives seen so far: -1 and/or 0
     lr: float | None = None          # the learning rate (of the first epoch): given, or raced
     lr_race: dict | None = None      # how lr="auto" chose it
+    epochs: int | None = None        # epochs to learn, if the race chose fewer than LearnConfig.epochs
     read_retries: int = 0            # reads retried on Dask workers (the network or the store failed)
     pieces_epoch: int = -1           # distributed runs: the epoch whose pieces ``pieces_done`` lists,
     pieces_done: list = dataclasses.field(default_factory=list)  # as [unit position, first row] (combined)
@@ -227,7 +228,9 @@ class _Training:
             note(self.learner.describe())
         self.regularise = (learn.l1 > 0 or learn.l2 > 0) and self.learner.lazy_regularisation
         self.unit_start = dict(zip(dataset.units, np.cumsum([0] + [u.rows for u in dataset.units]).tolist()))
-        identity = {"spec": spec.to_dict(), "learn": {k: v for k, v in learn.to_dict().items() if k != "threads"},
+        # (all_epochs only when set: checkpoints written before it existed still resume)
+        identity = {"spec": spec.to_dict(), "learn": {k: v for k, v in learn.to_dict().items()
+                                                      if k != "threads" and (k != "all_epochs" or v)},
                     "data": dataset.fingerprint(), "valid": valid.fingerprint() if valid is not None else None,
                     "eval_every_rows": run.eval_every_rows, "early_stop": run.early_stop,
                     "distributed": self.distributed}
@@ -314,6 +317,12 @@ class _Training:
 
     # -- the run -------------------------------------------------------------------------------
 
+    @property
+    def epochs(self) -> int:
+        """Epochs this run learns: ``learn.epochs``, or fewer where lr="auto"'s race found that
+        more would predict held-out rows worse (see :meth:`_pick_rate`)."""
+        return self.state.epochs or self.learn.epochs
+
     def run(self) -> Model:
         state, learn = self.state, self.learn
         if self.roles:
@@ -321,7 +330,7 @@ class _Training:
         if state.lr is None:
             self._pick_rate()
         self._choose_hot()
-        while state.epoch < learn.epochs and not state.stopped_early:
+        while state.epoch < self.epochs and not state.stopped_early:
             self._epoch(state.epoch)
             if state.stopped_early:
                 break
@@ -331,7 +340,7 @@ class _Training:
             self._settle(state.epoch)  # the next epoch learns at another rate (or not at all)
             state.epoch, state.unit_pos, state.row = state.epoch + 1, 0, 0
             if self._checkpoint_due(epoch_ended=True) or (
-                    self.run_config.checkpoint_dir is not None and state.epoch == learn.epochs):
+                    self.run_config.checkpoint_dir is not None and state.epoch == self.epochs):
                 self._save_checkpoint()
         if state.stopped_early and self.run_config.checkpoint_dir is not None:
             self._save_checkpoint()
@@ -341,7 +350,7 @@ class _Training:
         if state.train_weight == 0:
             raise FastadaError(f"{self.dataset.name(0)}: no row was learned: {state.bad_rows:,} of {state.step:,} rows "
                                f"had a bad label or weight (skipped), the rest weight 0 or held out; no model written")
-        self._settle(min(state.epoch, learn.epochs - 1))
+        self._settle(min(state.epoch, self.epochs - 1))
         if not np.isfinite(self.table[:, kernels.WEIGHT]).all():
             raise FastadaError(f"training diverged (non-finite weights); lower --lr (now {state.lr:g})")
         return self._model()
@@ -370,7 +379,7 @@ class _Training:
                 state.unit_pos, state.row = pos + 1, 0
             if self.on_chunk is not None:
                 self.on_chunk(Progress(epoch + 1, state.step, self._seconds(), self._progressive_logloss(),
-                                       self.dataset.num_rows * learn.epochs))
+                                       self.dataset.num_rows * self.epochs))
             if run.eval_every_rows and state.step >= state.next_eval:
                 while state.next_eval <= state.step:
                     state.next_eval += run.eval_every_rows
@@ -469,13 +478,18 @@ class _Training:
 
     def _pick_rate(self) -> None:
         """The learning rate: as given, or (lr="auto") raced. Each of :data:`RACE_RATES` learns,
-        on a table of its own, the first half of the first :func:`race_rows` rows (in the first
-        epoch's order) as many times as training will learn each row (``epochs`` passes,
-        reshuffled as training reshuffles), then the second half once, each of its rows scored
-        before it is learned; and again with the halves' roles swapped (two folds: every row is
-        scored once, which halves the noise where clicks are rare). An estimate of how each
-        rate's model, trained as training will train it, predicts rows it has not seen. The best
-        rate is refined between its neighbours (a parabola through the three in log rate)."""
+        on a table of its own, one half of the first :func:`race_rows` rows (in the first epoch's
+        order) as training will learn each row, and is scored on the other half; then again with
+        the halves' roles swapped (two folds: every row is scored once, which halves the noise
+        where clicks are rare). One epoch: each scored row is scored before it is learned
+        (progressive validation, as training sees its rows). Several: the learned half is learned
+        ``epochs`` times (reshuffled as training reshuffles) and the other half is scored after
+        each pass without being learned (held-out scoring, as cross-validation does), so the race
+        also says after how many passes the model stops predicting unseen rows better; unless
+        :attr:`LearnConfig.all_epochs` or early stopping is asked, training then learns that many
+        epochs (Vowpal Wabbit's passes stop early on a holdout by default; this holds no rows
+        out). The best rate is refined between its neighbours (a parabola through the three in
+        log rate)."""
         learn, state = self.learn, self.state
         if learn.lr != "auto":
             state.lr = float(learn.lr)
@@ -507,24 +521,26 @@ class _Training:
         # two folds: each half learned, the other scored (twice the rows scored: rare clicks make
         # one half's score noisy); a large data set's race is a small prefix of it, so this is cheap
         folds = [race_schedule(rows, learn.epochs, learn.shuffle, learn.seed, swap) for swap in (False, True)[:RACE_FOLDS]]
+        epochs = learn.epochs
+        may_stop = epochs > 1 and not learn.all_epochs and not self.run_config.early_stop
         cores = numba.config.NUMBA_NUM_THREADS if learn.threads == "auto" else self.max_threads
-        found: dict[float, float] = {}
+        found: dict[float, list[float]] = {}  # rate: the race's logloss after 1, 2, ... epochs
 
-        def race(rate: float) -> float:  # one candidate on a table of its own; the kernel releases the GIL
+        def race(rate: float) -> list[float]:  # one candidate on a table of its own; the kernel releases the GIL
             table = np.zeros(((1 << bits) + 1, kernels.SLOT_WIDTH), dtype=np.float32)
-            if learn.initial_accumulator:
-                table[:, kernels.ACCUMULATOR] = learn.initial_accumulator
-            loss = weight = 0.0
-            for schedule in folds:
+            scores = np.zeros((epochs, 2), dtype=np.float64)
+            for schedule, score_into, learns in folds:
                 table[:] = 0.0
                 if learn.initial_accumulator:
                     table[:, kernels.ACCUMULATOR] = learn.initial_accumulator
-                score = np.zeros(2, dtype=np.float64)
-                scored_rows = rows - half if schedule is folds[0] else half
-                self.learner.race(slots, values, labels, weights, schedule, table, rate,
-                                  np.int64(schedule.shape[0] - scored_rows), score)
-                loss, weight = loss + score[0], weight + score[1]
-            return float(loss / weight) if weight > 0 and math.isfinite(loss) else math.inf
+                self.learner.race(slots, values, labels, weights, schedule, table, rate, score_into, learns, scores)
+            return [float(loss / weight) if weight > 0 and math.isfinite(loss) else math.inf for loss, weight in scores]
+
+        def best_epochs(rate: float) -> int:  # index into found[rate]: the last, or the best if training may stop
+            return min(range(epochs), key=lambda e: found[rate][e]) if may_stop else epochs - 1
+
+        def loss_of(rate: float) -> float:
+            return found[rate][best_epochs(rate)]
 
         candidates = list(RACE_RATES)
         with concurrent.futures.ThreadPoolExecutor(max(1, min(len(candidates), cores))) as pool:
@@ -532,7 +548,7 @@ class _Training:
                 for rate, loss in zip(candidates, pool.map(race, candidates)):
                     found[rate] = loss
                 rates = sorted(found)
-                best = min(range(len(rates)), key=lambda i: (found[rates[i]], i))
+                best = min(range(len(rates)), key=lambda i: (loss_of(rates[i]), i))
                 # the best at an end of the grid: the best may lie beyond it; race two more there
                 step = math.sqrt(10.0)
                 if best == len(rates) - 1 and rates[-1] < RACE_LIMITS[1]:
@@ -542,7 +558,8 @@ class _Training:
                 else:
                     break
         RATES = [float(f"{r:.3g}") for r in rates]
-        losses = [found[r] for r in rates]
+        chosen = best_epochs(rates[best])
+        losses = [found[r][chosen] for r in rates]  # at the best rate's number of epochs
         finite = [x for x in losses if math.isfinite(x)]
         scored = int(np.count_nonzero(weights[half:] if RACE_FOLDS == 1 else weights))
         if scored < RACE_MIN_SCORED or not finite or max(finite) - min(finite) <= 1e-9 * abs(min(finite)):
@@ -552,23 +569,34 @@ class _Training:
         else:
             state.lr = refine_rate(RATES, losses, best)
             why = None
-        state.lr_race = {"rows": rows, "folds": len(folds), "learned_rows": half, "passes": learn.epochs,
+            if may_stop and chosen + 1 < epochs:
+                state.epochs = chosen + 1
+        state.lr_race = {"rows": rows, "folds": len(folds), "learned_rows": half, "passes": epochs,
                          "scored_rows": rows if len(folds) == 2 else rows - half,
+                         "scoring": "progressive" if epochs == 1 else "held out",
                          "bits": bits,
-                         "progressive_logloss": {f"{r:g}": _finite_or_none(x) for r, x in zip(RATES, losses)},
+                         "logloss": {f"{r:g}": _finite_or_none(x) for r, x in zip(RATES, losses)},
                          "best": RATES[best], "lr": state.lr, "seconds": round(time.perf_counter() - start, 3)}
+        if epochs > 1:
+            state.lr_race["logloss_by_epochs"] = {f"{R:g}": [_finite_or_none(x) for x in found[r]]
+                                                  for R, r in zip(RATES, rates)}
+            state.lr_race["epochs"] = self.epochs
         shown = ", ".join(f"{r:g}: {x:.5f}" for r, x in zip(RATES, losses))
-        passes = "once" if learn.epochs == 1 else f"{learn.epochs} times"
         if why is not None:
             state.lr_race["fallback"] = why
             self.note(f"lr auto: {state.lr:g}, the fallback ({why}: the race cannot choose; --lr fixes it)")
             return
-        if len(folds) == 2:
+        if epochs == 1:
             self.note(f"lr auto: {state.lr:.3g} (logloss on rows 1-{rows:,}, each scored before it is learned, each half "
-                      f"after the other was learned {passes}, at every rate: {shown}; --lr fixes it)")
-        else:
-            self.note(f"lr auto: {state.lr:.3g} (logloss on rows {half + 1:,}-{rows:,}, each scored before it is "
-                      f"learned, after rows 1-{half:,} were learned {passes} at every rate: {shown}; --lr fixes it)")
+                      f"after the other was learned, at every rate: {shown}; --lr fixes it)")
+            return
+        self.note(f"lr auto: {state.lr:.3g} (logloss on rows 1-{rows:,}, each half scored after the other was learned "
+                  f"{chosen + 1} times, at every rate: {shown}; --lr fixes it)")
+        if state.epochs is not None:
+            trend = ", ".join(f"{x:.5f}" for x in found[rates[best]])
+            self.note(f"epochs: {state.epochs} of {epochs} (the race's held-out logloss at {RATES[best]:g} after "
+                      f"1..{epochs} passes: {trend}; more passes predicted unseen rows worse; "
+                      f"--all-epochs learns all {epochs})")
 
     def _choose_hot(self) -> None:
         """The hot slots, counted on the first chunk of the data (see :mod:`kernels`); with one
@@ -659,7 +687,7 @@ class _Training:
         if self.hot is None or not self.learner.views:
             return
         learn = self.learn
-        epoch = min(self.state.epoch, learn.epochs - 1) if epoch is None else epoch
+        epoch = min(self.state.epoch, self.epochs - 1) if epoch is None else epoch
         kernels.fold_views(self.table, self.clock, self.hot.slots, self.private, self.taken, self.max_threads > 1,
                            np.int64(self.state.step), self._rate(epoch), learn.l1, learn.l2, learn.eps)
 
@@ -667,7 +695,7 @@ class _Training:
         """The model's weights (the bias last) from a settled slot table, or from its first two
         fields (early stopping's copy)."""
         learn = self.learn
-        epoch = min(self.state.epoch, learn.epochs - 1) if epoch is None else epoch
+        epoch = min(self.state.epoch, self.epochs - 1) if epoch is None else epoch
         out = self.learner.weights(table, self._rate(epoch))
         if learn.negative_rate < 1:  # learned on 1 negative in 1/rate: back to the data's odds
             out[-1] += np.float32(math.log(learn.negative_rate))
@@ -836,17 +864,24 @@ def race_rows(data_rows: int) -> int:
     return max(RACE_MIN_ROWS, min(RACE_ROWS, data_rows // 100))
 
 
-def race_schedule(rows: int, epochs: int, shuffle: bool, seed: int, swap: bool = False) -> np.ndarray:
-    """The order the race learns its rows in: the first half ``epochs`` times (in a new order each
-    time after the first, if training shuffles), then the second half once (the scored rows).
-    ``swap``: the halves' roles the other way round (the second half learned, the first scored)."""
+def race_schedule(rows: int, epochs: int, shuffle: bool, seed: int, swap: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The steps of one fold of the race: which row each step takes, into which epoch's score it
+    goes (-1: none) and whether it is learned (see :func:`kernels.race_rate`). The first half of
+    the rows is learned ``epochs`` times (in a new order each time after the first, if training
+    shuffles); one epoch: then the second half is scored and learned, each row in turn; several:
+    the second half is scored, not learned, after each pass. ``swap``: the halves' roles the other
+    way round (the second half learned, the first scored)."""
     half = rows // 2
     learned, scored = (np.arange(half), np.arange(half, rows)) if not swap else (np.arange(half, rows), np.arange(half))
-    passes = [learned]
-    for e in range(1, epochs):
-        passes.append(learned[np.random.default_rng([seed, e, 0x7ACE]).permutation(len(learned))] if shuffle
-                      else learned)
-    return np.concatenate(passes + [scored]).astype(np.int64)
+    steps, into, learns = [], [], []
+    for e in range(epochs):
+        order = learned if e == 0 or not shuffle else learned[np.random.default_rng([seed, e, 0x7ACE]).permutation(len(learned))]
+        steps += [order, scored]
+        into += [np.full(len(order), -1), np.full(len(scored), e)]
+        learns += [np.ones(len(order)), np.full(len(scored), 1 if epochs == 1 else 0)]
+    return (np.concatenate(steps).astype(np.int64), np.concatenate(into).astype(np.int64),
+            np.concatenate(learns).astype(np.uint8))
 
 
 def refine_rate(rates: Sequence[float], losses: Sequence[float], best: int) -> float:

@@ -12,9 +12,10 @@ import pytest
 import fastada
 import naive
 from conftest import small_table
-from fastada import kernels
+from fastada import ftrl, kernels
 training = importlib.import_module("fastada.train")  # the module (fastada.train is also the function)
 from fastada.features import Featurizer
+from fastada.metrics import evaluate
 
 
 @pytest.mark.parametrize("l1,l2", [(0.0, 0.0), (0.01, 0.3)])
@@ -26,10 +27,12 @@ def test_the_race_scores_every_rate_as_the_eager_reference_learns_it(rng, l1, l2
     kernels.locate(block.cat, block.num, np.uint32(spec.slots - 1), kernels.hot_slots(spec.slots + 1).lookup, slots)
     rates = np.array([0.03, 0.3, 1.0])
     tables = np.zeros((3, spec.slots + 1, kernels.SLOT_WIDTH), np.float32)
-    scores = np.zeros((3, 2))
+    scores = np.zeros((3, 1, 2))
     for k in range(3):
         kernels.race_rate(slots, block.num_values, block.labels, np.ones(block.rows, np.float32),
-                          np.arange(block.rows), tables[k], rates[k], l1, l2, 1e-8, np.int64(0), scores[k])
+                          np.arange(block.rows), tables[k], rates[k], l1, l2, 1e-8, np.zeros(block.rows, np.int64),
+                          np.ones(block.rows, np.uint8), scores[k])
+    scores = scores[:, 0]
     rows = [[(h & (spec.slots - 1), x) for h, x in naive.row_features(r, spec)] for r in table.to_pylist()]
     labels = [float(y > 0) for y in table.column("label").to_pylist()]
     for k, rate in enumerate(rates):
@@ -45,7 +48,7 @@ def test_lr_auto_trains_at_the_rate_that_predicted_best_and_says_so(rng):
     notes = []
     model = fastada.train(table, label="label", bits=12, threads=1, on_note=notes.append)
     race = model.summary["lr_race"]
-    losses = race["progressive_logloss"]
+    losses = race["logloss"]
     best = min(losses, key=losses.get)
     assert race["best"] == float(best)
     assert set(losses) >= {f"{r:g}" for r in training.RACE_RATES}
@@ -83,7 +86,7 @@ def test_the_race_widens_past_the_end_of_its_grid_where_the_best_rate_lies(rng):
     y = (ids % 2).astype(np.int8)
     table = pa.table({"label": y, "ad": pa.array([f"a{i}" for i in ids]), "n": np.ones(n)})
     race = fastada.train(table, label="label", numeric=["n"], bits=16, threads=1).summary["lr_race"]
-    rates = sorted(float(r) for r in race["progressive_logloss"])
+    rates = sorted(float(r) for r in race["logloss"])
     assert rates[-1] > max(training.RACE_RATES), race
     assert race["best"] > max(training.RACE_RATES)
 
@@ -95,20 +98,98 @@ def test_a_given_lr_is_used_as_given(rng):
     assert not any("lr auto" in n for n in notes)
 
 
+def test_one_epoch_races_each_half_learned_then_the_other_scored_as_it_is_learned():
+    steps, into, learns = training.race_schedule(10, 1, True, 0)
+    assert steps.tolist() == list(range(10))
+    assert into.tolist() == [-1] * 5 + [0] * 5 and learns.tolist() == [1] * 10
+    swapped, _, _ = training.race_schedule(10, 1, True, 0, swap=True)
+    assert swapped.tolist() == [5, 6, 7, 8, 9, 0, 1, 2, 3, 4]
+
+
+def test_several_epochs_race_the_learned_half_that_many_times_scoring_the_other_after_each():
+    steps, into, learns = training.race_schedule(10, 3, True, 0)
+    passes = [steps[0:5], steps[10:15], steps[20:25]]
+    assert passes[0].tolist() == [0, 1, 2, 3, 4] and all(sorted(p) == [0, 1, 2, 3, 4] for p in passes)
+    assert passes[1].tolist() != passes[2].tolist()  # reshuffled as training reshuffles
+    for e in range(3):  # after each pass, the other half scored (into that pass's score), not learned
+        assert steps[10 * e + 5:10 * e + 10].tolist() == [5, 6, 7, 8, 9]
+        assert into[10 * e + 5:10 * e + 10].tolist() == [e] * 5 and learns[10 * e + 5:10 * e + 10].tolist() == [0] * 5
+        assert into[10 * e:10 * e + 5].tolist() == [-1] * 5 and learns[10 * e:10 * e + 5].tolist() == [1] * 5
+    swapped, _, _ = training.race_schedule(10, 3, True, 0, swap=True)
+    assert swapped[:10].tolist() == [5, 6, 7, 8, 9, 0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("race", [kernels.race_rate, "ftrl"])
+def test_rows_the_race_scores_without_learning_leave_the_model_as_it_was(rng, race):
+    table = small_table(rng, n=400)
+    spec = fastada.train(table, label="label", bits=8, lr=0.1, threads=1).spec
+    block = Featurizer(spec)(table.to_batches()[0], "t")
+    slots = np.empty((block.rows, block.cat.shape[1] + block.num.shape[1]), np.int32)
+    kernels.locate(block.cat, block.num, np.uint32(spec.slots - 1), kernels.hot_slots(spec.slots + 1).lookup, slots)
+    learned, scored = np.arange(200), np.arange(200, 400)
+
+    def run(steps, into, learns):
+        t = np.zeros((spec.slots + 1, kernels.SLOT_WIDTH), np.float32)
+        scores = np.zeros((2, 2))
+        args = (slots, block.num_values, block.labels, np.ones(block.rows, np.float32), steps, t)
+        if race == "ftrl":
+            ftrl.race_rate(*args, 0.1, 1.0, 0.0, 0.0, into, learns, scores)
+        else:
+            race(*args, 0.1, 0.0, 0.0, 1e-8, into, learns, scores)
+        return t, scores
+    alone, _ = run(learned, np.full(200, -1), np.ones(200, np.uint8))
+    steps = np.concatenate([learned, scored, learned[:0]])
+    with_scoring, scores = run(steps, np.r_[np.full(200, -1), np.full(200, 1)], np.r_[np.ones(200), np.zeros(200)].astype(np.uint8))
+    np.testing.assert_array_equal(alone, with_scoring)
+    assert scores[1, 1] == 200 and 0 < scores[1, 0] / 200 < 1.0 and scores[0].tolist() == [0.0, 0.0]
+
+
 def test_with_several_epochs_the_race_learns_its_rows_that_many_times(rng):
-    schedule = training.race_schedule(10, 3, True, 0)
-    assert schedule.tolist()[:5] == [0, 1, 2, 3, 4] and sorted(schedule[5:10]) == sorted(schedule[10:15]) == [0, 1, 2, 3, 4]
-    assert schedule.tolist()[15:] == [5, 6, 7, 8, 9]
-    # and the second fold the other way round: the second half learned, the first scored
-    swapped = training.race_schedule(10, 3, True, 0, swap=True)
-    assert swapped.tolist()[:5] == [5, 6, 7, 8, 9] and sorted(swapped[5:10]) == sorted(swapped[10:15]) == [5, 6, 7, 8, 9]
-    assert swapped.tolist()[15:] == [0, 1, 2, 3, 4]
     # repeated passes over the same few rows of each id reward a smaller rate than one pass does
     table = _ids_table(rng, 20_000, 4_000, 1.5)
     one = fastada.train(table, label="label", bits=16, threads=1)
-    five = fastada.train(table, label="label", bits=16, threads=1, epochs=5)
-    assert five.summary["lr_race"]["passes"] == 5
+    five = fastada.train(table, label="label", bits=16, threads=1, epochs=5, all_epochs=True)
+    assert five.summary["lr_race"]["passes"] == 5 and five.summary["epochs"] == 5
     assert five.summary["lr"] < one.summary["lr"], (one.summary["lr_race"], five.summary["lr_race"])
+
+
+def _ads_and_users(rng, n, ads=50, users=10_000):
+    """Clicks from a strong ad effect and a weak user effect, each user seen about twice: passes
+    after the first only memorise the users' noise."""
+    ad, user = rng.integers(0, ads, n), rng.integers(0, users, n)
+    ad_effect, user_effect = 1.5 * rng.standard_normal(ads), 0.5 * rng.standard_normal(users)
+    y = (rng.random(n) < 1 / (1 + np.exp(1.5 - ad_effect[ad] - user_effect[user]))).astype(np.int8)
+    return pa.table({"label": y, "ad": pa.array([f"a{i}" for i in ad]), "user": pa.array([f"u{i}" for i in user])})
+
+
+def test_the_race_stops_epochs_that_would_predict_unseen_rows_worse_and_says_so(rng):
+    rows = _ads_and_users(rng, 40_000)
+    table, test = rows.slice(0, 20_000), rows.slice(20_000)
+    notes = []
+    model = fastada.train(table, label="label", bits=18, threads=1, epochs=5, on_note=notes.append)
+    race = model.summary["lr_race"]
+    chosen = race["epochs"]
+    assert chosen < 5 and model.summary["epochs"] == chosen, race
+    by_epochs = race["logloss_by_epochs"][f"{race['best']:g}"]
+    assert len(by_epochs) == 5 and min(by_epochs) == by_epochs[chosen - 1] < by_epochs[-1]
+    assert any(n.startswith(f"epochs: {chosen} of 5 (") and "--all-epochs" in n for n in notes), notes
+    # the same model as training that many epochs at that rate from the start
+    fixed = fastada.train(table, label="label", bits=18, threads=1, epochs=chosen, lr=model.summary["lr"])
+    np.testing.assert_array_equal(model.weights, fixed.weights)
+    # all_epochs (or early stopping of the user's own) learns every epoch asked, and predicts new rows worse
+    every = fastada.train(table, label="label", bits=18, threads=1, epochs=5, all_epochs=True)
+    assert every.summary["epochs"] == 5 and every.summary["lr_race"]["epochs"] == 5
+    y = test.column("label").to_numpy()
+    assert evaluate(model.predict(test), y)["logloss"] < evaluate(every.predict(test), y)["logloss"]
+    held = fastada.train(table, label="label", bits=18, threads=1, epochs=5, holdout_every=10, early_stop=5)
+    assert held.summary["lr_race"]["epochs"] == 5
+
+
+def test_epochs_that_keep_helping_are_all_learned(rng):
+    table = small_table(rng, n=20_000)
+    model = fastada.train(table, label="label", bits=16, threads=1, epochs=3)
+    race = model.summary["lr_race"]
+    assert race["epochs"] == 3 and model.summary["epochs"] == 3, race
 
 
 def _ids_table(rng, n, ids, effect):
