@@ -95,19 +95,22 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, alpha, beta
 
 
 @njit(cache=True, nogil=True)
-def race_rate(slots, num_values, labels, row_weights, schedule, table, alpha, beta, l1, l2, score_into, learns, scores):
+def race_rate(slots, num_values, labels, row_weights, schedule, table, alpha, beta, l1, l2, score_from, scores):
     """One candidate alpha of a learning-rate race (see :func:`fastada.kernels.race_rate`)."""
     k_cat = slots.shape[1] - num_values.shape[1]
     ws = np.empty(slots.shape[1], dtype=np.float64)
+    loss_sum = 0.0
+    weight_sum = 0.0
     for i in range(schedule.shape[0]):
         r = schedule[i]
         y = np.float64(labels[r])
         rw = np.float64(row_weights[r])
-        z = _learn_row(table, slots, num_values, r, k_cat, y, rw, alpha, beta, l1, l2, ws, learns[i] != 0)
-        into = score_into[i]
-        if into >= 0:
-            scores[into, 0] += rw * logistic_loss(z, y)
-            scores[into, 1] += rw
+        z = _learn_row(table, slots, num_values, r, k_cat, y, rw, alpha, beta, l1, l2, ws, True)
+        if i >= score_from:
+            loss_sum += rw * logistic_loss(z, y)
+            weight_sum += rw
+    scores[0] = loss_sum
+    scores[1] = weight_sum
 
 
 @njit(cache=True, parallel=True, nogil=True)

@@ -564,22 +564,24 @@ def predict_chunk(cat, num, num_values, weights, mask, blocks, margin, out):
 
 
 @njit(cache=True, nogil=True)
-def race_rate(slots, num_values, labels, row_weights, schedule, table, lr, l1, l2, eps, score_into, learns, scores):
+def race_rate(slots, num_values, labels, row_weights, schedule, table, lr, l1, l2, eps, step0, score_from, scores):
     """Learn rows at one learning rate on a table of their own (a :func:`new_table`); one
     candidate of a race (the driver runs the candidates on threads of its own: the function is
-    sequential and releases the GIL). ``slots`` from :func:`locate` with no hot slots. Step i + 1
-    takes row ``schedule[i]`` (a row may be listed more than once: several passes): scores it
-    into ``scores[score_into[i]] += (weighted loss, weight)`` unless ``score_into[i] < 0``, by the
-    model before the step, then learns it if ``learns[i]`` (progressive validation where a scored
-    row is learned; held-out scoring where it is not). The same update as :func:`train_chunk`
-    with one block."""
+    sequential and releases the GIL). ``slots`` from :func:`locate` with no hot slots. Row
+    ``schedule[i]`` is learned at step ``step0 + i + 1`` (a row may be listed more than once:
+    several passes). Progressive validation: each row is scored by the model before it learns it;
+    ``scores = (weighted loss, weight)`` over the steps from ``score_from`` on. The same update as
+    :func:`train_chunk` with one block."""
     regularise = l1 > 0.0 or l2 > 0.0
     k_num = num_values.shape[1]
     k_cat = slots.shape[1] - k_num
     clock = table.view(np.int64)
     bias = table.shape[0] - 1
+    loss_sum = 0.0
+    weight_sum = 0.0
     for i in range(schedule.shape[0]):
         r = schedule[i]
+        now = step0 + i
         if i + PREFETCH_ROWS < schedule.shape[0]:
             for j in range(slots.shape[1]):
                 _prefetch(table, np.int64(slots[schedule[i + PREFETCH_ROWS], j]) * SLOT_WIDTH)
@@ -587,27 +589,34 @@ def race_rate(slots, num_values, labels, row_weights, schedule, table, lr, l1, l
         for j in range(k_cat):
             t = np.int64(slots[r, j])
             if regularise:
-                _settle(table, clock, t, i, lr, l1, l2, eps)
+                _settle(table, clock, t, now, lr, l1, l2, eps)
             z += table[t, WEIGHT]
         for j in range(k_num):
             t = np.int64(slots[r, k_cat + j])
             if regularise:
-                _settle(table, clock, t, i, lr, l1, l2, eps)
+                _settle(table, clock, t, now, lr, l1, l2, eps)
             z += table[t, WEIGHT] * num_values[r, j]
         y = np.float64(labels[r])
         rw = np.float64(row_weights[r])
-        into = score_into[i]
-        if into >= 0:
-            scores[into, 0] += rw * logistic_loss(z, y)
-            scores[into, 1] += rw
-        if not learns[i]:
-            continue
+        if i >= score_from:
+            loss_sum += rw * logistic_loss(z, y)
+            weight_sum += rw
         g0 = (_sigmoid(z) - y) * rw
         _adagrad(table, bias, g0, lr, eps)
         for j in range(k_cat):
             _adagrad(table, np.int64(slots[r, j]), g0, lr, eps)
         for j in range(k_num):
             _adagrad(table, np.int64(slots[r, k_cat + j]), g0 * num_values[r, j], lr, eps)
+    scores[0] = loss_sum
+    scores[1] = weight_sum
+
+
+@njit(cache=True, nogil=True)
+def copy_rows(source, rows, target, to_rows):
+    """``target[to_rows[i]] = source[rows[i]]`` for every i: a table's rows saved and put back (the
+    race scores a half and then forgets it)."""
+    for i in range(rows.shape[0]):
+        target[to_rows[i]] = source[rows[i]]
 
 
 # How the changes that several learners made to one slot combine (fastada.distributed).

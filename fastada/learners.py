@@ -46,7 +46,7 @@ class Learner:
         with views. Returns a kernel status."""
         raise NotImplementedError
 
-    def race(self, slots, values, labels, weights, schedule, table, rate, score_into, learns, scores) -> None:
+    def race(self, slots, values, labels, weights, schedule, table, rate, step0, score_from, scores) -> None:
         """One candidate rate of the learning-rate race, on a table of its own (see
         :func:`kernels.race_rate`)."""
         raise NotImplementedError
@@ -80,10 +80,10 @@ class Adagrad(Learner):
                                    block_loss, hot.slots, private, taken, shared, kernels.FOLD_UPDATES,
                                    kernels.refresh_rows(step, blocks))
 
-    def race(self, slots, values, labels, weights, schedule, table, rate, score_into, learns, scores):
+    def race(self, slots, values, labels, weights, schedule, table, rate, step0, score_from, scores):
         learn = self.learn
         kernels.race_rate(slots, values, labels, weights, schedule, table, rate, learn.l1, learn.l2, learn.eps,
-                          score_into, learns, scores)
+                          np.int64(step0), np.int64(score_from), scores)
 
 
 class Ftrl(Learner):
@@ -97,10 +97,10 @@ class Ftrl(Learner):
         return ftrl.train_chunk(chunk.slots, chunk.num_values, chunk.labels, chunk.weights, chunk.held,
                                 table, lr, learn.beta, learn.l1, learn.l2, blocks, block_loss)
 
-    def race(self, slots, values, labels, weights, schedule, table, rate, score_into, learns, scores):
-        learn = self.learn
+    def race(self, slots, values, labels, weights, schedule, table, rate, step0, score_from, scores):
+        learn = self.learn  # (FTRL has no clock: step0 is not needed)
         ftrl.race_rate(slots, values, labels, weights, schedule, table, rate, learn.beta, learn.l1, learn.l2,
-                       score_into, learns, scores)
+                       np.int64(score_from), scores)
 
     def weights(self, table, lr):
         learn = self.learn

@@ -479,17 +479,16 @@ class _Training:
     def _pick_rate(self) -> None:
         """The learning rate: as given, or (lr="auto") raced. Each of :data:`RACE_RATES` learns,
         on a table of its own, one half of the first :func:`race_rows` rows (in the first epoch's
-        order) as training will learn each row, and is scored on the other half; then again with
-        the halves' roles swapped (two folds: every row is scored once, which halves the noise
-        where clicks are rare). One epoch: each scored row is scored before it is learned
-        (progressive validation, as training sees its rows). Several: the learned half is learned
-        ``epochs`` times (reshuffled as training reshuffles) and the other half is scored after
-        each pass without being learned (held-out scoring, as cross-validation does), so the race
-        also says after how many passes the model stops predicting unseen rows better; unless
-        :attr:`LearnConfig.all_epochs` or early stopping is asked, training then learns that many
-        epochs (Vowpal Wabbit's passes stop early on a holdout by default; this holds no rows
-        out). The best rate is refined between its neighbours (a parabola through the three in
-        log rate)."""
+        order) as many times as training will learn each row (``epochs`` passes, reshuffled as
+        training reshuffles), then the other half once, each of its rows scored before it is
+        learned (progressive validation); then again with the halves' roles swapped (two folds:
+        every row is scored once, which halves the noise where clicks are rare). With several
+        epochs the other half is also scored so after each earlier pass and then forgotten (the
+        table rows it wrote put back), so the race also says after how many passes the model
+        stops predicting unseen rows better; unless :attr:`LearnConfig.all_epochs` or early
+        stopping is asked, training then learns that many epochs (Vowpal Wabbit's passes stop
+        early on a holdout by default; this holds no rows out). The best rate is refined between
+        its neighbours (a parabola through the three in log rate)."""
         learn, state = self.learn, self.state
         if learn.lr != "auto":
             state.lr = float(learn.lr)
@@ -524,16 +523,32 @@ class _Training:
         epochs = learn.epochs
         may_stop = epochs > 1 and not learn.all_epochs and not self.run_config.early_stop
         cores = numba.config.NUMBA_NUM_THREADS if learn.threads == "auto" else self.max_threads
+        # the table rows a fold's scored half writes (and the bias): saved before it is scored
+        # after an epoch that is not the last, and put back after, so the next pass learns on
+        # without it
+        touched = [_rows_written(slots[scored], 1 << bits) if epochs > 1 else None for _, scored in folds]
         found: dict[float, list[float]] = {}  # rate: the race's logloss after 1, 2, ... epochs
 
         def race(rate: float) -> list[float]:  # one candidate on a table of its own; the kernel releases the GIL
             table = np.zeros(((1 << bits) + 1, kernels.SLOT_WIDTH), dtype=np.float32)
             scores = np.zeros((epochs, 2), dtype=np.float64)
-            for schedule, score_into, learns in folds:
+            for (passes, scored), rows_written in zip(folds, touched):
                 table[:] = 0.0
                 if learn.initial_accumulator:
                     table[:, kernels.ACCUMULATOR] = learn.initial_accumulator
-                self.learner.race(slots, values, labels, weights, schedule, table, rate, score_into, learns, scores)
+                saved = np.empty((0 if rows_written is None else len(rows_written), kernels.SLOT_WIDTH), np.float32)
+                places = np.arange(len(saved))
+                step = 0
+                for e, order in enumerate(passes):
+                    score = np.zeros(2, dtype=np.float64)
+                    self.learner.race(slots, values, labels, weights, order, table, rate, step, len(order), score)
+                    step += len(order)
+                    if e < epochs - 1:
+                        kernels.copy_rows(table, rows_written, saved, places)
+                    self.learner.race(slots, values, labels, weights, scored, table, rate, step, 0, score)
+                    if e < epochs - 1:
+                        kernels.copy_rows(saved, places, table, rows_written)
+                    scores[e] += score
             return [float(loss / weight) if weight > 0 and math.isfinite(loss) else math.inf for loss, weight in scores]
 
         def best_epochs(rate: float) -> int:  # index into found[rate]: the last, or the best if training may stop
@@ -573,7 +588,6 @@ class _Training:
                 state.epochs = chosen + 1
         state.lr_race = {"rows": rows, "folds": len(folds), "learned_rows": half, "passes": epochs,
                          "scored_rows": rows if len(folds) == 2 else rows - half,
-                         "scoring": "progressive" if epochs == 1 else "held out",
                          "bits": bits,
                          "logloss": {f"{r:g}": _finite_or_none(x) for r, x in zip(RATES, losses)},
                          "best": RATES[best], "lr": state.lr, "seconds": round(time.perf_counter() - start, 3)}
@@ -590,8 +604,8 @@ class _Training:
             self.note(f"lr auto: {state.lr:.3g} (logloss on rows 1-{rows:,}, each scored before it is learned, each half "
                       f"after the other was learned, at every rate: {shown}; --lr fixes it)")
             return
-        self.note(f"lr auto: {state.lr:.3g} (logloss on rows 1-{rows:,}, each half scored after the other was learned "
-                  f"{chosen + 1} times, at every rate: {shown}; --lr fixes it)")
+        self.note(f"lr auto: {state.lr:.3g} (logloss on rows 1-{rows:,}, each scored before it is learned, each half "
+                  f"after the other was learned {chosen + 1} times, at every rate: {shown}; --lr fixes it)")
         if state.epochs is not None:
             trend = ", ".join(f"{x:.5f}" for x in found[rates[best]])
             self.note(f"epochs: {state.epochs} of {epochs} (the race's held-out logloss at {RATES[best]:g} after "
@@ -865,23 +879,25 @@ def race_rows(data_rows: int) -> int:
 
 
 def race_schedule(rows: int, epochs: int, shuffle: bool, seed: int, swap: bool = False
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The steps of one fold of the race: which row each step takes, into which epoch's score it
-    goes (-1: none) and whether it is learned (see :func:`kernels.race_rate`). The first half of
-    the rows is learned ``epochs`` times (in a new order each time after the first, if training
-    shuffles); one epoch: then the second half is scored and learned, each row in turn; several:
-    the second half is scored, not learned, after each pass. ``swap``: the halves' roles the other
-    way round (the second half learned, the first scored)."""
+                  ) -> tuple[list[np.ndarray], np.ndarray]:
+    """One fold of the race: the passes over the learned half (the first half of the rows,
+    ``epochs`` times, in a new order each time after the first if training shuffles) and the
+    scored half (the second). ``swap``: the halves' roles the other way round."""
     half = rows // 2
     learned, scored = (np.arange(half), np.arange(half, rows)) if not swap else (np.arange(half, rows), np.arange(half))
-    steps, into, learns = [], [], []
-    for e in range(epochs):
-        order = learned if e == 0 or not shuffle else learned[np.random.default_rng([seed, e, 0x7ACE]).permutation(len(learned))]
-        steps += [order, scored]
-        into += [np.full(len(order), -1), np.full(len(scored), e)]
-        learns += [np.ones(len(order)), np.full(len(scored), 1 if epochs == 1 else 0)]
-    return (np.concatenate(steps).astype(np.int64), np.concatenate(into).astype(np.int64),
-            np.concatenate(learns).astype(np.uint8))
+    passes = [learned]
+    for e in range(1, epochs):
+        passes.append(learned[np.random.default_rng([seed, e, 0x7ACE]).permutation(len(learned))] if shuffle
+                      else learned)
+    return [p.astype(np.int64) for p in passes], scored.astype(np.int64)
+
+
+def _rows_written(slots: np.ndarray, bias: int) -> np.ndarray:
+    """The table rows that learning rows of ``slots`` writes: their slots and the bias."""
+    written = np.zeros(bias + 1, dtype=bool)
+    written[slots.ravel()] = True
+    written[bias] = True
+    return np.flatnonzero(written).astype(np.int64)
 
 
 def refine_rate(rates: Sequence[float], losses: Sequence[float], best: int) -> float:

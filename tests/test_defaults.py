@@ -12,7 +12,7 @@ import pytest
 import fastada
 import naive
 from conftest import small_table
-from fastada import ftrl, kernels
+from fastada import kernels
 training = importlib.import_module("fastada.train")  # the module (fastada.train is also the function)
 from fastada.features import Featurizer
 from fastada.metrics import evaluate
@@ -27,12 +27,13 @@ def test_the_race_scores_every_rate_as_the_eager_reference_learns_it(rng, l1, l2
     kernels.locate(block.cat, block.num, np.uint32(spec.slots - 1), kernels.hot_slots(spec.slots + 1).lookup, slots)
     rates = np.array([0.03, 0.3, 1.0])
     tables = np.zeros((3, spec.slots + 1, kernels.SLOT_WIDTH), np.float32)
-    scores = np.zeros((3, 1, 2))
-    for k in range(3):
-        kernels.race_rate(slots, block.num_values, block.labels, np.ones(block.rows, np.float32),
-                          np.arange(block.rows), tables[k], rates[k], l1, l2, 1e-8, np.zeros(block.rows, np.int64),
-                          np.ones(block.rows, np.uint8), scores[k])
-    scores = scores[:, 0]
+    scores = np.zeros((3, 2))
+    for k in range(3):  # in two calls: the second goes on from the first's steps
+        for part in (np.arange(200), np.arange(200, block.rows)):
+            score = np.zeros(2)
+            kernels.race_rate(slots, block.num_values, block.labels, np.ones(block.rows, np.float32),
+                              part, tables[k], rates[k], l1, l2, 1e-8, np.int64(part[0]), np.int64(0), score)
+            scores[k] += score
     rows = [[(h & (spec.slots - 1), x) for h, x in naive.row_features(r, spec)] for r in table.to_pylist()]
     labels = [float(y > 0) for y in table.column("label").to_pylist()]
     for k, rate in enumerate(rates):
@@ -98,50 +99,25 @@ def test_a_given_lr_is_used_as_given(rng):
     assert not any("lr auto" in n for n in notes)
 
 
-def test_one_epoch_races_each_half_learned_then_the_other_scored_as_it_is_learned():
-    steps, into, learns = training.race_schedule(10, 1, True, 0)
-    assert steps.tolist() == list(range(10))
-    assert into.tolist() == [-1] * 5 + [0] * 5 and learns.tolist() == [1] * 10
-    swapped, _, _ = training.race_schedule(10, 1, True, 0, swap=True)
-    assert swapped.tolist() == [5, 6, 7, 8, 9, 0, 1, 2, 3, 4]
-
-
-def test_several_epochs_race_the_learned_half_that_many_times_scoring_the_other_after_each():
-    steps, into, learns = training.race_schedule(10, 3, True, 0)
-    passes = [steps[0:5], steps[10:15], steps[20:25]]
+def test_the_race_learns_one_half_as_many_times_as_training_and_scores_the_other():
+    passes, scored = training.race_schedule(10, 3, True, 0)
     assert passes[0].tolist() == [0, 1, 2, 3, 4] and all(sorted(p) == [0, 1, 2, 3, 4] for p in passes)
-    assert passes[1].tolist() != passes[2].tolist()  # reshuffled as training reshuffles
-    for e in range(3):  # after each pass, the other half scored (into that pass's score), not learned
-        assert steps[10 * e + 5:10 * e + 10].tolist() == [5, 6, 7, 8, 9]
-        assert into[10 * e + 5:10 * e + 10].tolist() == [e] * 5 and learns[10 * e + 5:10 * e + 10].tolist() == [0] * 5
-        assert into[10 * e:10 * e + 5].tolist() == [-1] * 5 and learns[10 * e:10 * e + 5].tolist() == [1] * 5
-    swapped, _, _ = training.race_schedule(10, 3, True, 0, swap=True)
-    assert swapped[:10].tolist() == [5, 6, 7, 8, 9, 0, 1, 2, 3, 4]
+    assert len(passes) == 3 and passes[1].tolist() != passes[2].tolist()  # reshuffled as training reshuffles
+    assert scored.tolist() == [5, 6, 7, 8, 9]
+    # and the second fold the other way round: the second half learned, the first scored
+    passes, scored = training.race_schedule(10, 1, True, 0, swap=True)
+    assert [p.tolist() for p in passes] == [[5, 6, 7, 8, 9]] and scored.tolist() == [0, 1, 2, 3, 4]
 
 
-@pytest.mark.parametrize("race", [kernels.race_rate, "ftrl"])
-def test_rows_the_race_scores_without_learning_leave_the_model_as_it_was(rng, race):
-    table = small_table(rng, n=400)
-    spec = fastada.train(table, label="label", bits=8, lr=0.1, threads=1).spec
-    block = Featurizer(spec)(table.to_batches()[0], "t")
-    slots = np.empty((block.rows, block.cat.shape[1] + block.num.shape[1]), np.int32)
-    kernels.locate(block.cat, block.num, np.uint32(spec.slots - 1), kernels.hot_slots(spec.slots + 1).lookup, slots)
-    learned, scored = np.arange(200), np.arange(200, 400)
-
-    def run(steps, into, learns):
-        t = np.zeros((spec.slots + 1, kernels.SLOT_WIDTH), np.float32)
-        scores = np.zeros((2, 2))
-        args = (slots, block.num_values, block.labels, np.ones(block.rows, np.float32), steps, t)
-        if race == "ftrl":
-            ftrl.race_rate(*args, 0.1, 1.0, 0.0, 0.0, into, learns, scores)
-        else:
-            race(*args, 0.1, 0.0, 0.0, 1e-8, into, learns, scores)
-        return t, scores
-    alone, _ = run(learned, np.full(200, -1), np.ones(200, np.uint8))
-    steps = np.concatenate([learned, scored, learned[:0]])
-    with_scoring, scores = run(steps, np.r_[np.full(200, -1), np.full(200, 1)], np.r_[np.ones(200), np.zeros(200)].astype(np.uint8))
-    np.testing.assert_array_equal(alone, with_scoring)
-    assert scores[1, 1] == 200 and 0 < scores[1, 0] / 200 < 1.0 and scores[0].tolist() == [0.0, 0.0]
+def test_rows_the_race_copies_back_leave_the_table_as_it_was(rng):
+    table = rng.random((50, kernels.SLOT_WIDTH)).astype(np.float32)
+    before = table.copy()
+    rows = np.array([3, 7, 49, 20], np.int64)
+    saved = np.empty((4, kernels.SLOT_WIDTH), np.float32)
+    kernels.copy_rows(table, rows, saved, np.arange(4))
+    table[rows] = -1.0
+    kernels.copy_rows(saved, np.arange(4), table, rows)
+    np.testing.assert_array_equal(table, before)
 
 
 def test_with_several_epochs_the_race_learns_its_rows_that_many_times(rng):
