@@ -181,7 +181,8 @@ def kernel_runners(blocks, spec):
             n = blk.rows
             kernels.train_chunk(slots, blk.num_values, blk.labels, np.ones(n, np.float32), np.zeros(0, np.uint8),
                                 table, clock, np.int64(step), learn.lr, 0.0, 0.0, learn.eps, t, loss, hot.slots,
-                                private, taken, t > 1, kernels.FOLD_UPDATES, kernels.refresh_rows(step, t))
+                                private, taken, t > 1, hot.fold_ends, kernels.FOLD_ROWS,
+                                kernels.refresh_rows(step, t))
             step += n
 
     def ceiling(t):
@@ -257,7 +258,8 @@ def line_transfers(located, hot, threads, chunk_rows, views, fold_updates, refre
     threads take their blocks' rows in lock step. A write to a 64-byte line (4 slots of 16 bytes)
     that another thread wrote last, within :data:`RECENT_ROWS` steps, moves the line; the bias is each thread's own (as in every
     fastada kernel). ``views``: hot positions (negative in ``located``) are learned in a thread's
-    view and reach the table only at a fold (every ``fold_updates`` updates of the slot) or a
+    view and reach the table only at a fold (every ``fold_updates`` updates of the slot: the
+    kernel folds a slot by rows, after about that many of its updates, see kernels.HotSlots) or a
     refresh (every ``refresh_rows`` rows: every hot slot it updated is written, every hot slot
     read); else every hot position is written in the table like any slot.
     """

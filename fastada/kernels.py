@@ -124,13 +124,17 @@ def _adagrad(table, slot, g, lr, eps):
 HOT_SHARE = 3e-4
 HOT_CAP = 8192  # at most this many hot slots (256 KiB of views a thread; positions fit 16 bits)
 HOT_SAMPLE_ROWS = 16384  # rows counted to choose them
-# Updates of a hot slot a thread learns in its own view before adding them to the table: writes
-# to a hot line drop this many times, and other threads see them at most this many updates late.
+# About how many updates of a hot slot a thread learns in its own view before adding them to the
+# table: writes to a hot line drop this many times, and other threads see them about this many
+# updates late. Not counted per update (counting ~34 a row cost one thread 17% of its rate): a hot
+# slot that a share p of the rows writes, 2^-(c+1) < p <= 2^-c, is handed back every
+# FOLD_ROWS * 2^c rows of a thread, so after FOLD_UPDATES / 2 to FOLD_UPDATES of its updates.
 # Rows after which a thread hands back and re-takes all its views: a hot slot seen once in 3,000
 # rows is then at most ~22 of its updates behind the other threads'. Measured 2026-12-05 (2 cores,
 # 2M rows, zstd Zipf-1.05 / snappy data): 256 and 16,384 gave the kernel 1.58x / 1.32x on 2
 # threads, these 1.66x / 1.50x; test logloss moved from 1 thread's by 0.00009 and 0.00019.
 FOLD_UPDATES = 1024
+FOLD_ROWS = FOLD_UPDATES
 REFRESH_ROWS = 65536
 
 
@@ -145,31 +149,41 @@ def refresh_rows(step: int, threads: int) -> int:
 class HotSlots:
     """The slots learned in private copies, and a lookup from slot to its position.
 
-    ``slots`` (int64): table rows, ``slots[0]`` always the bias. ``lookup`` (int64): an
-    open-addressing table from slot to position, ``slot << 16 | position`` at ``slot mod its
-    size`` or after (linear probing), -1 empty; four times the hot slots, so most cold slots end
-    at the first entry they read, and small enough to stay in cache.
+    ``slots`` (int64): table rows, ``slots[0]`` always the bias, the others most written first.
+    ``lookup`` (int64): an open-addressing table from slot to position, ``slot << 16 | position``
+    at ``slot mod its size`` or after (linear probing), -1 empty; four times the hot slots, so most
+    cold slots end at the first entry they read, and small enough to stay in cache.
+    ``fold_ends`` (int64): every ``FOLD_ROWS * 2^c`` rows a thread hands back its views of the
+    first ``fold_ends[c]`` slots (those more than 2^-(c+1) of the rows write), the rest at
+    its refresh only.
     """
 
     slots: np.ndarray
     lookup: np.ndarray
+    fold_ends: np.ndarray
 
     @property
     def count(self) -> int:
         return int(self.slots.shape[0])
 
 
-def hot_slots(table_rows: int, slots=()) -> HotSlots:
+def hot_slots(table_rows: int, slots=(), shares=None) -> HotSlots:
     """A :class:`HotSlots` for a table of ``table_rows`` rows (the last the bias) holding the bias
-    and ``slots`` (hashed slots, each once)."""
+    and ``slots`` (hashed slots, each once), in this order; ``shares``: the share of the rows that
+    write each of ``slots`` (default: every row)."""
     bias = table_rows - 1
-    hashed = np.asarray([s for s in slots if s != bias], dtype=np.int64)
+    shares = np.ones(len(slots)) if shares is None else np.asarray(shares, dtype=np.float64)
+    keep = np.asarray([s != bias for s in slots], dtype=bool)
+    hashed = np.asarray(slots, dtype=np.int64)[keep] if len(slots) else np.zeros(0, np.int64)
     chosen = np.concatenate([[bias], hashed]).astype(np.int64)
+    share = np.concatenate([[1.0], shares[keep] if len(slots) else []])
+    classes = max(1, (REFRESH_ROWS // FOLD_ROWS).bit_length() - 1)  # periods shorter than a refresh
+    fold_ends = np.array([np.count_nonzero(share > 2.0 ** -(c + 1)) for c in range(classes)], dtype=np.int64)
     if hashed.size == 0:  # nothing to look up
-        return HotSlots(chosen, np.zeros(0, np.int64))
+        return HotSlots(chosen, np.zeros(0, np.int64), fold_ends)
     lookup = np.full(1 << max(3, int(4 * chosen.shape[0] - 1).bit_length()), -1, dtype=np.int64)
     _fill_hot(chosen, lookup)  # (slots are hash bits: their low bits spread them evenly)
-    return HotSlots(chosen, lookup)
+    return HotSlots(chosen, lookup, fold_ends)
 
 
 def choose_hot_slots(cat: np.ndarray, num: np.ndarray, mask: int, table_rows: int,
@@ -182,8 +196,8 @@ def choose_hot_slots(cat: np.ndarray, num: np.ndarray, mask: int, table_rows: in
     if rows == 0 or cat.shape[1] + num.shape[1] == 0:
         return hot_slots(table_rows)
     values, counts = _frequent_slots(cat[:rows], num[:rows], np.uint32(mask), np.int64(share * rows))
-    order = np.argsort(-counts, kind="stable")[:max(0, cap - 1)]
-    return hot_slots(table_rows, np.sort(values[order]))
+    order = np.lexsort((values, -counts))[:max(0, cap - 1)]  # most written first (ties: by slot)
+    return hot_slots(table_rows, values[order], counts[order] / rows)
 
 
 @njit(cache=True, nogil=True)
@@ -316,16 +330,24 @@ PREFETCH_ROWS = 2
 
 
 # Fields of a block's private view of a hot slot (``private[b, h]``).
-_W, _G, _W0, _G0, _UPDATES = 0, 1, 2, 3, 4
-_VIEW_WIDTH = 8
+_W, _G, _W0, _G0 = 0, 1, 2, 3
+_VIEW_WIDTH = 4
+# Fields of ``taken[b]``: whether the block holds views, its rows since it took them, rows to its
+# next fold, folds since it took them.
+_HOLDS, _AGE, _TO_FOLD, _FOLDS = 0, 1, 2, 3
 
 
 def private_state(blocks: int, hot: HotSlots) -> tuple[np.ndarray, np.ndarray]:
     """State for :func:`train_chunk` and :func:`fold_views`: each block's view of every hot slot
-    (weight and G, both as last taken from the table, updates since), and whether the block holds
-    views (``taken[b, 0]``); blocks a cache line apart."""
-    return (np.zeros((blocks, (hot.count + 7) // 8 * 8, _VIEW_WIDTH), dtype=np.float32),
+    (weight and G, and both as last taken from the table), and the block's counters (``taken[b,
+    _HOLDS]``: whether it holds views); blocks a cache line apart."""
+    return (np.zeros((blocks, (hot.count + 15) // 16 * 16, _VIEW_WIDTH), dtype=np.float32),
             np.zeros((blocks, 16), dtype=np.int32))
+
+
+@njit(cache=True, inline="always")
+def _changed(mine, h):
+    return mine[h, _W] != mine[h, _W0] or mine[h, _G] != mine[h, _G0]
 
 
 @njit(cache=True, inline="always")
@@ -338,7 +360,6 @@ def _take(table, clock, hot, mine, h, before, lr, l1, l2, eps):
     mine[h, _G] = table[s, ACCUMULATOR]
     mine[h, _W0] = mine[h, _W]
     mine[h, _G0] = mine[h, _G]
-    mine[h, _UPDATES] = 0.0
 
 
 @njit(cache=True)
@@ -351,8 +372,6 @@ def _fold(table, clock, hot, mine, h, shared, before, lr, l1, l2, eps):
     _give(table, clock, hot, mine, h, shared, before, lr, l1, l2, eps)
     if shared:
         _take(table, clock, hot, mine, h, before, lr, l1, l2, eps)
-    else:
-        mine[h, _UPDATES] = 0.0
 
 
 @njit(cache=True, inline="always")
@@ -376,12 +395,12 @@ def fold_views(table, clock, hot, private, taken, shared, now, lr, l1, l2, eps):
     """Give the table every block's views (see :func:`train_chunk`) and drop them, so the table
     is the whole model; call before reading or saving it. The next chunk takes views anew."""
     for b in range(private.shape[0]):
-        if taken[b, 0] == 0:
+        if taken[b, _HOLDS] == 0:
             continue
         for h in range(hot.shape[0]):
-            if private[b, h, _UPDATES] > 0.0:
+            if _changed(private[b], h):
                 _give(table, clock, hot, private[b], h, shared, now, lr, l1, l2, eps)
-        taken[b, 0] = 0
+        taken[b, _HOLDS] = 0
 
 
 @njit(cache=True)
@@ -389,46 +408,51 @@ def _refresh(table, clock, hot, mine, holding, shared, before, lr, l1, l2, eps):
     """Hand back every view the block holds (``holding``) and take every hot slot anew. One call,
     not inlined: it runs every few thousand rows, and inlining its loop costs compile time."""
     for h in range(hot.shape[0]):
-        if holding and mine[h, _UPDATES] > 0.0:
+        if holding and _changed(mine, h):
             _give(table, clock, hot, mine, h, shared, before, lr, l1, l2, eps)
         _take(table, clock, hot, mine, h, before, lr, l1, l2, eps)
 
 
-@njit(cache=True, inline="always")
-def _learn_hot(table, clock, hot, mine, h, g, lr, eps, fold_updates, shared, before, l1, l2):
-    """One Adagrad step on the block's view of hot slot ``h``; fold it every ``fold_updates``."""
-    _adagrad(mine, h, g, lr, eps)
-    mine[h, _UPDATES] += 1.0
-    if mine[h, _UPDATES] >= fold_updates:
-        _fold(table, clock, hot, mine, h, shared, before, lr, l1, l2, eps)
+@njit(cache=True)
+def _fold_due(table, clock, hot, mine, folds, fold_ends, shared, before, lr, l1, l2, eps):
+    """The block's ``folds``-th fold since it took its views: hand back and re-take the first
+    ``fold_ends[c]`` hot slots, c the largest with 2^c dividing ``folds``."""
+    c = 0
+    while c + 1 < fold_ends.shape[0] and folds % (2 << c) == 0:
+        c += 1
+    for h in range(fold_ends[c]):
+        if _changed(mine, h):
+            _fold(table, clock, hot, mine, h, shared, before, lr, l1, l2, eps)
 
 
 @njit(cache=True, parallel=True, nogil=True)
 def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step0, lr, l1, l2, eps,
-                blocks, block_loss, hot, private, taken, shared, fold_updates, refresh_rows):
+                blocks, block_loss, hot, private, taken, shared, fold_ends, fold_rows, refresh_rows):
     """Learn one chunk; row r of the chunk is global step ``step0 + r + 1``.
 
     slots: int32 (rows, k_cat + k_num) from :func:`locate`: where each feature learns, the k_cat
     features of value 1 first, then the k_num numeric ones with values ``num_values`` (float32,
     rows x k_num). labels and row_weights: float32 (rows,). ``held``: uint8 (rows,) or empty; a
     row with ``held[r] != 0`` is held out: scored, never learned (it still counts as a step, an
-    example with zero gradient). ``hot``: the :class:`HotSlots` slots; ``private``, ``taken`` from
-    :func:`private_state`; ``shared``: several blocks may hold views (any run with more than one
-    thread, even for a chunk learned by one block). Outputs: ``block_loss[b] = (weighted loss, weight) of learned rows,
+    example with zero gradient). ``hot``: the :class:`HotSlots` slots (``fold_ends`` theirs);
+    ``private``, ``taken`` from :func:`private_state`; ``shared``: several blocks may hold views
+    (any run with more than one thread, even for a chunk learned by one block). Outputs: ``block_loss[b] = (weighted loss, weight) of learned rows,
     then (weighted loss, weight) of held-out rows`` for block b. Returns a status.
 
     Hot slots (always the bias) are learned in each block's private view: a block takes every
     hot slot's weight and G from the table when it has no views, learns its own copy (so its own
-    steps are never stale), and after ``fold_updates`` updates of a slot adds what changed
-    (dw, dG) to the table and takes the slot again, now with the other blocks' changes. Views
-    outlive the chunk (no per-chunk traffic on the hot lines); :func:`fold_views` hands them all
-    to the table before the model is read.
-    That is Hogwild with each block's updates of a hot slot delivered in batches of
-    ``fold_updates``: the same sum of updates, each seen by the other blocks at most
-    ``fold_updates`` of its updates late, and ``fold_updates`` times fewer writes to the lines
-    every core wants. Staleness counted in updates of the slot, not in rows, keeps the bias
-    (every row) as fresh as a slot seen once in 1,000 rows. L1/L2 steps of a hot slot are settled
-    when it is taken and folded. With one block the view is the sequential update, bit for bit.
+    steps are never stale), and every ``fold_rows * 2^c`` of its rows adds what changed (dw, dG)
+    in the first ``fold_ends[c]`` slots to the table and takes them again, now with the other
+    blocks' changes. Views outlive the chunk (no per-chunk traffic on the hot lines);
+    :func:`fold_views` hands them all to the table before the model is read.
+    That is Hogwild with each block's updates of a hot slot delivered in batches of about
+    :data:`FOLD_UPDATES` (a slot written by a share p of the rows waits 1 / p times longer than
+    the bias, which every row writes): the same sum of updates, each seen by the other blocks
+    about that many of the slot's updates late, and that many times fewer writes to the lines
+    every core wants. Staleness in updates of the slot, not in rows, keeps the bias as fresh as a
+    slot seen once in 1,000 rows, and costs no counting per update. L1/L2 steps of a hot slot are
+    settled when it is taken and folded. With one block the view is the sequential update, bit
+    for bit.
     """
     rows = labels.shape[0]
     regularise = l1 > 0.0 or l2 > 0.0
@@ -441,7 +465,9 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
         lo = rows * b // blocks
         hi = rows * (b + 1) // blocks
         mine = private[b]
-        age = taken[b, 1] if taken[b, 0] else refresh_rows
+        age = taken[b, _AGE] if taken[b, _HOLDS] else refresh_rows
+        to_fold = taken[b, _TO_FOLD]
+        folds = taken[b, _FOLDS]
         loss_sum = 0.0
         weight_sum = 0.0
         held_loss = 0.0
@@ -453,10 +479,17 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
         for r in range(lo, hi):
             before = step0 + r  # steps whose regularisation a slot must have before this row
             if age >= refresh_rows:
-                _refresh(table, clock, hot, mine, taken[b, 0] != 0, shared, before, lr, l1, l2, eps)
-                taken[b, 0] = 1
+                _refresh(table, clock, hot, mine, taken[b, _HOLDS] != 0, shared, before, lr, l1, l2, eps)
+                taken[b, _HOLDS] = 1
                 age = 0
+                to_fold = fold_rows
+                folds = 0
+            elif to_fold <= 0:
+                folds += 1
+                _fold_due(table, clock, hot, mine, folds, fold_ends, shared, before, lr, l1, l2, eps)
+                to_fold = fold_rows
             age += 1
+            to_fold -= 1
             if r + PREFETCH_ROWS < hi:
                 for j in range(k_cat + k_num):
                     t = np.int64(slots[r + PREFETCH_ROWS, j])
@@ -488,8 +521,7 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
             loss_sum += rw * logistic_loss(z, y)
             weight_sum += rw
             g0 = (_sigmoid(z) - y) * rw
-            after = before + 1
-            _learn_hot(table, clock, hot, mine, 0, g0, lr, eps, fold_updates, shared, after, l1, l2)  # bias
+            _adagrad(mine, 0, g0, lr, eps)  # the bias
             # Adagrad on every feature in three passes, the same float32 operations as _adagrad:
             # accumulators in row order (a slot listed twice sees its first update), then every
             # step lr g / (sqrt(G) + eps) at once (a loop the compiler turns into vector sqrt and
@@ -510,14 +542,12 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
             for j in range(k):
                 t = np.int64(slots[r, j])
                 if t < 0:
-                    h = -1 - t
-                    mine[h, _W] -= steps[j]
-                    mine[h, _UPDATES] += 1.0
-                    if mine[h, _UPDATES] >= fold_updates:
-                        _fold(table, clock, hot, mine, h, shared, after, lr, l1, l2, eps)
+                    mine[-1 - t, _W] -= steps[j]
                 else:
                     table[t, WEIGHT] -= steps[j]
-        taken[b, 1] = age
+        taken[b, _AGE] = age
+        taken[b, _TO_FOLD] = to_fold
+        taken[b, _FOLDS] = folds
         block_loss[b, 0] = loss_sum
         block_loss[b, 1] = weight_sum
         block_loss[b, 2] = held_loss

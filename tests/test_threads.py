@@ -77,7 +77,7 @@ def test_with_one_thread_locate_keeps_every_feature_in_column_order(rng):
     assert (out == (np.concatenate([cat, num], axis=1) & mask)).all()
 
 
-def run_kernel(chunks, hot, blocks, shared, table_rows, lr=0.1, fold=kernels.FOLD_UPDATES, refresh=64):
+def run_kernel(chunks, hot, blocks, shared, table_rows, lr=0.1, fold=kernels.FOLD_ROWS, refresh=64):
     table = kernels.new_table(table_rows - 1)
     clock = table.view(np.int64)
     private, taken = kernels.private_state(blocks, hot)
@@ -86,7 +86,7 @@ def run_kernel(chunks, hot, blocks, shared, table_rows, lr=0.1, fold=kernels.FOL
     for slots, values, labels in chunks:
         kernels.train_chunk(slots, values, labels, np.ones(len(labels), np.float32), np.zeros(0, np.uint8), table,
                             clock, np.int64(step), lr, 0.0, 0.0, 1e-8, blocks, loss, hot.slots, private, taken,
-                            shared, fold, refresh)
+                            shared, hot.fold_ends, fold, refresh)
         step += len(labels)
     kernels.fold_views(table, clock, hot.slots, private, taken, shared, np.int64(step), lr, 0.0, 0.0, 1e-8)
     return table
@@ -133,6 +133,29 @@ def test_views_folded_by_sums_of_changes_reach_the_sequential_quality(rng):
     # every update counted once: the accumulators of the hot slots agree closely
     np.testing.assert_allclose(four[hot_rows[1:], kernels.ACCUMULATOR], one[hot_rows[1:], kernels.ACCUMULATOR],
                                rtol=0.1)
+
+
+def test_views_reach_the_table_every_few_rows_the_rarer_the_slot_the_later(rng):
+    """A thread hands its view of a hot slot back every FOLD_ROWS * 2^c rows, c by how often rows
+    write the slot, so other threads see about the same number of its updates late; a slot too
+    rare for any period waits for the refresh."""
+    bits, fold = 10, 8
+    rows = (1 << bits) + 1
+    hot = kernels.hot_slots(rows, [1, 2, 3, 4, 5], shares=[0.6, 0.6, 0.2, 0.2, 1e-3])
+    every = {0: fold, 1: fold, 2: fold, 3: 4 * fold, 4: 4 * fold}  # rows between folds, by position
+    assert hot.fold_ends.tolist()[:3] == [3, 3, 5]
+    (slots, values, labels), = planted_chunks(rng, hot, bits, chunks=1)
+    table = kernels.new_table(rows - 1)
+    private, taken = kernels.private_state(2, hot)
+    kernels.train_chunk(slots, values, labels, np.ones(len(labels), np.float32), np.zeros(0, np.uint8), table,
+                        table.view(np.int64), np.int64(0), 0.1, 0.0, 0.0, 1e-8, 2, np.zeros((2, 4)), hot.slots,
+                        private, taken, True, hot.fold_ends, fold, 10**9)
+    for b in range(2):
+        waiting = private[b, :, kernels._G] - private[b, :, kernels._G0]  # G learned since the last fold
+        for h, most in every.items():  # each row adds at most 1 to G (|p - y| < 1)
+            assert 0 <= waiting[h] <= most, (b, h, waiting[h])
+        assert waiting[5] > 0 and table[5, kernels.ACCUMULATOR] == 0.0  # slot 5: not yet handed back
+    assert table[rows - 1, kernels.ACCUMULATOR] > 0.9 * (len(labels) - 2 * fold) * 0.1  # the bias: most of it there
 
 
 def test_views_are_handed_back_before_the_model_is_read(rng):
