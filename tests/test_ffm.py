@@ -28,10 +28,11 @@ def pairs_table(rng, n, planted=True):
     return pa.table({"label": y, "a": [f"a{v}" for v in a], "b": [f"b{v}" for v in b], "c": [f"c{v}" for v in c]})
 
 
-def test_the_kernel_equals_the_pure_python_twin(rng):
+@pytest.mark.parametrize("k", [3, 4])  # (4: the vector code, both vectors of a pair in one register)
+def test_the_kernel_equals_the_pure_python_twin(rng, k):
     table = small_table(rng, n=300)  # strings with nulls, codes, numbers with NaN/inf (a value field and a bucket)
     table = table.append_column("w", pa.array(rng.uniform(0.2, 2.0, 300)))
-    settings = dict(label="label", weight="w", bits=6, factor_bits=3, factors=3, lr=0.1, factor_lr=0.2,
+    settings = dict(label="label", weight="w", bits=6, factor_bits=3, factors=k, lr=0.1, factor_lr=0.2,
                     factor_l2=1e-3, threads=1, learner="ffm", chunk_rows=64)  # collisions in both tables
     model = fastada.train(table, **settings)
     spec = model.spec
@@ -46,11 +47,11 @@ def test_the_kernel_equals_the_pure_python_twin(rng):
         features += [(int(h) & mask, float(x), int(fields[block.cat.shape[1] + j]))
                      for j, (h, x) in enumerate(zip(block.num[r], block.num_values[r]))]
         rows.append(features)
-    start = ffm.new_factors(8, int(fields.max()) + 1, 3, seed=0)
+    start = ffm.new_factors(8, int(fields.max()) + 1, k, seed=0)
     w, v, loss = naive.ffm_eager(rows, block.labels.tolist(), block.weights.tolist(), spec.slots, 0.1, 1e-8,
                                  start, 7, 0.2, 1e-3)
     np.testing.assert_allclose(model.weights, w, rtol=2e-4, atol=2e-5)
-    np.testing.assert_allclose(model.factors, v[:, :, :3], rtol=2e-4, atol=2e-5)
+    np.testing.assert_allclose(model.factors, v[:, :, :k], rtol=2e-4, atol=2e-5)
     assert model.summary["progressive_logloss"] == pytest.approx(loss, rel=1e-5)
 
 
