@@ -161,6 +161,16 @@ def test_the_race_stops_epochs_that_would_predict_unseen_rows_worse_and_says_so(
     assert held.summary["lr_race"]["epochs"] == 5
 
 
+def test_a_race_on_a_prefix_of_the_data_does_not_choose_the_epochs(rng, monkeypatch):
+    """A prefix overfits in fewer passes than the whole data set: where the race reads only the
+    first rows, every epoch asked is learned."""
+    monkeypatch.setattr(training, "RACE_ROWS", 5_000)
+    monkeypatch.setattr(training, "RACE_MIN_ROWS", 5_000)
+    table = _ads_and_users(rng, 20_000)
+    model = fastada.train(table, label="label", bits=18, threads=1, epochs=5)
+    assert model.summary["lr_race"]["rows"] == 5_000 and model.summary["epochs"] == 5
+
+
 def test_epochs_that_keep_helping_are_all_learned(rng):
     table = small_table(rng, n=20_000)
     model = fastada.train(table, label="label", bits=16, threads=1, epochs=3)
