@@ -43,12 +43,20 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .kernels import WEIGHT, _adagrad, _prefetcher, _settle, _sigmoid, chunk_status, logistic_loss
+from .kernels import (WEIGHT, _adagrad, _atomic_add, _hot_position, _prefetcher, _settle, _sigmoid, chunk_status,
+                      logistic_loss)
 
 _prefetch_factor = _prefetcher(write=1)
 
 # x86 with AVX (every x86-64 CPU since 2011): the pair step uses the CPU's own 1/sqrt estimate
 _HOST_AVX = platform.machine().lower() in ("x86_64", "amd64") and bool(llvm.get_host_cpu_features().get("avx"))
+
+# FFM with several threads: factor slots written by more than this share of the rows (a numeric
+# column's value feature: every row) are learned in per-thread views (kernels' HOT_SHARE for the
+# linear model; a factor slot is a feature's vectors for every field, fields x 2 K floats, so
+# fewer, more frequent ones)
+HOT_SHARE = 1e-3
+HOT_CAP = 512
 
 # libffm's start: vectors uniform in [0, 1/sqrt(K)), accumulators at 1
 INITIAL_ACCUMULATOR = 1.0
@@ -74,24 +82,32 @@ def _value(num_values, r, j, k_cat):
 
 
 @njit(cache=True, inline="always")
-def _row_features(slots, num_values, r, k_cat, fmask, fields_n, starts, xs):
+def _row_features(slots, num_values, r, k_cat, fmask, fields_n, starts, xs, lookup, views_at):
     """Row r's features as the pair loops read them: ``starts[j]`` the first row of feature j's
-    vectors in the factor table seen as (slots x fields, 2 K), ``xs[j]`` its value."""
+    vectors in the factor table seen as (slots x fields, 2 K) or, for a hot factor slot
+    (``lookup`` not empty), of the block's view of them (factor slot ``views_at`` + its
+    position: the views are rows past the table's); ``xs[j]`` its value."""
     for j in range(slots.shape[1]):
-        starts[j] = (np.int64(slots[r, j]) & fmask) * fields_n
+        u = np.int64(slots[r, j]) & fmask
+        h = _hot_position(u, lookup) if lookup.shape[0] > 0 else -1
+        starts[j] = (views_at + h if h > 0 else u) * fields_n
         xs[j] = _value(num_values, r, j, k_cat)
 
 
 @njit(cache=True, inline="always")
-def _prefetch_row(flat, slots, r, fmask, fields_n):
+def _prefetch_row(flat, slots, r, fmask, fields_n, lookup):
     """Ask the CPU for every vector of row r's features (each feature's fields x 2 K floats lie
-    together: a few cache lines each), ahead of the row."""
+    together: a few cache lines each), ahead of the row; not those of hot factor slots, which the
+    block learns in its views (fetching the table's lines to write would take them from the other
+    cores)."""
     width = flat.shape[1]
     span = fields_n * width
     for j in range(slots.shape[1]):
-        start = (np.int64(slots[r, j]) & fmask) * span
+        u = np.int64(slots[r, j]) & fmask
+        if lookup.shape[0] > 0 and _hot_position(u, lookup) > 0:
+            continue
         for offset in range(0, span, 16):
-            _prefetch_factor(flat, start + offset)
+            _prefetch_factor(flat, u * span + offset)
 
 
 @njit(cache=True, nogil=True)
@@ -343,14 +359,53 @@ def _learn_fm(factors, slots, num_values, r, k_cat, fmask, sums, kappa0, factor_
             factors[u, 0, d] = v - lr32 * g * _rsqrt(acc)
 
 
+@njit(cache=True)
+def _give_factors(factors, taken, u, v, h):
+    """Add what view row ``v`` of factor slot ``u`` learned since it was taken (``taken[h]``) to
+    slot u's row: vectors and accumulators, each number one atomic add."""
+    width = factors.shape[2]
+    for f in range(factors.shape[1]):
+        base = (u * factors.shape[1] + f) * width
+        for d in range(width):
+            change = factors[v, f, d] - taken[h, f, d]
+            if change != 0.0:
+                _atomic_add(factors, base + d, change)
+
+
+@njit(cache=True)
+def _take_factors(factors, taken, u, v, h):
+    for f in range(factors.shape[1]):
+        for d in range(factors.shape[2]):
+            factors[v, f, d] = factors[u, f, d]
+            taken[h, f, d] = factors[v, f, d]
+
+
+@njit(cache=True)
+def _fold_factors(factors, taken, hot, views_at, end):
+    """Hand views 1 .. ``end`` - 1 back to the table and take them again (position 0 is unused)."""
+    for h in range(1, end):
+        _give_factors(factors, taken, hot[h], views_at + h, h)
+        _take_factors(factors, taken, hot[h], views_at + h, h)
+
+
 @njit(cache=True, parallel=True, nogil=True)
 def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step0, lr, l1, l2, eps,
-                factors, fields, fmask, factor_lr, factor_l2, blocks, block_loss):
+                factors, fields, fmask, factor_lr, factor_l2, blocks, block_loss,
+                hot, lookup, fold_ends, fold_rows, taken):
     """Learn one chunk; row r is global step ``step0 + r + 1``. Inputs as
     :func:`fastada.kernels.train_chunk`'s (slots located with no hot slots), plus the factor
     table, ``fields`` (int64, the field of each of a row's features; empty: a factorization
     machine, every feature one vector in a table of one field) and ``fmask`` (factor slots - 1). ``block_loss[b]`` = (weighted loss, weight) of learned rows, then of held-out rows.
-    Returns a status."""
+    Returns a status.
+
+    FFM with hot factor slots (``lookup`` not empty, from :func:`kernels.hot_slots` over factor
+    slots, position 0 unused): each block learns their vectors in views of its own, rows of
+    ``factors`` past its ``fmask + 1`` slots (block b's view of position h at ``fmask + 1 + b *
+    hot.shape[0] + h``; ``taken[b, h]`` the view as last taken from the table), as the linear
+    kernel does its hot slots: taken when the block starts, handed back (the changes added) and
+    taken again every ``fold_rows * 2^c`` of its rows for the first ``fold_ends[c]`` positions,
+    and all handed back when it ends. A frequent value's vectors for every other field are
+    written by every row that has it: shared, their lines moved between cores on most pairs."""
     rows = labels.shape[0]
     regularise = l1 > 0.0 or l2 > 0.0
     holdout = held.shape[0] > 0
@@ -359,7 +414,14 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
     field_aware = fields.shape[0] > 0
     fields_n = np.int64(factors.shape[1])
     flat = factors.reshape(factors.shape[0] * factors.shape[1], factors.shape[2])
+    use_views = field_aware and lookup.shape[0] > 0
     for b in prange(blocks):
+        views_at = fmask + 1 + b * hot.shape[0]  # the block's views, as factor slots
+        if use_views:
+            for h in range(1, hot.shape[0]):
+                _take_factors(factors, taken[b], hot[h], views_at + h, h)
+        to_fold = fold_rows
+        folds = 0
         sums = np.empty(factors.shape[2] // 2, dtype=np.float64)  # FM's sums of v x
         starts = np.empty(k, dtype=np.int64)  # FFM: the row's features
         xs = np.empty(k, dtype=np.float64)
@@ -370,12 +432,21 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
         held_weight = 0.0
         for r in range(rows * b // blocks, hi):
             before = step0 + r
+            if use_views:
+                if to_fold <= 0:
+                    folds += 1
+                    c = 0
+                    while c + 1 < fold_ends.shape[0] and folds % (2 << c) == 0:
+                        c += 1
+                    _fold_factors(factors, taken[b], hot, views_at, fold_ends[c])
+                    to_fold = fold_rows
+                to_fold -= 1
             if field_aware and r + 1 < hi:
-                _prefetch_row(flat, slots, r + 1, fmask, fields_n)
+                _prefetch_row(flat, slots, r + 1, fmask, fields_n, lookup)
             z = _linear_margin(table, clock, slots, num_values, r, k_cat, before, regularise, lr, l1, l2, eps)
             scale = _scale(num_values, r, k_cat, k)
             if field_aware:
-                _row_features(slots, num_values, r, k_cat, fmask, fields_n, starts, xs)
+                _row_features(slots, num_values, r, k_cat, fmask, fields_n, starts, xs, lookup, views_at)
                 z += _pairs(flat, starts, xs, fields, scale)
             else:
                 z += scale * _fm_sums(factors, slots, num_values, r, k_cat, fmask, sums)
@@ -393,6 +464,9 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
                 _learn_pairs(flat, starts, xs, fields, g0 * scale, factor_lr, factor_l2)
             else:
                 _learn_fm(factors, slots, num_values, r, k_cat, fmask, sums, g0 * scale, factor_lr, factor_l2)
+        if use_views:
+            for h in range(1, hot.shape[0]):
+                _give_factors(factors, taken[b], hot[h], views_at + h, h)
         block_loss[b, 0] = loss_sum
         block_loss[b, 1] = weight_sum
         block_loss[b, 2] = held_loss

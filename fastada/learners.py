@@ -127,6 +127,8 @@ class Factorisation(Adagrad):
         self.field_count = int(self.fields.max()) + 1 if self.fields.size else 1
         self.factor_bits = min(learn.factor_bits, spec.bits)
         self.fmask = np.int64((1 << self.factor_bits) - 1)
+        self.hot = None  # FFM with several threads: the hot factor slots, the table with the
+        self.work = self.taken = None  # threads' views of them past its rows, and the views as taken
 
     def state_bytes(self):
         return ffm.factor_bytes(int(self.fmask) + 1, self.field_count, self.learn.factors)
@@ -142,10 +144,35 @@ class Factorisation(Adagrad):
 
     def learn_chunk(self, chunk, table, clock, step, lr, blocks, block_loss, arrays, views):
         learn = self.learn
+        if self.field_aware and blocks > 1:
+            factors, hot, taken = self._views(chunk, arrays, blocks)
+        else:
+            factors, hot, taken = arrays["factors"], _NO_VIEWS, np.zeros((1, 1, 1, 1), np.float32)
         return ffm.train_chunk(chunk.slots, chunk.num_values, chunk.labels, chunk.weights, chunk.held,
                                table, clock, np.int64(step), lr, learn.l1, learn.l2, learn.eps,
-                               arrays["factors"], self.fields, self.fmask, learn.factor_lr, learn.factor_l2,
-                               blocks, block_loss)
+                               factors, self.fields, self.fmask, learn.factor_lr, learn.factor_l2,
+                               blocks, block_loss, hot.slots, hot.lookup, hot.fold_ends, kernels.FOLD_ROWS, taken)
+
+    def _views(self, chunk, arrays, blocks):
+        """FFM on several threads: the hot factor slots (counted on the first chunk so learned,
+        as the linear learner counts its own), and the factor table with every thread's views of
+        them as rows past its own (``arrays["factors"]`` becomes a view of its first rows: what
+        checkpoints and the model read)."""
+        factors = arrays["factors"]
+        slots = int(self.fmask) + 1
+        if self.hot is None:
+            sample = np.ascontiguousarray(chunk.slots[:kernels.HOT_SAMPLE_ROWS]).view(np.uint32)
+            self.hot = kernels.choose_hot_slots(sample, np.zeros((sample.shape[0], 0), np.uint32), int(self.fmask),
+                                                slots + 1, share=ffm.HOT_SHARE, cap=ffm.HOT_CAP)
+        rows = slots + blocks * self.hot.count
+        if self.work is None or self.work.shape[0] < rows or factors.base is not self.work:
+            work = np.empty((max(rows, 0 if self.work is None else self.work.shape[0]),) + factors.shape[1:],
+                            np.float32)
+            work[:slots] = factors
+            self.work = work
+            arrays["factors"] = work[:slots]
+            self.taken = np.zeros((blocks, self.hot.count) + factors.shape[1:], np.float32)
+        return self.work, self.hot, self.taken
 
     def model_factors(self, arrays):
         factors = arrays.get("factors")
@@ -153,6 +180,9 @@ class Factorisation(Adagrad):
 
     def summary(self):
         return {"fields": self.field_count}
+
+
+_NO_VIEWS = kernels.hot_slots(2)  # (the bias alone: an empty lookup)
 
 
 def make(learn: LearnConfig, spec: FeatureSpec, featurizer) -> Learner:

@@ -58,6 +58,8 @@ BREAKAGES = {
                            "one vector of each FFM pair never learns (K = 4, the vector step)"),
     "ffm-vectors-frozen-scalar": ("fastada/ffm.py", "flat[ia, d] = va - lr32 * ga * _rsqrt(acc_a)",
                                   "flat[ia, d] = va", "one vector of each FFM pair never learns (K other than 4)"),
+    "ffm-views-kept": ("fastada/ffm.py", "                _give_factors(factors, taken[b], hot[h], views_at + h, h)\n",
+                       "                pass\n", "FFM threads keep what their views of hot factor slots learned since the last fold"),
     "continue-forgets-g": ("fastada/train.py", "self.table[:, kernels.ACCUMULATOR] = init.accumulators",
                            "pass", "a continued model starts its accumulators from zero"),
     "hot-first-reversed": ("fastada/kernels.py", "out[r, hot_count + c] = cold[c]",

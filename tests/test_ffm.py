@@ -153,3 +153,35 @@ def test_ffm_refuses_list_columns_and_tables_that_do_not_fit(rng, monkeypatch):
     with pytest.raises(FastadaError, match="lower --factor-bits or --factors: the factor table takes 96 MiB"):
         fastada.train(pairs_table(rng, 1000), label="label", learner="ffm", bits=16, factor_bits=16, factors=64,
                       threads=1, lr=0.1)
+
+
+def test_threads_learn_hot_factor_slots_in_views_and_hand_every_update_back(rng):
+    """FFM on several threads learns the frequent values' vectors in per-thread views (rows past
+    the table's) and adds what they learned to the table: with a rate too small to change any
+    prediction, every pair's gradient is the same in any order, and the table's accumulators
+    after two threads equal one thread's."""
+    from fastada import kernels
+    table = pairs_table(rng, 4000)
+    model = fastada.train(table, label="label", bits=12, factor_bits=8, learner="ffm", threads=1, lr=0.05)
+    featurizer = Featurizer(model.spec)
+    block = featurizer(pa.Table.from_batches(table.to_batches()).combine_chunks().to_batches()[0], "t")
+    slots = (block.cat.astype(np.int64) & (model.spec.slots - 1)).astype(np.int32)
+    fields = featurizer.fields()
+    hot = kernels.choose_hot_slots(slots.view(np.uint32), np.zeros((len(slots), 0), np.uint32), 255, 257,
+                                   share=ffm.HOT_SHARE, cap=ffm.HOT_CAP)
+    assert hot.count > 50  # every value of a, b and c is frequent here
+
+    def learn(blocks, views):
+        factors = np.zeros((256 + blocks * hot.count, fields.max() + 1, 8), np.float32)
+        factors[:256] = ffm.new_factors(256, fields.max() + 1, 4, 0)
+        linear = kernels.new_table(model.spec.slots)
+        used = hot if views else kernels.hot_slots(2)
+        taken = np.zeros((blocks, hot.count, fields.max() + 1, 8), np.float32)
+        ffm.train_chunk(slots, np.zeros((len(slots), 0), np.float32), block.labels, np.ones(len(slots), np.float32),
+                        np.zeros(0, np.uint8), linear, linear.view(np.int64), np.int64(0), 1e-9, 0.0, 0.0, 1e-8,
+                        factors, fields, np.int64(255), 1e-9, 0.0, blocks, np.zeros((blocks, 4)),
+                        used.slots, used.lookup, used.fold_ends, 64, taken)
+        return factors[:256]
+    one, two = learn(1, False), learn(2, True)
+    np.testing.assert_allclose(two[:, :, 4:], one[:, :, 4:], rtol=1e-4)  # accumulators: every update arrived
+    assert (two[:, :, 4:] > 1.0).sum() > 500  # (the pairs of every frequent value learned)
