@@ -12,7 +12,7 @@ million). Every measure is taken on each data set; the summary is the worst case
 
 Needs only numba, numpy and pyarrow (no network, no install): run it from a checkout with
 ``PYTHONPATH=.``. Writes, per data set and for the worst case,
-``{"readers": {W: rows/s}, "kernel": {T: rows/s}, "ceiling": {T: rows/s},
+``{"readers": {W: rows/s}, "kernel": {T: rows/s}, "ceiling": {T: rows/s}, "arithmetic": {T: steps/s},
 "end_to_end": {T: rows/s}, "logloss": {T: value}}`` (keys are strings; "auto" is the default
 split of the cores between readers and learners).
 
@@ -20,7 +20,9 @@ Stages: *readers* decode Parquet and hash (``read_ahead`` with W workers over th
 file, nothing learned); *kernel* is ``kernels.train_chunk`` over hashed chunks in memory, with
 hot slots chosen as training chooses them; *ceiling* a bare gather/scatter over the same slots on
 one shared table (read every feature's slot, write it back changed): the memory-access limit of
-a shared-table learner; *end to end* ``fastada.train`` from the file, one pass.
+a shared-table learner; *arithmetic* (with the kernel) one xorshift chain a thread, sharing
+nothing: how much more a second core gives on this machine at this moment, to read the others'
+ratios against; *end to end* ``fastada.train`` from the file, one pass.
 """
 
 from __future__ import annotations
@@ -72,6 +74,36 @@ def gather_scatter(cat, num, table, mask, blocks):
                 table[np.int64(cat[r, j] & mask), 1] += g
             for j in range(num.shape[1]):
                 table[np.int64(num[r, j] & mask), 1] += g
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def arithmetic(steps, out):
+    """Each of ``out``'s threads runs its own xorshift chain: work that shares nothing, the most a
+    second core can add on this machine now (a virtual machine's cores may share one physical
+    core, or a busy host)."""
+    for t in prange(out.shape[0]):
+        x = np.uint64(88172645463325252 + t)
+        for _ in range(steps):
+            x ^= x << np.uint64(13)
+            x ^= x >> np.uint64(7)
+            x ^= x << np.uint64(17)
+        out[t] = x
+
+
+ARITHMETIC_STEPS = 50_000_000
+
+
+def arithmetic_rate(t, repeat):
+    """Steps a second of :func:`arithmetic` on ``t`` threads (median of ``repeat``)."""
+    set_threads(t)
+    out = np.zeros(t, np.uint64)
+    arithmetic(10, out)
+    rates = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        arithmetic(ARITHMETIC_STEPS, out)
+        rates.append(t * ARITHMETIC_STEPS / (time.perf_counter() - start))
+    return statistics.median(rates)
 
 
 def median_rate(fn, rows, repeat, setup=None):
@@ -233,11 +265,14 @@ def kernel_stage(dataset, spec, columns, dictionary, chunk_rows, threads, kernel
         return
     learn_all(1)
     ceiling(1)
+    result.setdefault("arithmetic", {})
     for t in threads:
         result["kernel"][str(t)] = median_rate(lambda t=t: learn_all(t), rows, repeat, fresh_table)
         result["ceiling"][str(t)] = median_rate(lambda t=t: ceiling(t), rows, repeat, fresh_table)
+        result["arithmetic"][str(t)] = arithmetic_rate(t, repeat)
         log(f"  kernel {t:>2}: {result['kernel'][str(t)]:,.0f} rows/s; "
-            f"ceiling {result['ceiling'][str(t)]:,.0f}")
+            f"ceiling {result['ceiling'][str(t)]:,.0f}; arithmetic (shares nothing) "
+            f"{result['arithmetic'][str(t)] / 1e6:,.0f}M steps/s")
     del blocks
 
 
@@ -326,8 +361,8 @@ def _line_transfers(located, hot, threads, chunk_rows, views, fold_updates, refr
 
 def worst(results: list[dict]) -> dict:
     out = {}
-    for key in ("readers", "kernel", "ceiling", "end_to_end"):
-        out[key] = {k: min(r[key][k] for r in results if k in r[key]) for k in results[0][key]}
+    for key in ("readers", "kernel", "ceiling", "arithmetic", "end_to_end"):
+        out[key] = {k: min(r[key][k] for r in results if k in r.get(key, {})) for k in results[0].get(key, {})}
     out["logloss"] = {k: max(r["logloss"][k] for r in results if k in r["logloss"]) for k in results[0]["logloss"]}
     first = out["logloss"].get("1")
     out["logloss_gap"] = max((abs(r["logloss"][k] - r["logloss"]["1"]) for r in results for k in r["logloss"]),
@@ -413,7 +448,7 @@ def main():
     with open(path, "w") as f:
         json.dump(report, f, indent=2)
     log(f"worst case over {len(data)} data sets (rows/s; logloss: the highest):")
-    for key in ("readers", "kernel", "ceiling", "end_to_end", "logloss"):
+    for key in ("readers", "kernel", "ceiling", "arithmetic", "end_to_end", "logloss"):
         if not report[key]:
             continue
         first = report[key].get("1")

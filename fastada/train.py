@@ -530,7 +530,7 @@ class _Training:
         # the table rows a fold's scored half writes (and the bias): saved before it is scored
         # after an epoch that is not the last, and put back after, so the next pass learns on
         # without it
-        touched = [_rows_written(slots[scored], 1 << bits) if epochs > 1 else None for _, scored in folds]
+        touched = [_rows_written(slots[scored], 1 << bits) if may_stop else None for _, scored in folds]
         found: dict[float, list[float]] = {}  # rate: the race's logloss after 1, 2, ... epochs
 
         def race(rate: float) -> list[float]:  # one candidate on a table of its own; the kernel releases the GIL
@@ -547,6 +547,8 @@ class _Training:
                     score = np.zeros(2, dtype=np.float64)
                     self.learner.race(slots, values, labels, weights, order, table, rate, step, len(order), score)
                     step += len(order)
+                    if e < epochs - 1 and not may_stop:
+                        continue  # (only the last pass's score counts)
                     if e < epochs - 1:
                         kernels.copy_rows(table, rows_written, saved, places)
                     self.learner.race(slots, values, labels, weights, scored, table, rate, step, 0, score)
@@ -596,9 +598,10 @@ class _Training:
                          "logloss": {f"{r:g}": _finite_or_none(x) for r, x in zip(RATES, losses)},
                          "best": RATES[best], "lr": state.lr, "seconds": round(time.perf_counter() - start, 3)}
         if epochs > 1:
+            state.lr_race["epochs"] = self.epochs
+        if may_stop:
             state.lr_race["logloss_by_epochs"] = {f"{R:g}": [_finite_or_none(x) for x in found[r]]
                                                   for R, r in zip(RATES, rates)}
-            state.lr_race["epochs"] = self.epochs
         shown = ", ".join(f"{r:g}: {x:.5f}" for r, x in zip(RATES, losses))
         if why is not None:
             state.lr_race["fallback"] = why
