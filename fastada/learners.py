@@ -19,6 +19,8 @@ class Learner:
     """What the driver asks of a learner; the base holds what most share."""
 
     views = False               # hot slots learned in per-thread views (else the shared table only)
+    parallel = False            # more learner threads learn faster (its contended state in per-thread views)
+    heavy = False               # a row costs far more to learn than to read and hash (FFM: features^2 pairs)
     lazy_regularisation = True  # slots owe L1/L2 steps until touched (kernels.catch_up_all settles them)
     continuable = False         # a model of it can go on learning (train(init=...))
     state_what = ""             # what its own arrays are, and how to make them smaller (for memory errors)
@@ -70,6 +72,7 @@ class Adagrad(Learner):
     per-thread views: what :func:`kernels.train_chunk` does."""
 
     views = True
+    parallel = True
     continuable = True
 
     def learn_chunk(self, chunk, table, clock, step, lr, blocks, block_loss, arrays, views):
@@ -122,6 +125,7 @@ class Factorisation(Adagrad):
     def __init__(self, learn, spec, featurizer):
         super().__init__(learn, spec, featurizer)
         self.field_aware = learn.learner == "ffm"
+        self.parallel = self.heavy = self.field_aware  # (FFM: hot factor slots in per-thread views)
         # FFM: a vector per feature and field; FM: one per feature (a single field; no field map)
         self.fields = featurizer.fields() if self.field_aware else np.zeros(0, np.int64)
         self.field_count = int(self.fields.max()) + 1 if self.fields.size else 1

@@ -105,9 +105,11 @@ def split_cores(cores: int, read_rate: float, learn_rate: float) -> tuple[int, i
     one learns ``learn_rate``: learners take the share of the cores that balances the two,
     L * learn_rate = (cores - L) * read_rate, rounded and at least 1; the readers are the rest plus
     one (a learner waits on memory more than it computes: on 2 cores, 1 learner + 2 readers beat
-    1 + 1 by 16%)."""
+    1 + 1 by 16%). Where one reader outpaces every core learning, all learn and one reads."""
     if cores <= 1:
         return 1, 1
+    if read_rate >= cores * learn_rate:  # one reader keeps every core learning (FFM): all learn
+        return cores, 1
     learners = int(round(cores * read_rate / (read_rate + learn_rate)))
     learners = max(1, min(cores - 1, learners))
     return learners, cores - learners + 1
@@ -204,17 +206,20 @@ class _Training:
         # threads: learners now; max_threads: the most there can be (what views and scratch are
         # sized for); readers[0]: reader threads allowed to take work (auto lowers it once measured)
         cores = numba.config.NUMBA_NUM_THREADS
-        # auto on 2 cores needs no measuring: a second learner pays only if reading were 3x faster
-        # than learning, and it is slower (split_cores)
+        # auto on 2 cores needs no measuring: a second learner pays only if reading were 2x faster
+        # than learning (split_cores), which only a heavy learner's is (FFM: 20x); it takes both
+        # cores and one reader
+        self.skip = learn.bad_rows == "skip"
+        self.learner = learners.make(learn, spec, Featurizer(spec, self.skip))
         self.auto = learn.threads == "auto" and cores > 2
-        self.max_threads = cores if self.auto else set_threads(1 if learn.threads == "auto" else learn.threads)
+        both = learn.threads == "auto" and cores == 2 and self.learner.heavy and self.learner.parallel
+        self.max_threads = cores if self.auto or both else set_threads(1 if learn.threads == "auto" else learn.threads)
         self.threads = set_threads(1) if self.auto else self.max_threads
-        self.readers = [cores if self.auto else read_workers(self.threads)]
+        self.readers = [cores if self.auto else 1 if both else read_workers(self.threads)]
         self.split: dict | None = None
         self.roles = roles
         if learn.threads == "auto" and not self.auto:
-            self.split = {"cores": cores, "learners": 1, "readers": self.readers[0]}
-        self.skip = learn.bad_rows == "skip"
+            self.split = {"cores": cores, "learners": self.threads, "readers": self.readers[0]}
         self.featurizers = [Featurizer(spec, self.skip) for _ in range(self.readers[0])]
         self.columns = self.featurizers[0].columns
         self.dictionary = _string_columns(dataset, spec)
@@ -222,7 +227,6 @@ class _Training:
         self.block_loss = np.zeros((self.max_threads, 4), dtype=np.float64)
         self.sequential_chunks = 0  # chunks learned by one block (the first; with auto, until measured)
         self.hot = self.private = None  # kernels.HotSlots and the threads' views of them (_choose_hot)
-        self.learner = learners.make(learn, spec, self.featurizers[0])
         self.arrays = self.best_arrays = None  # the learner's own arrays beside the table (and early stopping's copy)
         if self.learner.describe():
             note(self.learner.describe())
@@ -463,9 +467,9 @@ class _Training:
         read_rate = self.read_rate or learn_rate
         learners, readers = split_cores(cores, read_rate, learn_rate)
         why = ""
-        if not self.learner.views and learners > 1:
-            # every thread would write the same hot slots (and FFM's vectors for them) on every row:
-            # FFM ran 2 threads at 0.6x of 1 on 2 cores (2026-12-05); --threads N still asks for N
+        if not self.learner.parallel and learners > 1:
+            # every thread would write the same hot slots on every row (FFM ran 2 threads at 0.33x
+            # of 1 on 2 cores before its views, 2026-12-05); --threads N still asks for N
             learners, readers = 1, cores
             why = f"; {self.learn.learner} learns on the shared table only, where more learners contend: one"
         self.threads = set_threads(learners)
@@ -626,7 +630,7 @@ class _Training:
         rows = self.table.shape[0]
         self.hot = self.bias_only = kernels.hot_slots(rows)  # a lone learner looks nothing up
         self.read_rate = None
-        if self.max_threads > 1 and self.learner.views:  # (others learn on the shared tables only)
+        if self.max_threads > 1 and self.learner.parallel:  # (others learn on the shared tables only)
             unit = self.dataset.units[0]
             try:
                 featurizer = Featurizer(self.spec, self.skip)
@@ -640,7 +644,8 @@ class _Training:
                     block = featurizer(chunk.batch, chunk.where, first_row=chunk.row)
                     seconds = decoded - start + time.perf_counter() - hashing
                     self.read_rate = block.rows / max(seconds, 1e-9)
-                    self.hot = kernels.choose_hot_slots(block.cat, block.num, int(self.mask), rows)
+                    if self.learner.views:  # (FFM's linear slots are the shared table's; its factors choose their own)
+                        self.hot = kernels.choose_hot_slots(block.cat, block.num, int(self.mask), rows)
             except UnreadableData:
                 pass  # the epoch will say so (or skip it); the bias alone is hot meanwhile
         self.private, self.taken = kernels.private_state(self.max_threads, self.hot)

@@ -176,6 +176,8 @@ def test_views_are_handed_back_before_the_model_is_read(rng):
     (16, 1e5, 1e7, (1, 16)),
     (64, 1.0e7, 1.0e6, (58, 7)),
     (1, 1.0e6, 1.0e6, (1, 1)),
+    (2, 2.7e6, 1.3e5, (2, 1)),      # FFM: one reader keeps both cores learning
+    (16, 2.7e6, 1.3e5, (16, 1)),
 ])
 def test_the_automatic_split_balances_reading_and_learning(cores, read, learn, expected):
     assert split_cores(cores, read, learn) == expected
@@ -189,22 +191,34 @@ def test_auto_threads_says_what_it_chose_in_the_summary(rng):
     assert model.summary["threads"] == split["learners"]
 
 
-def test_auto_gives_learners_without_views_one_thread(tmp_path, rng):
-    """On more than 2 cores auto measures and splits; FTRL and FFM learn on the shared table only
-    (no views), where more learners only contend: auto gives them one, the other cores read."""
+@pytest.mark.parametrize("learner,cores,learners", [("ftrl", 4, 1), ("ffm", 2, 2), ("ffm", 4, "several")])
+def test_auto_gives_learners_without_views_one_thread_and_ffm_more(tmp_path, rng, learner, cores, learners):
+    """FTRL learns on the shared table only (no views), where more learners only contend: auto
+    gives it one, the other cores read. FFM (its frequent values' vectors in per-thread views)
+    learns a row of many fields far slower than one reader reads it: on 2 cores both learn and one
+    reads; on more, the measured rates split them."""
     import subprocess
     import sys
+    import pyarrow as pa
     import pyarrow.parquet as pq
     path = tmp_path / "d.parquet"
-    pq.write_table(small_table(rng, n=20_000, with_nulls=False), path, row_group_size=5_000)
+    n = 20_000
+    columns = {"label": rng.integers(0, 2, n).astype(np.int8)}
+    for j in range(30):  # 30 fields: 435 pairs a row
+        columns[f"c{j}"] = pa.array([f"v{v}" for v in rng.integers(0, 50, n)])
+    pq.write_table(pa.table(columns), path, row_group_size=5_000)
     code = ("import json, fastada\n"
-            f"m = fastada.train({str(path)!r}, label='label', bits=12, learner='ffm', chunk_rows=2000)\n"
+            f"m = fastada.train({str(path)!r}, label='label', bits=12, learner={learner!r}, chunk_rows=2000)\n"
             "print(json.dumps(m.summary['split']))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "NUMBA_NUM_THREADS": "4"})
+                          env={**os.environ, "NUMBA_NUM_THREADS": str(cores)})
     assert done.returncode == 0, done.stderr
     split = json.loads(done.stdout.strip().splitlines()[-1])
-    assert split["cores"] == 4 and split["learners"] == 1 and split["readers"] == 4
+    assert split["cores"] == cores, split
+    if learners == "several":
+        assert 2 <= split["learners"] <= cores and split["readers"] == cores - split["learners"] + 1, split
+    else:
+        assert split["learners"] == learners and split["readers"] == (cores if learners == 1 else 1), split
 
 
 @pytest.mark.parametrize("mode", ["blend", "steps", "average"])
