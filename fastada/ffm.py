@@ -191,10 +191,11 @@ def _fast_rsqrt8(builder, x):
                                         flags=C), flags=C)
 
 
-def _lanes(builder, data, row):
-    """Pointers to a factor row's 4 vector floats and its 4 accumulators, as <4 x float>*."""
+def _lanes(builder, data, row, width=None):
+    """Pointers to a factor row's 4 vector floats and its 4 accumulators, as <4 x float>*, in rows
+    of ``width`` floats (default 8: the vector, then its accumulators)."""
     f4p = ir.VectorType(ir.FloatType(), 4).as_pointer()
-    start = builder.mul(row, ir.Constant(row.type, 8))
+    start = builder.mul(row, ir.Constant(row.type, 8) if width is None else width)
     vector = builder.bitcast(builder.gep(data, [start]), f4p)
     accumulators = builder.bitcast(builder.gep(data, [builder.add(start, ir.Constant(row.type, 4))]), f4p)
     return vector, accumulators
@@ -243,13 +244,15 @@ def _pair_step4(typingctx, flat, ia, ib, kappa, l2, lr):
 
 @intrinsic
 def _dot4(typingctx, flat, ia, ib):
-    """<v_ia, v_ib> for K = 4: the products in SSE lanes, summed one after another in float32 from
-    0 (as the scalar loop sums them)."""
+    """<v_ia, v_ib> for K = 4 (rows of ``flat``: the vector first, its accumulators after it or
+    not): the products in SSE lanes, summed one after another in float32 from 0 (as the scalar
+    loop sums them)."""
     def codegen(context, builder, signature, args):
         flat_v, ia_v, ib_v = args
-        data = context.make_array(signature.args[0])(context, builder, flat_v).data
-        a_vec, _ = _lanes(builder, data, ia_v)
-        b_vec, _ = _lanes(builder, data, ib_v)
+        array = context.make_array(signature.args[0])(context, builder, flat_v)
+        width = builder.extract_value(array.shape, 1)
+        a_vec, _ = _lanes(builder, array.data, ia_v, width)
+        b_vec, _ = _lanes(builder, array.data, ib_v, width)
         products = builder.fmul(builder.load(a_vec, align=4), builder.load(b_vec, align=4))
         total = ir.Constant(ir.FloatType(), 0.0)
         for lane in range(4):
@@ -485,6 +488,8 @@ def predict_chunk(cat, num, num_values, weights, factors, fields, mask, fmask, b
     dims = factors.shape[2]
     field_aware = fields.shape[0] > 0
     bias = np.float64(weights[weights.shape[0] - 1])
+    fields_n = np.int64(factors.shape[1])
+    flat = factors.reshape(factors.shape[0] * factors.shape[1], factors.shape[2])
     for blk in prange(blocks):
         slots = np.empty(k, dtype=np.int64)
         sums = np.empty(dims, dtype=np.float64)
@@ -504,9 +509,12 @@ def predict_chunk(cat, num, num_values, weights, factors, fields, mask, fmask, b
                     xa = 1.0 if a < k_cat else np.float64(num_values[r, a - k_cat])
                     for b in range(a + 1, k):
                         ub = slots[b] & fmask
-                        dot = np.float32(0.0)
-                        for d in range(dims):
-                            dot += factors[ua, fields[b], d] * factors[ub, fields[a], d]
+                        if dims == 4:
+                            dot = _dot4(flat, ua * fields_n + fields[b], ub * fields_n + fields[a])
+                        else:
+                            dot = np.float32(0.0)
+                            for d in range(dims):
+                                dot += factors[ua, fields[b], d] * factors[ub, fields[a], d]
                         pairs += dot * xa * (1.0 if b < k_cat else np.float64(num_values[r, b - k_cat]))
             else:  # (|sum v x|^2 - sum |v x|^2) / 2
                 squares = 0.0
