@@ -52,9 +52,9 @@ _prefetch_factor = _prefetcher(write=1)
 _HOST_AVX = platform.machine().lower() in ("x86_64", "amd64") and bool(llvm.get_host_cpu_features().get("avx"))
 
 # FFM with several threads: factor slots written by more than this share of the rows (a numeric
-# column's value feature: every row) are learned in per-thread views (kernels' HOT_SHARE for the
-# linear model; a factor slot is a feature's vectors for every field, fields x 2 K floats, so
-# fewer, more frequent ones)
+# column's value feature: every row) are learned in per-thread views (as kernels' HOT_SHARE for
+# the linear model; a factor slot is a feature's vectors for every field, fields x 2 K floats, so
+# at most HOT_CAP of them)
 HOT_SHARE = 1e-3
 HOT_CAP = 512
 

@@ -120,8 +120,10 @@ def _adagrad(table, slot, g, lr, eps):
 # value and missing features, low-cardinality values). Shared by Hogwild threads, each such write
 # moves a cache line between cores: measured on 16 cores (shared/DESIGN-NOTES.md), a shared
 # gather/scatter fell to 0.6x of one thread at 16 threads, and rose to 13.6x with the ~2,100 slots
-# above 1 row in 1,000 kept per thread.
-HOT_SHARE = 3e-4
+# above 1 row in 1,000 kept per thread. On 2 cores (2026-12-05, 2M rows, zstd Zipf 1.05) that
+# share (2,200 slots) ran the kernel 1.66x on 2 threads where 3e-4 (6,337 slots, each thread's
+# views to hand back and take again) ran 1.48x; 1e-2 (474) 1.46x; snappy data alike at both.
+HOT_SHARE = 1e-3
 HOT_CAP = 8192  # at most this many hot slots (256 KiB of views a thread; positions fit 16 bits)
 HOT_SAMPLE_ROWS = 16384  # rows counted to choose them
 # About how many updates of a hot slot a thread learns in its own view before adding them to the
