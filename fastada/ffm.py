@@ -44,7 +44,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .kernels import (WEIGHT, _adagrad, _atomic_add, _hot_position, _prefetcher, _settle, _sigmoid, chunk_status,
-                      logistic_loss)
+                      fold_end, logistic_loss)
 
 _prefetch_factor = _prefetcher(write=1)
 
@@ -438,10 +438,7 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
             if use_views:
                 if to_fold <= 0:
                     folds += 1
-                    c = 0
-                    while c + 1 < fold_ends.shape[0] and folds % (2 << c) == 0:
-                        c += 1
-                    _fold_factors(factors, taken[b], hot, views_at, fold_ends[c])
+                    _fold_factors(factors, taken[b], hot, views_at, fold_end(folds, fold_ends))
                     to_fold = fold_rows
                 to_fold -= 1
             if field_aware and r + 1 < hi:

@@ -415,14 +415,21 @@ def _refresh(table, clock, hot, mine, holding, shared, before, lr, l1, l2, eps):
         _take(table, clock, hot, mine, h, before, lr, l1, l2, eps)
 
 
-@njit(cache=True)
-def _fold_due(table, clock, hot, mine, folds, fold_ends, shared, before, lr, l1, l2, eps):
-    """The block's ``folds``-th fold since it took its views: hand back and re-take the first
-    ``fold_ends[c]`` hot slots, c the largest with 2^c dividing ``folds``."""
+@njit(cache=True, inline="always")
+def fold_end(folds, fold_ends):
+    """How many hot slots a block's ``folds``-th fold since it took its views hands back:
+    ``fold_ends[c]``, c the largest with 2^c dividing ``folds`` (see :class:`HotSlots`)."""
     c = 0
     while c + 1 < fold_ends.shape[0] and folds % (2 << c) == 0:
         c += 1
-    for h in range(fold_ends[c]):
+    return fold_ends[c]
+
+
+@njit(cache=True)
+def _fold_due(table, clock, hot, mine, folds, fold_ends, shared, before, lr, l1, l2, eps):
+    """The block's ``folds``-th fold since it took its views (:func:`fold_end`): hand back and
+    re-take those hot slots."""
+    for h in range(fold_end(folds, fold_ends)):
         if _changed(mine, h):
             _fold(table, clock, hot, mine, h, shared, before, lr, l1, l2, eps)
 

@@ -151,7 +151,7 @@ class Factorisation(Adagrad):
         if self.field_aware and blocks > 1:
             factors, hot, taken = self._views(chunk, arrays, blocks)
         else:
-            factors, hot, taken = arrays["factors"], _NO_VIEWS, np.zeros((1, 1, 1, 1), np.float32)
+            factors, hot, taken = arrays["factors"], _NO_VIEWS, _NO_TAKEN
         return ffm.train_chunk(chunk.slots, chunk.num_values, chunk.labels, chunk.weights, chunk.held,
                                table, clock, np.int64(step), lr, learn.l1, learn.l2, learn.eps,
                                factors, self.fields, self.fmask, learn.factor_lr, learn.factor_l2,
@@ -187,6 +187,7 @@ class Factorisation(Adagrad):
 
 
 _NO_VIEWS = kernels.hot_slots(2)  # (the bias alone: an empty lookup)
+_NO_TAKEN = np.zeros((1, 1, 1, 1), np.float32)
 
 
 def make(learn: LearnConfig, spec: FeatureSpec, featurizer) -> Learner:
