@@ -214,7 +214,7 @@ def kernel_runners(blocks, spec):
             kernels.train_chunk(slots, blk.num_values, blk.labels, np.ones(n, np.float32), np.zeros(0, np.uint8),
                                 table, clock, np.int64(step), learn.lr, 0.0, 0.0, learn.eps, t, loss, hot.slots,
                                 private, taken, t > 1, hot.fold_ends, kernels.FOLD_ROWS,
-                                kernels.refresh_rows(step, t))
+                                kernels.REFRESH_ROWS)
             step += n
 
     def ceiling(t):
@@ -256,8 +256,9 @@ def kernel_stage(dataset, spec, columns, dictionary, chunk_rows, threads, kernel
         plain = hot_and_slots[0][1]
         result["contention"] = {}
         for t in simulate_threads:
-            shared = line_transfers(plain, hot.slots, t, chunk_rows, 0, 0, 0)
-            views = line_transfers(located, hot.slots, t, chunk_rows, 1, kernels.FOLD_UPDATES, kernels.REFRESH_ROWS)
+            shared = line_transfers(plain, hot.slots, t, chunk_rows, 0)
+            views = line_transfers(located, hot.slots, t, chunk_rows, 1, hot.fold_ends, kernels.FOLD_ROWS,
+                                   kernels.REFRESH_ROWS)
             result["contention"][str(t)] = {"shared": shared, "views": views}
             log(f"  simulated cache-line moves a row at {t:>2} threads: shared table {shared:.2f}, "
                 f"hot slots in views {views:.3f}")
@@ -286,25 +287,36 @@ HOT_SHARE = [getattr(kernels, "HOT_SHARE", 0.0)]
 HOT_CAP = [getattr(kernels, "HOT_CAP", 0)]
 
 
-def line_transfers(located, hot, threads, chunk_rows, views, fold_updates, refresh_rows):
+def line_transfers(located, hot, threads, chunk_rows, views, fold_ends=None, fold_rows=0, refresh_longest=0):
     """Simulated cache-line moves between cores per row learned, for ``threads`` threads.
 
     Every chunk's rows are split into one block a thread, as the kernel splits them, and the
-    threads take their blocks' rows in lock step. A write to a 64-byte line (4 slots of 16 bytes)
-    that another thread wrote last, within :data:`RECENT_ROWS` steps, moves the line; the bias is each thread's own (as in every
-    fastada kernel). ``views``: hot positions (negative in ``located``) are learned in a thread's
-    view and reach the table only at a fold (every ``fold_updates`` updates of the slot: the
-    kernel folds a slot by rows, after about that many of its updates, see kernels.HotSlots) or a
-    refresh (every ``refresh_rows`` rows: every hot slot it updated is written, every hot slot
-    read); else every hot position is written in the table like any slot.
+    threads take their blocks' rows in lock step. A thread's access to a 64-byte line (4 slots of
+    16 bytes) that another thread wrote last, within :data:`RECENT_ROWS` steps, moves the line;
+    the bias is each thread's own (as in every fastada kernel). ``views``: hot positions (negative
+    in ``located``) are learned in a thread's view and reach the table on the kernel's own
+    schedule (``kernels.train_chunk``): the first ``fold_ends[c]`` hot slots are handed back and
+    taken again every ``fold_rows * 2^c`` of a thread's rows (one move for each changed slot whose
+    line another thread wrote last), and every hot slot at a refresh, every
+    ``kernels.refresh_period`` rows; else every hot position is written in the table like any slot.
     """
-    return _line_transfers(located, np.asarray(hot, np.int64), threads, chunk_rows, views, fold_updates,
-                           refresh_rows, sum(s.shape[0] for s in located))
+    fold_ends = np.zeros(1, np.int64) if fold_ends is None else np.asarray(fold_ends, np.int64)
+    return _line_transfers(located, np.asarray(hot, np.int64), threads, views, fold_ends, fold_rows,
+                           refresh_longest, sum(s.shape[0] for s in located))
+
+
+@njit(cache=True, inline="always")
+def _touch(line, t, now, last_writer, last_step, window):
+    """Thread ``t`` writes ``line`` at lock step ``now``: 1 if the line moves between cores."""
+    moved = 1 if last_writer[line] != t and last_writer[line] >= 0 and now - last_step[line] < window else 0
+    last_writer[line] = t
+    last_step[line] = now
+    return moved
 
 
 @njit(cache=True)
-def _line_transfers_chunk(slots, hot, threads, views, fold_updates, refresh_rows, last_writer, last_step,
-                          updates, age, clock, window):
+def _line_transfers_chunk(slots, step0, hot, threads, views, fold_ends, fold_rows, refresh_longest,
+                          last_writer, last_step, changed, state, clock, window):
     rows = slots.shape[0]
     moves = 0
     longest = (rows + threads - 1) // threads
@@ -316,46 +328,44 @@ def _line_transfers_chunk(slots, hot, threads, views, fold_updates, refresh_rows
             r = lo + k
             if r >= rows * (t + 1) // threads:
                 continue
-            if views:
-                age[t] += 1
-                if age[t] >= refresh_rows:
-                    age[t] = 0
-                    for h in range(1, hot.shape[0]):
-                        line = hot[h] >> 2
-                        if updates[t, h] > 0:
-                            if last_writer[line] != t and now - last_step[line] < window:
-                                moves += 1
-                            last_writer[line] = t
-                            last_step[line] = now
-                        updates[t, h] = 0
+            if views:  # the kernel's countdown: state[t] = age, period, rows to the event, folds
+                if state[t, 2] <= 0:
+                    if state[t, 0] >= state[t, 1]:  # refresh: hand back what changed, take all
+                        end = hot.shape[0]
+                        state[t, 0] = 0
+                        state[t, 1] = kernels.refresh_period(step0 + r, threads, refresh_longest)
+                        state[t, 3] = 0
+                    else:
+                        state[t, 3] += 1
+                        end = kernels.fold_end(state[t, 3], fold_ends)
+                    for h in range(1, end):
+                        if changed[t, h]:
+                            moves += _touch(hot[h] >> 2, t, now, last_writer, last_step, window)
+                            changed[t, h] = False
+                    state[t, 2] = min(fold_rows, state[t, 1] - state[t, 0])
+                    state[t, 0] += state[t, 2]
+                state[t, 2] -= 1
             for j in range(slots.shape[1]):
                 s = np.int64(slots[r, j])
                 if s < 0:
-                    h = -1 - s
-                    updates[t, h] += 1
-                    if updates[t, h] < fold_updates:
-                        continue
-                    updates[t, h] = 0
-                    s = hot[h]
-                line = s >> 2
-                if last_writer[line] != t and last_writer[line] >= 0 and now - last_step[line] < window:
-                    moves += 1
-                last_writer[line] = t
-                last_step[line] = now
+                    changed[t, -1 - s] = True
+                    continue
+                moves += _touch(s >> 2, t, now, last_writer, last_step, window)
     return moves
 
 
-def _line_transfers(located, hot, threads, chunk_rows, views, fold_updates, refresh_rows, rows):
+def _line_transfers(located, hot, threads, views, fold_ends, fold_rows, refresh_longest, rows):
     lines = (int(hot[0]) >> 2) + 2  # hot[0]: the bias, the table's last row
     last_writer = np.full(lines, -1, dtype=np.int8)
     last_step = np.zeros(lines, dtype=np.int64)
-    updates = np.zeros((threads, hot.shape[0]), dtype=np.int64)
-    age = np.zeros(threads, dtype=np.int64)
+    changed = np.zeros((threads, hot.shape[0]), dtype=np.bool_)
+    state = np.zeros((threads, 4), dtype=np.int64)
     clock = np.zeros(1, dtype=np.int64)
-    moves = 0
+    moves, step = 0, 0
     for slots in located:
-        moves += _line_transfers_chunk(slots, hot, threads, views, fold_updates, refresh_rows, last_writer,
-                                       last_step, updates, age, clock, RECENT_ROWS)
+        moves += _line_transfers_chunk(slots, np.int64(step), hot, threads, views, fold_ends, fold_rows,
+                                       refresh_longest, last_writer, last_step, changed, state, clock, RECENT_ROWS)
+        step += slots.shape[0]
     return moves / rows
 
 

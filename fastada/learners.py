@@ -81,7 +81,7 @@ class Adagrad(Learner):
         return kernels.train_chunk(chunk.slots, chunk.num_values, chunk.labels, chunk.weights, chunk.held,
                                    table, clock, np.int64(step), lr, learn.l1, learn.l2, learn.eps, blocks,
                                    block_loss, hot.slots, private, taken, shared, hot.fold_ends, kernels.FOLD_ROWS,
-                                   kernels.refresh_rows(step, blocks))
+                                   kernels.REFRESH_ROWS)
 
     def race(self, slots, values, labels, weights, schedule, table, rate, step0, score_from, scores):
         learn = self.learn

@@ -148,14 +148,33 @@ def test_views_reach_the_table_every_few_rows_the_rarer_the_slot_the_later(rng):
     table = kernels.new_table(rows - 1)
     private, taken = kernels.private_state(2, hot)
     kernels.train_chunk(slots, values, labels, np.ones(len(labels), np.float32), np.zeros(0, np.uint8), table,
-                        table.view(np.int64), np.int64(0), 0.1, 0.0, 0.0, 1e-8, 2, np.zeros((2, 4)), hot.slots,
-                        private, taken, True, hot.fold_ends, fold, 10**9)
+                        table.view(np.int64), np.int64(10**11), 0.1, 0.0, 0.0, 1e-8, 2, np.zeros((2, 4)), hot.slots,
+                        private, taken, True, hot.fold_ends, fold, 10**9)  # late in a run: no refresh in reach
     for b in range(2):
         waiting = private[b, :, kernels._G] - private[b, :, kernels._G0]  # G learned since the last fold
         for h, most in every.items():  # each row adds at most 1 to G (|p - y| < 1)
             assert 0 <= waiting[h] <= most, (b, h, waiting[h])
         assert waiting[5] > 0 and table[5, kernels.ACCUMULATOR] == 0.0  # slot 5: not yet handed back
     assert table[rows - 1, kernels.ACCUMULATOR] > 0.9 * (len(labels) - 2 * fold) * 0.1  # the bias: most of it there
+
+
+def test_views_are_taken_again_after_a_quarter_of_the_rows_seen_so_far(rng):
+    """Early in a run each block refreshes all its views after 1/4 of its share of the rows seen,
+    decided at each refresh: within a first chunk the period grows with the rows (a period fixed
+    at the chunk's first step refreshed every 256 rows through the whole chunk), up to the longest."""
+    bits = 10
+    rows = (1 << bits) + 1
+    hot = kernels.hot_slots(rows, [1, 2, 3, 4, 5])
+    (slots, values, labels), = planted_chunks(rng, hot, bits, chunks=1, rows=32000)
+    for longest, expected in ((10**9, [(16000 * 8 // 9) // 8, (32000 * 8 // 9) // 8]), (1000, [1000, 1000])):
+        table = kernels.new_table(rows - 1)
+        private, taken = kernels.private_state(2, hot)
+        kernels.train_chunk(slots, values, labels, np.ones(len(labels), np.float32), np.zeros(0, np.uint8), table,
+                            table.view(np.int64), np.int64(0), 0.1, 0.0, 0.0, 1e-8, 2, np.zeros((2, 4)), hot.slots,
+                            private, taken, True, hot.fold_ends, kernels.FOLD_ROWS, longest)
+        for b in range(2):  # the last refresh came after 8/9 of the block's last row's step or later
+            assert expected[b] <= taken[b, kernels._PERIOD] <= max(expected[b], (16000 * (b + 1)) // 8), (longest, b)
+        assert kernels.refresh_period(0, 2, longest) == min(256, longest)
 
 
 def test_views_are_handed_back_before_the_model_is_read(rng):
