@@ -411,11 +411,22 @@ def fold_views(table, clock, hot, private, taken, shared, now, lr, l1, l2, eps):
         taken[b, _HOLDS] = 0
 
 
+# Hot slots ahead whose table lines a refresh or fold asks for while it hands back and takes the
+# current one: each line was last written by another core, and the atomic adds wait for it (2
+# threads, zstd data, 2M rows, four pairs side by side: 10.1M -> 10.65M rows/s; 48 ahead no better).
+REFRESH_AHEAD = 16
+
+
 @njit(cache=True)
 def _refresh(table, clock, hot, mine, holding, shared, before, lr, l1, l2, eps):
     """Hand back every view the block holds (``holding``) and take every hot slot anew. One call,
     not inlined: it runs every few thousand rows, and inlining its loop costs compile time."""
+    ahead = REFRESH_AHEAD
+    for h in range(min(ahead, hot.shape[0])):
+        _prefetch(table, hot[h] * SLOT_WIDTH)
     for h in range(hot.shape[0]):
+        if h + ahead < hot.shape[0]:
+            _prefetch(table, hot[h + ahead] * SLOT_WIDTH)
         if holding and _changed(mine, h):
             _give(table, clock, hot, mine, h, shared, before, lr, l1, l2, eps)
         _take(table, clock, hot, mine, h, before, lr, l1, l2, eps)
@@ -435,7 +446,12 @@ def fold_end(folds, fold_ends):
 def _fold_due(table, clock, hot, mine, folds, fold_ends, shared, before, lr, l1, l2, eps):
     """The block's ``folds``-th fold since it took its views (:func:`fold_end`): hand back and
     re-take those hot slots."""
-    for h in range(fold_end(folds, fold_ends)):
+    end = fold_end(folds, fold_ends)
+    for h in range(min(REFRESH_AHEAD, end)):
+        _prefetch(table, hot[h] * SLOT_WIDTH)
+    for h in range(end):
+        if h + REFRESH_AHEAD < end:
+            _prefetch(table, hot[h + REFRESH_AHEAD] * SLOT_WIDTH)
         if _changed(mine, h):
             _fold(table, clock, hot, mine, h, shared, before, lr, l1, l2, eps)
 
