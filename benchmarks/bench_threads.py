@@ -13,7 +13,8 @@ million). Every measure is taken on each data set; the summary is the worst case
 Needs only numba, numpy and pyarrow (no network, no install): run it from a checkout with
 ``PYTHONPATH=.``. Writes, per data set and for the worst case,
 ``{"readers": {W: rows/s}, "kernel": {T: rows/s}, "ceiling": {T: rows/s}, "arithmetic": {T: steps/s},
-"end_to_end": {T: rows/s}, "logloss": {T: value}}`` (keys are strings; "auto" is the default
+"end_to_end": {T: rows/s}, "logloss": {T: value}, "scaling": {stage: {T: lowest ratio to 1 thread on one
+data set}}}`` (keys are strings; "auto" is the default
 split of the cores between readers and learners).
 
 Stages: *readers* decode Parquet and hash (``read_ahead`` with W workers over the training
@@ -374,6 +375,10 @@ def worst(results: list[dict]) -> dict:
     for key in ("readers", "kernel", "ceiling", "arithmetic", "end_to_end"):
         out[key] = {k: min(r[key][k] for r in results if k in r.get(key, {})) for k in results[0].get(key, {})}
     out["logloss"] = {k: max(r["logloss"][k] for r in results if k in r["logloss"]) for k in results[0]["logloss"]}
+    # the ratio to 1 thread on each data set, the lowest: the worst rates may come from different data
+    out["scaling"] = {key: {k: min((r[key][k] / r[key]["1"] for r in results if k in r.get(key, {}) and r[key].get("1")),
+                                   default=None) for k in results[0].get(key, {})}
+                      for key in ("readers", "kernel", "ceiling", "arithmetic", "end_to_end") if results[0].get(key)}
     first = out["logloss"].get("1")
     out["logloss_gap"] = max((abs(r["logloss"][k] - r["logloss"]["1"]) for r in results for k in r["logloss"]),
                              default=None) if first is not None else None
@@ -457,12 +462,13 @@ def main():
     path = args.json or os.path.join(args.out, "threads.json")
     with open(path, "w") as f:
         json.dump(report, f, indent=2)
-    log(f"worst case over {len(data)} data sets (rows/s; logloss: the highest):")
+    log(f"worst case over {len(data)} data sets (rows/s; in brackets the lowest ratio to 1 thread on one data set; "
+        f"logloss: the highest):")
     for key in ("readers", "kernel", "ceiling", "arithmetic", "end_to_end", "logloss"):
         if not report[key]:
             continue
-        first = report[key].get("1")
-        cells = ", ".join(f"{k}: {v:,.0f}" + (f" ({v / first:.2f}x)" if first and key != "logloss" else "")
+        ratios = report["scaling"].get(key, {})
+        cells = ", ".join(f"{k}: {v:,.0f}" + (f" ({ratios[k]:.2f}x)" if ratios.get(k) else "")
                           if key != "logloss" else f"{k}: {v:.5f}" for k, v in report[key].items())
         log(f"  {key}: {cells}")
     if report.get("logloss_gap") is not None:
