@@ -44,7 +44,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .kernels import (WEIGHT, _adagrad, _atomic_add, _hot_position, _prefetcher, _settle, _sigmoid, chunk_status,
-                      fold_end, logistic_loss)
+                      fold_end, logistic_loss, loss_and_gradient)
 
 _prefetch_factor = _prefetcher(write=1)
 
@@ -456,9 +456,10 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
                 held_loss += rw * logistic_loss(z, y)
                 held_weight += rw
                 continue
-            loss_sum += rw * logistic_loss(z, y)
+            loss, g = loss_and_gradient(z, y)
+            loss_sum += rw * loss
             weight_sum += rw
-            g0 = (_sigmoid(z) - y) * rw
+            g0 = g * rw
             _linear_step(table, slots, num_values, r, k_cat, g0, lr, eps)
             if field_aware:
                 _learn_pairs(flat, starts, xs, fields, g0 * scale, factor_lr, factor_l2)

@@ -66,6 +66,15 @@ def test_logistic_loss_is_finite_and_exact_at_extreme_margins():
             assert loss == pytest.approx(exact, rel=1e-12, abs=1e-300)
 
 
+def test_loss_and_gradient_from_one_exponential_are_the_two_functions_bit_for_bit(rng):
+    margins = np.concatenate([[-1e4, -800.0, -40.0, -0.0, 0.0, 40.0, 800.0, 1e4], rng.normal(0, 5, 2000)])
+    for z in margins:
+        for y in (0.0, 1.0):
+            loss, gradient = kernels.loss_and_gradient(float(z), y)
+            assert loss == kernels.logistic_loss(float(z), y)
+            assert gradient == kernels._sigmoid(float(z)) - y
+
+
 def test_one_thread_is_bit_for_bit_repeatable(rng):
     table = small_table(rng, n=2000)
     a = fastada.train(table, label="label", bits=12, l1=0.001, l2=0.01, threads=1, epochs=2, shuffle=True, seed=3)
