@@ -33,6 +33,11 @@ class Learner:
         """Memory of the arrays the learner keeps beside the slot table."""
         return 0
 
+    def passing_bytes(self, threads: int) -> int:
+        """Memory the learner holds for a moment on top of :meth:`state_bytes` with up to
+        ``threads`` learner threads."""
+        return 0
+
     def describe(self) -> str | None:
         """A note on what the learner holds, said before training."""
         return None
@@ -136,6 +141,10 @@ class Factorisation(Adagrad):
 
     def state_bytes(self):
         return ffm.factor_bytes(int(self.fmask) + 1, self.field_count, self.learn.factors)
+
+    def passing_bytes(self, threads):
+        # FFM on several threads copies its factor table once, into one with room for the views
+        return self.state_bytes() if self.field_aware and threads > 1 else 0
 
     def describe(self):
         fields = f"{self.field_count} field{'s' if self.field_count > 1 else ''}"

@@ -242,9 +242,12 @@ class _Training:
         for problem in dataset.unreadable:
             note(f"skipped an unreadable file: {problem}")
         features = self.featurizers[0].k_cat + self.featurizers[0].k_num
+        passing = self.learner.passing_bytes(self.max_threads)
         check_memory(spec.bits, features, learn.chunk_rows, self.readers[0], run.early_stop > 0, learn.lr == "auto",
-                     extra=self.learner.state_bytes() * (2 if run.early_stop else 1),
-                     extra_what=self.learner.state_what, extra_advice=self.learner.state_advice)
+                     extra=self.learner.state_bytes() * (2 if run.early_stop else 1) + passing,
+                     extra_what=self.learner.state_what + (f" (copied once, with room for {self.max_threads} learner "
+                                                           f"threads' views)" if passing else ""),
+                     extra_advice=self.learner.state_advice + (" or use fewer --threads" if passing else ""))
         if spec.slots >= LARGE_MODEL_SLOTS and spec.slots > 16 * dataset.num_rows * max(1, features):
             note(f"2^{spec.bits} slots for at most {dataset.num_rows * features:,} distinct features: training "
                  f"holds {_gib(16 * spec.slots)} of table and a model loads as {_gib(4 * spec.slots)} of weights "

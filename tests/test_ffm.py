@@ -155,6 +155,18 @@ def test_ffm_refuses_list_columns_and_tables_that_do_not_fit(rng, monkeypatch):
                       threads=1, lr=0.1)
 
 
+def test_ffm_on_several_threads_counts_its_factor_table_copy_against_memory(rng, monkeypatch):
+    """The views go past the factor table's rows: the table is copied once into a larger one, so
+    for a moment there are two; what fits one thread may not fit two."""
+    training = importlib.import_module("fastada.train")
+    monkeypatch.setattr(training, "memory_available", lambda: 150 << 20)  # one 96 MiB factor table fits, two do not
+    table = pairs_table(rng, 1000)
+    fastada.train(table, label="label", learner="ffm", bits=16, factor_bits=16, factors=64, threads=1, lr=0.1)
+    with pytest.raises(FastadaError, match=r"the factor table \(copied once, with room for 2 learner threads' views\)"
+                                           r".* or use fewer --threads: .* takes 192 MiB"):
+        fastada.train(table, label="label", learner="ffm", bits=16, factor_bits=16, factors=64, threads=2, lr=0.1)
+
+
 def test_threads_learn_hot_factor_slots_in_views_and_hand_every_update_back(rng):
     """FFM on several threads learns the frequent values' vectors in per-thread views (rows past
     the table's) and adds what they learned to the table: with a rate too small to change any
