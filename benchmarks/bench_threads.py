@@ -257,8 +257,8 @@ def kernel_stage(dataset, spec, columns, dictionary, chunk_rows, threads, kernel
         plain = hot_and_slots[0][1]
         result["contention"] = {}
         for t in simulate_threads:
-            shared = line_transfers(plain, hot.slots, t, chunk_rows, 0)
-            views = line_transfers(located, hot.slots, t, chunk_rows, 1, hot.fold_ends, kernels.FOLD_ROWS,
+            shared = line_transfers(plain, hot.slots, t, 0)
+            views = line_transfers(located, hot.slots, t, 1, hot.fold_ends, kernels.FOLD_ROWS,
                                    kernels.REFRESH_ROWS)
             result["contention"][str(t)] = {"shared": shared, "views": views}
             log(f"  simulated cache-line moves a row at {t:>2} threads: shared table {shared:.2f}, "
@@ -288,7 +288,7 @@ HOT_SHARE = [getattr(kernels, "HOT_SHARE", 0.0)]
 HOT_CAP = [getattr(kernels, "HOT_CAP", 0)]
 
 
-def line_transfers(located, hot, threads, chunk_rows, views, fold_ends=None, fold_rows=0, refresh_longest=0):
+def line_transfers(located, hot, threads, views, fold_ends=None, fold_rows=0, refresh_longest=0):
     """Simulated cache-line moves between cores per row learned, for ``threads`` threads.
 
     Every chunk's rows are split into one block a thread, as the kernel splits them, and the
