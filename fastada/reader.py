@@ -396,6 +396,22 @@ def column_list(names) -> str:
     return ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
 
 
+# What click logs call their label (compared in lower case): named in the message when the label
+# asked for is not there, never chosen silently (a wrong label trains a model of the wrong thing)
+LABEL_NAMES = ("label", "click", "clicked", "clicks", "is_click", "is_clicked", "is_attributed", "attributed",
+               "conversion", "converted", "is_conversion", "target", "y", "response", "outcome")
+
+
+def missing_label(where: str, label: str, names, option: str = "--label") -> str:
+    """The message for a label column ``label`` that ``where`` lacks: its columns, and the one
+    that looks like a label, if any."""
+    names = list(names)
+    like = [n for n in names if n.lower() in LABEL_NAMES and n != label]
+    hint = f"; {option} {like[0]}?" if len(like) == 1 else (
+        f"; {option} one of {', '.join(like)}?" if like else "")
+    return f"{where}: label column {label!r} not found (columns: {column_list(names)}){hint}"
+
+
 def _first_line(e: Exception) -> str:
     text = str(e).strip().splitlines()
     return text[0] if text else type(e).__name__

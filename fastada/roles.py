@@ -40,7 +40,7 @@ import pyarrow.compute as pc
 
 from .config import FastadaError, FeatureSpec, UnreadableData
 from .features import TIME_PARTS, is_list_type, schema_text, source_column
-from .reader import DataSet, column_list
+from .reader import DataSet, column_list, missing_label
 
 SAMPLE_ROWS = 65536
 MIN_SAMPLE = 1000
@@ -72,7 +72,7 @@ def resolve_roles(dataset: DataSet, *, label: str, categorical: Sequence[str] | 
     names = dataset.schema.names
     where = dataset.name(0)
     if label not in names:
-        raise FastadaError(f"{where}: label column {label!r} not found (columns: {column_list(names)})")
+        raise FastadaError(missing_label(where, label, names))
     if weight is not None and weight not in names:
         raise FastadaError(f"{where}: weight column {weight!r} not found (columns: {column_list(names)})")
     categorical = list(categorical or ())

@@ -15,7 +15,7 @@ from .config import FastadaError
 from .features import (Featurizer, feature_sources, labels_from_arrow, schema_from_text, source_column,
                        weights_from_arrow)
 from .metrics import Evaluation
-from .reader import DataSet, column_list
+from .reader import DataSet, column_list, missing_label
 from .stream import _string_columns, check_data, read_ahead, read_workers, set_threads
 
 
@@ -73,8 +73,7 @@ def evaluate_model(model, data, *, label: str | None = None, threads: int | None
     dataset = data if isinstance(data, DataSet) else DataSet(data)
     label = label or model.spec.label
     if label not in dataset.schema.names:
-        raise FastadaError(f"{dataset.name(0)}: label column {label!r} not found "
-                           f"(columns: {column_list(dataset.schema.names)})")
+        raise FastadaError(missing_label(dataset.name(0), label, dataset.schema.names))
     if dataset.num_rows == 0:
         raise FastadaError(f"{dataset.name(0)}: the data set has no rows")
     weight = model.spec.weight if model.spec.weight in dataset.schema.names else None

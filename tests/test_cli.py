@@ -97,6 +97,8 @@ def write(path, table):
 
 BAD_INPUT = {
     "missing label": (lambda d: [write(d / "x.parquet", pa.table({"c": ["a"]}))], [], "x.parquet: label column 'label' not found"),
+    "missing label, one column named like a label": (lambda d: [write(d / "x.parquet", pa.table({"Click": [0, 1], "c": ["a", "b"]}))], [],
+                                                     "x.parquet: label column 'label' not found (columns: Click, c); --label Click?"),
     "label out of set": (lambda d: [write(d / "x.parquet", pa.table({"label": [0, 3], "c": ["a", "b"]}))], [], "x.parquet, row group 0, row 1: label column 'label' has value 3"),
     "null label": (lambda d: [write(d / "x.parquet", pa.table({"label": pa.array([0, None], pa.int8()), "c": ["a", "b"]}))], [], "row 1: label column 'label' is null"),
     "no such path": (lambda d: [str(d / "nope.parquet")], [], "nope.parquet: no such file or folder"),
