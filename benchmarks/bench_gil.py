@@ -44,7 +44,7 @@ def main():
         for chunk in dataset.chunks(featurizer.columns, 65536, None, dictionary):
             block = featurizer(chunk.batch, chunk.where)
             slots = np.empty((block.rows, block.cat.shape[1] + block.num.shape[1]), np.int32)
-            kernels.locate(block.cat, block.num, mask, hot.lookup, slots)
+            kernels.locate(block.cat, block.num, mask, hot.lookup, slots, np.zeros((0, 0), np.int16))
 
     read_all()  # compiled code loaded
     start = time.perf_counter()

@@ -208,14 +208,16 @@ def kernel_runners(blocks, spec):
         loss = np.zeros((t, 4))
         hot, located = hot_and_slots[t > 1]
         private, taken = kernels.private_state(t, hot)
+        new_where = (kernels.new_value_places(new_hashes, np.int64(mask), hot.lookup) if new_hashes.size
+                     else np.zeros(0, np.int64))
         set_threads(t)
         step = 0
-        for blk, slots in zip(blocks, located):
+        for blk, (slots, origin) in zip(blocks, located):
             n = blk.rows
             kernels.train_chunk(slots, blk.num_values, blk.labels, np.ones(n, np.float32), np.zeros(0, np.uint8),
                                 table, clock, np.int64(step), learn.lr, 0.0, 0.0, learn.eps, t, loss, hot.slots,
                                 private, taken, t > 1, hot.fold_ends, kernels.FOLD_ROWS,
-                                kernels.REFRESH_ROWS)
+                                kernels.REFRESH_ROWS, origin, new_where)
             step += n
 
     def ceiling(t):
@@ -227,15 +229,19 @@ def kernel_runners(blocks, spec):
         out = []
         for blk in blocks:
             slots = np.empty((blk.rows, blk.cat.shape[1] + blk.num.shape[1]), dtype=np.int32)
-            kernels.locate(blk.cat, blk.num, mask, hot.lookup, slots)
-            out.append(slots)
+            origin = np.empty((blk.rows, blk.cat.shape[1]) if new_hashes.size and hot.lookup.size else (0, 0),
+                              dtype=np.int16)
+            kernels.locate(blk.cat, blk.num, mask, hot.lookup, slots, origin)
+            out.append((slots, origin))
         return hot, out
 
     table_rows = spec.slots + 1
+    new_hashes = Featurizer(spec).new_hashes  # new-value features, as training learns them
+    forced = new_hashes[new_hashes >= 0] & np.int64(mask)
     # as training does: one thread learns every slot in the table, several keep the hot ones apart
     hot_and_slots = [locate_all(kernels.hot_slots(table_rows)),
                      locate_all(kernels.choose_hot_slots(blocks[0].cat, blocks[0].num, int(mask), table_rows,
-                                                          share=HOT_SHARE[0], cap=HOT_CAP[0]))]
+                                                          share=HOT_SHARE[0], cap=HOT_CAP[0], forced=forced))]
     return learn_all, ceiling, fresh_table, hot_and_slots
 
 
@@ -254,7 +260,8 @@ def kernel_stage(dataset, spec, columns, dictionary, chunk_rows, threads, kernel
     log(f"  {hot_and_slots[1][0].count:,} hot slots")
     if "contention" in stages:
         hot, located = hot_and_slots[1]
-        plain = hot_and_slots[0][1]
+        located = [slots for slots, _ in located]
+        plain = [slots for slots, _ in hot_and_slots[0][1]]
         result["contention"] = {}
         for t in simulate_threads:
             shared = line_transfers(plain, hot.slots, t, 0)

@@ -22,7 +22,8 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
           ignore: Sequence[str] = (), weight: str | None = None,
           crosses: Sequence[tuple[str, str]] = (), list_weights: dict[str, str] | None = None,
           bits: int = 24, hash_seed: int = 0,
-          numeric_mode: str = "both", time_features: bool = False, lr: float | str = LearnConfig.lr,
+          numeric_mode: str = "both", time_features: bool = False, new_values: bool | None = None,
+          lr: float | str = LearnConfig.lr,
           l1: float = 0.0, l2: float = 0.0,
           eps: float = LearnConfig.eps, initial_accumulator: float = 0.0, epochs: int = 1,
           all_epochs: bool = False,
@@ -53,6 +54,10 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
     file's pandas metadata and their first values (:mod:`fastada.roles`: integer ids and codes
     categorical, quantities numeric; the pandas index, constant columns and row keys ignored);
     ``time_features``: timestamp and date columns give hour and weekday features (else ignored).
+    ``new_values`` (default: on for ``learner="adagrad"``, the only learner that has them): each
+    categorical column, bucket and cross gets a *new value* feature, learned from the first
+    sighting of each value and used for values never seen in training (see
+    :class:`FeatureSpec`), where they would otherwise count for nothing.
     ``list_weights``: {list column: list<number> column} gives each element of a list column
     (tags, a sparse row's indices) a value from the parallel list (tag scores, the row's values).
     ``model.summary["roles"]`` says what each column became and why.
@@ -85,6 +90,11 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
     >>> m.evaluate("test.parquet")["logloss"]                         # doctest: +SKIP
     """
     check_environment()
+    asked_new_values = new_values  # (a continued model keeps its own unless this is given)
+    if new_values is None:
+        new_values = learner == "adagrad"
+    elif new_values and learner != "adagrad":
+        raise FastadaError(f"new_values: only learner='adagrad' has new-value features, not {learner!r}")
     learn = LearnConfig(lr=lr, l1=l1, l2=l2, eps=eps, initial_accumulator=initial_accumulator,
                         epochs=epochs, all_epochs=all_epochs, threads=threads if threads is not None else "auto",
                         seed=seed, chunk_rows=chunk_rows, shuffle=shuffle, lr_decay=lr_decay,
@@ -109,10 +119,10 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
         spec, roles = resolve_roles(dataset, label=label, categorical=categorical, numeric=numeric, ignore=ignore,
                                      weight=weight, crosses=crosses, bits=bits, hash_seed=hash_seed,
                                      numeric_mode=numeric_mode, time_features=time_features,
-                                     list_weights=tuple((list_weights or {}).items()))
+                                     list_weights=tuple((list_weights or {}).items()), new_values=new_values)
     else:
         spec, roles = _continued_spec(init, label=label, bits=bits, hash_seed=hash_seed, numeric_mode=numeric_mode,
-                                      roles=dict(categorical=categorical, numeric=numeric, ignore=ignore, weight=weight,
+                                      new_values=asked_new_values, roles=dict(categorical=categorical, numeric=numeric, ignore=ignore, weight=weight,
                                                  crosses=crosses, time_features=time_features,
                                                  list_weights=list_weights))
     valid_set = None if valid is None else valid if isinstance(valid, DataSet) else DataSet(valid)

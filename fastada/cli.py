@@ -78,6 +78,10 @@ def _parser() -> argparse.ArgumentParser:
                         "(tags=tag_scores); else each element has value 1")
     r.add_argument("--time-features", action="store_true",
                    help="timestamp and date columns give hour-of-day and weekday features (else ignored)")
+    r.add_argument("--no-new-values", dest="new_values", action="store_const", const=False, default=None,
+                   help="no new-value features (by default, for --learner adagrad, each categorical column, "
+                        "bucket and cross learns what a value never seen before is worth, from first sightings, "
+                        "and values unseen in training score with it)")
     r.add_argument("--numeric-mode", choices=("value", "bucket", "both"), default="both",
                    help="numeric features: log1p value, log bucket, or both (default)")
     r.add_argument("--bits", type=int, default=24, help="log2 of the number of hashed slots (1..31; default 24)")
@@ -321,7 +325,7 @@ def _train(args) -> int:
             numeric=args.numeric, ignore=args.ignore, weight=args.weight, crosses=args.cross,
             list_weights=args.list_weights,
             bits=args.bits, hash_seed=args.hash_seed, numeric_mode=args.numeric_mode,
-            time_features=args.time_features, lr=args.lr,
+            time_features=args.time_features, new_values=args.new_values, lr=args.lr,
             l1=args.l1, l2=args.l2, initial_accumulator=args.initial_accumulator, epochs=args.epochs,
             all_epochs=args.all_epochs,
             threads=args.threads, seed=args.seed, chunk_rows=args.chunk_rows, shuffle=args.shuffle,

@@ -40,7 +40,11 @@ class FeatureSpec:
     Arrow IPC schema, base64; "" = unknown), so that data stored otherwise at scoring time, whose
     values would hash to other slots, is refused instead of scored wrong. list_weights: pairs
     (list column, list<number> column) whose second gives each element of the first its value
-    (else 1): a row's tag scores, a sparse matrix's values.
+    (else 1): a row's tag scores, a sparse matrix's values. new_values: each categorical feature
+    (a column's value, a numeric bucket, a cross) whose slot has weight 0 when its row is scored
+    (a value not learned yet, or one L1 set to 0) also counts that column's *new value* feature,
+    a slot of its own: learned on every first sight of a value, it gives values never seen in
+    training what first sightings were worth instead of nothing (see :mod:`fastada.kernels`).
     """
 
     label: str
@@ -53,6 +57,7 @@ class FeatureSpec:
     numeric_mode: str = "both"
     schema: str = ""
     list_weights: tuple[tuple[str, str], ...] = ()
+    new_values: bool = False
 
     def __post_init__(self):
         _check_int("bits", self.bits, 1, 31)

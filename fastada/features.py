@@ -91,6 +91,31 @@ class Featurizer:
         self._cross_right = np.array([c[1] for c in crosses], dtype=np.int64)
         self._cross_column = np.array([c[2] for c in crosses], dtype=np.int64)
         self._cross_seed = np.array([c[3] for c in crosses], dtype=np.uint32)
+        self.new_hashes = self._new_hashes()
+
+    def _new_hashes(self) -> np.ndarray:
+        """The hash of each ``cat`` position's new-value feature (int64; -1: none, and none at
+        all without ``spec.new_values``): a categorical column's, a numeric column's buckets',
+        a cross's. A list column has none (its rows hold several values or none)."""
+        spec = self.spec
+        if not spec.new_values:
+            return np.zeros(0, np.int64)
+        listed = {f.name for f in schema_from_text(spec.schema) if is_list_type(f.type)} if spec.schema else set()
+        out = np.full(self.k_cat, -1, dtype=np.int64)
+        for j, c in enumerate(spec.categorical):
+            if c not in listed:
+                out[j] = hashing.hash_bytes(hashing.NEW_TAG, self.seeds[c])
+        for c in spec.numeric:
+            if self.bucket_column[c] >= 0:
+                out[self.bucket_column[c]] = hashing.hash_bytes(hashing.NEW_TAG, self.seeds[c] ^ 0x5BD1E995)
+        for _, _, j, seed in self.cross_columns:
+            out[j] = hashing.hash_bytes(hashing.NEW_TAG, seed)
+        return out
+
+    def new_slots(self, mask: int) -> np.ndarray:
+        """:attr:`new_hashes` as slots of a table of ``mask + 1`` (-1: none)."""
+        h = self.new_hashes
+        return np.where(h >= 0, h & np.int64(mask), np.int64(-1))
 
     def _hash_column(self, name: str) -> int:
         """Where a column's hash lives in ``cat``, for crosses (numeric: its bucket feature)."""

@@ -26,6 +26,7 @@ _M32 = np.uint64(0xFFFFFFFF)
 NULL_TAG = b"\xffnull"
 VALUE_TAG = b"\xffvalue"
 PRESENT_TAG = b"\xffpresent"  # a weighted list column has elements in this row
+NEW_TAG = b"\xffnew"  # a column's new-value feature (FeatureSpec.new_values)
 
 
 @njit(cache=True, inline="always")

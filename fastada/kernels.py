@@ -41,6 +41,9 @@ SLOT_WIDTH = 4  # float32 fields per slot: weight, accumulator, clock (int64 = t
 WEIGHT, ACCUMULATOR = 0, 1
 CLOCK = 1  # column of the int64 view of the table
 
+# ``new_where`` of a column position without a new-value feature (a list column's)
+NO_NEW = -(1 << 62)
+
 # Kernels report problems through this status instead of raising inside prange.
 STATUS_OK = 0
 STATUS_NOT_FINITE = 1
@@ -98,9 +101,12 @@ def regularised(w, accumulator, steps, lr, l1, l2, eps):
         # with x = eta l2 and r = 1 / (1 + x): r^k = exp(-k log1p(x)) and r / (1 - r) = 1 / x, so
         # the sum a r (1 - r^k) / (1 - r) is a (1 - r^k) / x, where 1 - r^k = -expm1(-k log1p(x))
         # keeps its digits as x -> 0 (the direct form divided 0 by 0 below x ~ 1e-16)
+        # (r^k itself from exp, not as 1 - that: a weight decayed to 1e-18 stays 1e-18, not 0,
+        # which would make its value count as never seen: FeatureSpec.new_values)
         x = eta * l2
-        decayed = -np.expm1(-k * np.log1p(x))  # 1 - r^k
-        mag = (1.0 - decayed) * mag - a * decayed / x
+        log_r_k = -k * np.log1p(x)
+        decayed = -np.expm1(log_r_k)  # 1 - r^k
+        mag = np.exp(log_r_k) * mag - a * decayed / x
     else:
         mag = mag - a * k
     if mag <= 0.0:
@@ -206,17 +212,36 @@ def hot_slots(table_rows: int, slots=(), shares=None) -> HotSlots:
 
 
 def choose_hot_slots(cat: np.ndarray, num: np.ndarray, mask: int, table_rows: int,
-                     share: float = HOT_SHARE, cap: int = HOT_CAP) -> HotSlots:
+                     share: float = HOT_SHARE, cap: int = HOT_CAP, forced=()) -> HotSlots:
     """Hot slots counted on a sample of rows (``cat``/``num`` hash matrices, up to
     :data:`HOT_SAMPLE_ROWS` of their first rows): every slot written by more than ``share`` of the
     rows, most written first, at most ``cap``; plus the bias. Chosen from the data, so it holds for
-    any column layout or value skew."""
+    any column layout or value skew. ``forced``: slots hot whatever the count (new-value slots,
+    which first sightings write), handed back as often as the bias."""
+    forced = list(dict.fromkeys(int(s) for s in forced if 0 <= s < table_rows - 1))
     rows = min(cat.shape[0], HOT_SAMPLE_ROWS)
     if rows == 0 or cat.shape[1] + num.shape[1] == 0:
-        return hot_slots(table_rows)
+        return hot_slots(table_rows, forced)
     values, counts = _frequent_slots(cat[:rows], num[:rows], np.uint32(mask), np.int64(share * rows))
-    order = np.lexsort((values, -counts))[:max(0, cap - 1)]  # most written first (ties: by slot)
-    return hot_slots(table_rows, values[order], counts[order] / rows)
+    order = np.lexsort((values, -counts))  # most written first (ties: by slot)
+    order = order[~np.isin(values[order], forced)][:max(0, cap - 1 - len(forced))]
+    return hot_slots(table_rows, np.concatenate([np.asarray(forced, np.int64), values[order]]),
+                     np.concatenate([np.ones(len(forced)), counts[order] / rows]))
+
+
+@njit(cache=True)
+def new_value_places(new_hashes, mask, hot_lookup):
+    """``new_where`` for :func:`train_chunk`: each column position's new-value slot (``hash &
+    mask``), or ``-1 - position`` where it is hot, or :data:`NO_NEW` (hash -1: none)."""
+    out = np.empty(new_hashes.shape[0], dtype=np.int64)
+    for j in range(new_hashes.shape[0]):
+        if new_hashes[j] < 0:
+            out[j] = NO_NEW
+            continue
+        s = new_hashes[j] & mask
+        h = _hot_position(s, hot_lookup) if hot_lookup.shape[0] > 0 else -1
+        out[j] = s if h < 0 else -1 - h
+    return out
 
 
 @njit(cache=True, nogil=True)
@@ -276,17 +301,21 @@ def _hot_position(s, lookup):
 
 
 @njit(cache=True, nogil=True)
-def locate(cat, num, mask, hot_lookup, out):
+def locate(cat, num, mask, hot_lookup, out, origin):
     """Where each feature of a chunk learns: ``out`` (int32, rows x (k_cat + k_num), the
     categorical features then the numeric ones) holds the slot (``hash & mask``) of a cold
     feature and ``-1 - position`` of a hot one. Each row's categorical features are listed hot
     ones first, each group in column order: the kernel branches on hot or cold for every feature,
     and a row's mix of the two in column order made those branches unpredictable (one thread
-    with views ran 3.9M rows/s so, 4.9M hot first). Pure and serial: the reader threads run it,
-    so the learning kernel looks nothing up."""
+    with views ran 3.9M rows/s so, 4.9M hot first). ``origin`` (int16, rows x k_cat, or no rows):
+    the column position each listed categorical feature came from (for new-value features).
+    Without hot slots (``hot_lookup`` empty) the order is the columns'. Pure and serial: the
+    reader threads run it, so the learning kernel looks nothing up."""
     k_cat = cat.shape[1]
     lookup = hot_lookup.shape[0] > 0
+    origins = origin.shape[0] > 0
     cold = np.empty(k_cat, dtype=np.int32)
+    cold_from = np.empty(k_cat, dtype=np.int16)
     for r in range(cat.shape[0]):
         hot_count = 0
         cold_count = 0
@@ -295,12 +324,17 @@ def locate(cat, num, mask, hot_lookup, out):
             h = _hot_position(s, hot_lookup) if lookup else -1
             if h < 0:
                 cold[cold_count] = s
+                cold_from[cold_count] = j
                 cold_count += 1
             else:
+                if origins:
+                    origin[r, hot_count] = j
                 out[r, hot_count] = -1 - h
                 hot_count += 1
         for c in range(cold_count):
             out[r, hot_count + c] = cold[c]
+            if origins:
+                origin[r, hot_count + c] = cold_from[c]
         for j in range(num.shape[1]):
             s = np.int64(num[r, j] & mask)
             h = _hot_position(s, hot_lookup) if lookup else -1
@@ -467,9 +501,21 @@ def _fold_due(table, clock, hot, mine, folds, fold_ends, shared, before, lr, l1,
             _fold(table, clock, hot, mine, h, shared, before, lr, l1, l2, eps)
 
 
+@njit(cache=True, inline="always")
+def _new_weight(table, clock, mine, n, before, regularise, lr, l1, l2, eps):
+    """The weight of new-value feature ``n`` (a slot, or ``-1 - position`` of a hot one in the
+    block's views), its L1/L2 settled first."""
+    if n < 0:
+        return mine[-1 - n, _W]
+    if regularise:
+        _settle(table, clock, n, before, lr, l1, l2, eps)
+    return table[n, WEIGHT]
+
+
 @njit(cache=True, parallel=True, nogil=True)
 def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step0, lr, l1, l2, eps,
-                blocks, block_loss, hot, private, taken, shared, fold_ends, fold_rows, refresh_longest):
+                blocks, block_loss, hot, private, taken, shared, fold_ends, fold_rows, refresh_longest,
+                origin, new_where):
     """Learn one chunk; row r of the chunk is global step ``step0 + r + 1``.
 
     slots: int32 (rows, k_cat + k_num) from :func:`locate`: where each feature learns, the k_cat
@@ -478,8 +524,17 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
     row with ``held[r] != 0`` is held out: scored, never learned (it still counts as a step, an
     example with zero gradient). ``hot``: the :class:`HotSlots` slots (``fold_ends`` theirs);
     ``private``, ``taken`` from :func:`private_state`; ``shared``: several blocks may hold views
-    (any run with more than one thread, even for a chunk learned by one block). Outputs: ``block_loss[b] = (weighted loss, weight) of learned rows,
+    (any run with more than one thread, even for a chunk learned by one block). ``new_where``
+    (int64, one per column position; empty: no new-value features): where the position's
+    new-value feature learns (a slot, ``-1 - position`` of a hot one, or :data:`NO_NEW`), and
+    ``origin`` the position each located feature came from (from :func:`locate`; no rows: the
+    columns' own order). Outputs: ``block_loss[b] = (weighted loss, weight) of learned rows,
     then (weighted loss, weight) of held-out rows`` for block b. Returns a status.
+
+    New values: a categorical feature whose slot (or view) has weight 0 when its row is scored adds
+    its position's new-value weight to the margin, and that weight takes the row's gradient after
+    the features' (in the order found): what a value never learned is worth, learned from first
+    sightings, where a value never seen would otherwise count for nothing.
 
     Hot slots (always the bias) are learned in each block's private view: a block takes every
     hot slot's weight and G from the table when it has no views, learns its own copy (so its own
@@ -499,6 +554,8 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
     rows = labels.shape[0]
     regularise = l1 > 0.0 or l2 > 0.0
     holdout = held.shape[0] > 0
+    news = new_where.shape[0] > 0
+    origins = origin.shape[0] > 0
     k_num = num_values.shape[1]
     k_cat = slots.shape[1] - k_num
     lr32 = np.float32(lr)
@@ -523,6 +580,7 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
         gradients = np.empty(k, dtype=np.float32)  # a row's per-feature gradients, G and steps
         accumulators = np.empty(k, dtype=np.float32)
         steps = np.empty(k, dtype=np.float32)
+        fresh = np.empty(k_cat, dtype=np.int64)  # where the row's new-value features learn
         for r in range(lo, hi):
             before = step0 + r  # steps whose regularisation a slot must have before this row
             if to_event <= 0:
@@ -544,14 +602,22 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
                     if t >= 0:
                         _prefetch(table, t * SLOT_WIDTH)
             z = np.float64(mine[0, _W])  # the bias
+            fresh_count = 0
             for j in range(k_cat):
                 t = np.int64(slots[r, j])
                 if t < 0:
-                    z += mine[-1 - t, _W]
+                    w = mine[-1 - t, _W]
                 else:
                     if regularise:
                         _settle(table, clock, t, before, lr, l1, l2, eps)
-                    z += table[t, WEIGHT]
+                    w = table[t, WEIGHT]
+                z += w
+                if w == 0.0 and news:
+                    n = new_where[origin[r, j] if origins else j]
+                    if n != NO_NEW:
+                        z += _new_weight(table, clock, mine, n, before, regularise, lr, l1, l2, eps)
+                        fresh[fresh_count] = n
+                        fresh_count += 1
             for j in range(k_num):
                 t = np.int64(slots[r, k_cat + j])
                 if t < 0:
@@ -594,6 +660,12 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
                     mine[-1 - t, _W] -= steps[j]
                 else:
                     table[t, WEIGHT] -= steps[j]
+            for i in range(fresh_count):
+                n = fresh[i]
+                if n < 0:
+                    _adagrad(mine, -1 - n, g0, lr, eps)
+                else:
+                    _adagrad(table, n, g0, lr, eps)
         taken[b, _AGE] = age
         taken[b, _PERIOD] = period
         taken[b, _TO_FOLD] = to_event
@@ -622,10 +694,12 @@ def catch_up_all(table, clock, now, lr, l1, l2, eps):
 
 
 @njit(cache=True, parallel=True, nogil=True)
-def predict_chunk(cat, num, num_values, weights, mask, blocks, margin, out):
+def predict_chunk(cat, num, num_values, weights, mask, blocks, margin, out, new_slots):
     """``out[r]`` = predicted probability of row r (``margin``: its log-odds); ``weights[-1]`` is
-    the bias."""
+    the bias. ``new_slots``: each column position's new-value slot (-1: none; empty: no
+    new-value features), whose weight a feature of weight 0 adds (as in :func:`train_chunk`)."""
     rows = out.shape[0]
+    news = new_slots.shape[0] > 0
     bias = np.float64(weights[weights.shape[0] - 1])
     for b in prange(blocks):
         hi = rows * (b + 1) // blocks
@@ -637,22 +711,28 @@ def predict_chunk(cat, num, num_values, weights, mask, blocks, margin, out):
                     _prefetch_read(weights, np.int64(num[r + PREFETCH_ROWS, j] & mask))
             z = bias
             for j in range(cat.shape[1]):
-                z += weights[np.int64(cat[r, j] & mask)]
+                w = weights[np.int64(cat[r, j] & mask)]
+                z += w
+                if w == 0.0 and news and new_slots[j] >= 0:
+                    z += weights[new_slots[j]]
             for j in range(num.shape[1]):
                 z += weights[np.int64(num[r, j] & mask)] * num_values[r, j]
             out[r] = z if margin else _sigmoid(z)
 
 
 @njit(cache=True, nogil=True)
-def race_rate(slots, num_values, labels, row_weights, schedule, table, lr, l1, l2, eps, step0, score_from, scores):
+def race_rate(slots, num_values, labels, row_weights, schedule, table, lr, l1, l2, eps, step0, score_from, scores,
+              new_where):
     """Learn rows at one learning rate on a table of their own (a :func:`new_table`); one
     candidate of a race (the driver runs the candidates on threads of its own: the function is
     sequential and releases the GIL). ``slots`` from :func:`locate` with no hot slots. Row
     ``schedule[i]`` is learned at step ``step0 + i + 1`` (a row may be listed more than once:
     several passes). Progressive validation: each row is scored by the model before it learns it;
     ``scores = (weighted loss, weight)`` over the steps from ``score_from`` on. The same update as
-    :func:`train_chunk` with one block."""
+    :func:`train_chunk` with one block (``new_where``: its new-value slots in this table)."""
     regularise = l1 > 0.0 or l2 > 0.0
+    news = new_where.shape[0] > 0
+    fresh = np.empty(max(1, new_where.shape[0]), dtype=np.int64)
     k_num = num_values.shape[1]
     k_cat = slots.shape[1] - k_num
     clock = table.view(np.int64)
@@ -666,11 +746,21 @@ def race_rate(slots, num_values, labels, row_weights, schedule, table, lr, l1, l
             for j in range(slots.shape[1]):
                 _prefetch(table, np.int64(slots[schedule[i + PREFETCH_ROWS], j]) * SLOT_WIDTH)
         z = np.float64(table[bias, WEIGHT])
+        fresh_count = 0
         for j in range(k_cat):
             t = np.int64(slots[r, j])
             if regularise:
                 _settle(table, clock, t, now, lr, l1, l2, eps)
-            z += table[t, WEIGHT]
+            w = table[t, WEIGHT]
+            z += w
+            if w == 0.0 and news:
+                n = new_where[j]
+                if n != NO_NEW:
+                    if regularise:
+                        _settle(table, clock, n, now, lr, l1, l2, eps)
+                    z += table[n, WEIGHT]
+                    fresh[fresh_count] = n
+                    fresh_count += 1
         for j in range(k_num):
             t = np.int64(slots[r, k_cat + j])
             if regularise:
@@ -690,6 +780,8 @@ def race_rate(slots, num_values, labels, row_weights, schedule, table, lr, l1, l
             _adagrad(table, np.int64(slots[r, j]), g0, lr, eps)
         for j in range(k_num):
             _adagrad(table, np.int64(slots[r, k_cat + j]), g0 * num_values[r, j], lr, eps)
+        for i2 in range(fresh_count):
+            _adagrad(table, fresh[i2], g0, lr, eps)
     scores[0] = loss_sum
     scores[1] = weight_sum
 

@@ -53,9 +53,10 @@ class Learner:
         with views. Returns a kernel status."""
         raise NotImplementedError
 
-    def race(self, slots, values, labels, weights, schedule, table, rate, step0, score_from, scores) -> None:
+    def race(self, slots, values, labels, weights, schedule, table, rate, step0, score_from, scores,
+             new_where) -> None:
         """One candidate rate of the learning-rate race, on a table of its own (see
-        :func:`kernels.race_rate`)."""
+        :func:`kernels.race_rate`; ``new_where``: its new-value slots, for a learner that has them)."""
         raise NotImplementedError
 
     def weights(self, table: np.ndarray, lr: float) -> np.ndarray:
@@ -86,12 +87,12 @@ class Adagrad(Learner):
         return kernels.train_chunk(chunk.slots, chunk.num_values, chunk.labels, chunk.weights, chunk.held,
                                    table, clock, np.int64(step), lr, learn.l1, learn.l2, learn.eps, blocks,
                                    block_loss, hot.slots, private, taken, shared, hot.fold_ends, kernels.FOLD_ROWS,
-                                   kernels.REFRESH_ROWS)
+                                   kernels.REFRESH_ROWS, chunk.origin, chunk.new_where)
 
-    def race(self, slots, values, labels, weights, schedule, table, rate, step0, score_from, scores):
+    def race(self, slots, values, labels, weights, schedule, table, rate, step0, score_from, scores, new_where):
         learn = self.learn
         kernels.race_rate(slots, values, labels, weights, schedule, table, rate, learn.l1, learn.l2, learn.eps,
-                          np.int64(step0), np.int64(score_from), scores)
+                          np.int64(step0), np.int64(score_from), scores, new_where)
 
 
 class Ftrl(Learner):
@@ -105,7 +106,7 @@ class Ftrl(Learner):
         return ftrl.train_chunk(chunk.slots, chunk.num_values, chunk.labels, chunk.weights, chunk.held,
                                 table, lr, learn.beta, learn.l1, learn.l2, blocks, block_loss)
 
-    def race(self, slots, values, labels, weights, schedule, table, rate, step0, score_from, scores):
+    def race(self, slots, values, labels, weights, schedule, table, rate, step0, score_from, scores, new_where):
         learn = self.learn  # (FTRL has no clock: step0 is not needed)
         ftrl.race_rate(slots, values, labels, weights, schedule, table, rate, learn.beta, learn.l1, learn.l2,
                        np.int64(score_from), scores)

@@ -65,7 +65,7 @@ def resolve_roles(dataset: DataSet, *, label: str, categorical: Sequence[str] | 
                   weight: str | None = None, crosses: Sequence[tuple[str, str]] = (),
                   bits: int = 24, hash_seed: int = 0, numeric_mode: str = "both",
                   time_features: bool = False, list_weights: Sequence[tuple[str, str]] = (),
-                  sample_rows: int = SAMPLE_ROWS) -> tuple[FeatureSpec, dict[str, dict]]:
+                  new_values: bool = False, sample_rows: int = SAMPLE_ROWS) -> tuple[FeatureSpec, dict[str, dict]]:
     """The :class:`FeatureSpec` for ``dataset`` and every column's role and reason
     (``{column: {"role": ..., "why": ...}}``, in column order): named columns as given, the rest
     by the rules above."""
@@ -137,7 +137,7 @@ def resolve_roles(dataset: DataSet, *, label: str, categorical: Sequence[str] | 
     spec = FeatureSpec(label=label, categorical=tuple(cat), numeric=tuple(num), weight=weight,
                        crosses=tuple(tuple(c) for c in crosses), bits=bits, hash_seed=hash_seed,
                        numeric_mode=numeric_mode, list_weights=tuple(tuple(p) for p in list_weights),
-                       schema=schema_text(pa.schema([pa.field(c, dataset.column_type(c)) for c in sources])))
+                       new_values=new_values, schema=schema_text(pa.schema([pa.field(c, dataset.column_type(c)) for c in sources])))
     return spec, roles
 
 

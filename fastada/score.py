@@ -38,6 +38,7 @@ def predict_batches(model, data, *, threads: int | None = None, chunk_rows: int 
     columns = list(dict.fromkeys([*feature_sources(spec), *keep]))
     check_data(dataset, spec, with_labels=False)
     mask = np.uint32(spec.slots - 1)
+    new_slots = featurizer.new_slots(spec.slots - 1)
     weights = np.asarray(model.weights)
     factors = None if getattr(model, "factors", None) is None else np.asarray(model.factors)
     if factors is not None:  # a factorisation machine; field-aware: each feature's field, as in training
@@ -57,7 +58,8 @@ def predict_batches(model, data, *, threads: int | None = None, chunk_rows: int 
         out = np.empty(block.rows, dtype=np.float64)
         if block.rows:
             if factors is None:
-                kernels.predict_chunk(block.cat, block.num, block.num_values, weights, mask, blocks, margin, out)
+                kernels.predict_chunk(block.cat, block.num, block.num_values, weights, mask, blocks, margin, out,
+                                      new_slots)
             else:
                 ffm.predict_chunk(block.cat, block.num, block.num_values, weights, factors, fields, mask, fmask,
                                   blocks, margin, out)
@@ -145,6 +147,11 @@ def describe_slots(model, slots: Sequence[int], data=None, scan_rows: int = 200_
             for i in np.nonzero(np.isin(table, np.fromiter(wanted, np.uint32, len(wanted))))[0]:
                 add(int(table[i]), f"{name} {_bucket_range(int(i) - hashing.BUCKET_OFFSET)}"
                     if i < table.shape[0] - 1 else f"{name} missing (log bucket)")
+    new_names = list(spec.categorical) + [f"{c} (log bucket)" for c in spec.numeric
+                                          if featurizer.bucket_column[c] >= 0] + [f"{a}*{b}" for a, b in spec.crosses]
+    for j, h in enumerate(featurizer.new_hashes):
+        if h >= 0:
+            add(int(h) & mask, f"{new_names[j]} = a value never learned (new-value feature)")
     for name in spec.categorical:
         if source_column(name) != name:  # a time part: its few values
             for v in range(24 if name.endswith(":hour") else 7):
@@ -152,8 +159,7 @@ def describe_slots(model, slots: Sequence[int], data=None, scan_rows: int = 200_
     if data is None:
         return found
     dataset = data if isinstance(data, DataSet) else DataSet(data)
-    names = list(spec.categorical) + [f"{c} (log bucket)" for c in spec.numeric
-                                      if featurizer.bucket_column[c] >= 0] + [f"{a}*{b}" for a, b in spec.crosses]
+    names = new_names
     sources = [[c] for c in spec.categorical] + [[c] for c in spec.numeric if featurizer.bucket_column[c] >= 0] \
         + [[a, b] for a, b in spec.crosses]
     seen_rows = 0

@@ -224,6 +224,7 @@ class _Training:
         self.columns = self.featurizers[0].columns
         self.dictionary = _string_columns(dataset, spec)
         self.mask = np.uint32(spec.slots - 1)
+        self.new_hashes = self.featurizers[0].new_hashes  # (none without spec.new_values)
         self.block_loss = np.zeros((self.max_threads, 4), dtype=np.float64)
         self.sequential_chunks = 0  # chunks learned by one block (the first; with auto, until measured)
         self.hot = self.private = None  # kernels.HotSlots and the threads' views of them (_choose_hot)
@@ -455,13 +456,19 @@ class _Training:
                 held = held[keep]
             n = int(keep.sum())
         slots = np.empty((n, cat.shape[1] + num.shape[1]), dtype=np.int32)
-        kernels.locate(cat, num, mask, hot.lookup, slots)
+        news = self.new_hashes.size > 0
+        # (the located order is the columns' without hot slots: no origins needed then)
+        origin = np.empty((n, cat.shape[1]) if news and hot.lookup.size else (0, 0), dtype=np.int16)
+        kernels.locate(cat, num, mask, hot.lookup, slots, origin)
+        new_where = kernels.new_value_places(self.new_hashes, np.int64(mask), hot.lookup) if news else _NO_NEW_VALUES
         if learn.shuffle:
             order = np.random.default_rng([learn.seed, epoch, unit.file, unit.row_group, row]).permutation(n)
             slots, values, labels, weights = slots[order], values[order], labels[order], weights[order]
             if held.size:
                 held = held[order]
-        return _Chunk(slots, values, labels, weights, held, block.bad_rows, block.label_kinds)
+            if origin.size:
+                origin = origin[order]
+        return _Chunk(slots, values, labels, weights, held, block.bad_rows, block.label_kinds, origin, new_where)
 
     def _split_cores(self, learn_rate: float) -> None:
         """threads="auto": learners and readers from the measured rates, said in a note and kept
@@ -524,6 +531,8 @@ class _Training:
                  for sl, v, y, w in parts]  # (padding: slot 0 with value 0, which learns nothing)
         slots, values, labels, weights = (np.ascontiguousarray(np.concatenate(a)) for a in zip(*parts))
         half = rows // 2
+        new_where = (kernels.new_value_places(self.new_hashes, np.int64(where_to[0]), where_to[1].lookup)
+                     if self.new_hashes.size else _NO_NEW_VALUES)
         # two folds: each half learned, the other scored (twice the rows scored: rare clicks make
         # one half's score noisy); a large data set's race is a small prefix of it, so this is cheap
         folds = [race_schedule(rows, learn.epochs, learn.shuffle, learn.seed, swap) for swap in (False, True)[:RACE_FOLDS]]
@@ -552,13 +561,14 @@ class _Training:
                 step = 0
                 for e, order in enumerate(passes):
                     score = np.zeros(2, dtype=np.float64)
-                    self.learner.race(slots, values, labels, weights, order, table, rate, step, len(order), score)
+                    self.learner.race(slots, values, labels, weights, order, table, rate, step, len(order), score,
+                                      new_where)
                     step += len(order)
                     if e < epochs - 1 and not may_stop:
                         continue  # (only the last pass's score counts)
                     if e < epochs - 1:
                         kernels.copy_rows(table, rows_written, saved, places)
-                    self.learner.race(slots, values, labels, weights, scored, table, rate, step, 0, score)
+                    self.learner.race(slots, values, labels, weights, scored, table, rate, step, 0, score, new_where)
                     if e < epochs - 1:
                         kernels.copy_rows(saved, places, table, rows_written)
                     scores[e] += score
@@ -648,7 +658,8 @@ class _Training:
                     seconds = decoded - start + time.perf_counter() - hashing
                     self.read_rate = block.rows / max(seconds, 1e-9)
                     if self.learner.views:  # (FFM's linear slots are the shared table's; its factors choose their own)
-                        self.hot = kernels.choose_hot_slots(block.cat, block.num, int(self.mask), rows)
+                        forced = self.new_hashes[self.new_hashes >= 0] & np.int64(self.mask)
+                        self.hot = kernels.choose_hot_slots(block.cat, block.num, int(self.mask), rows, forced=forced)
             except UnreadableData:
                 pass  # the epoch will say so (or skip it); the bias alone is hot meanwhile
         self.private, self.taken = kernels.private_state(self.max_threads, self.hot)
@@ -840,6 +851,7 @@ class _Training:
 
 
 _NO_HOLDOUT = np.zeros(0, dtype=np.uint8)
+_NO_NEW_VALUES = np.zeros(0, dtype=np.int64)
 
 
 @dataclasses.dataclass
@@ -853,6 +865,8 @@ class _Chunk:
     held: np.ndarray
     bad_rows: int
     label_kinds: frozenset
+    origin: np.ndarray     # the column position of each located categorical feature (see kernels.locate)
+    new_where: np.ndarray  # where each position's new-value feature learns (kernels.new_value_places)
 
     @property
     def rows(self) -> int:
@@ -941,7 +955,7 @@ def _finite_or_none(x):
 
 def _check_identity(path: str, found: dict, expected: dict) -> None:
     """Refuse to resume a checkpoint written for other data, features or settings."""
-    names = {"spec": "features (columns, bits, hash seed)", "learn": "learning settings",
+    names = {"learn": "learning settings", "spec": "features (columns, bits, hash seed, new values)",
              "data": "training data", "valid": "validation data",
              "eval_every_rows": "--eval-every-rows", "early_stop": "--early-stop",
              "distributed": "way of training (on Dask workers or on one machine: --dask)"}

@@ -82,18 +82,36 @@ def row_features(row: dict, spec) -> list[tuple[int, float]]:
     return cat + buckets + crosses + num
 
 
-def adagrad_eager(rows, labels, row_weights, slots, lr, l1, l2, eps):
+def new_value_hashes(spec) -> list:
+    """The hash of each categorical position's new-value feature (columns, buckets, crosses), as
+    fastada's FeatureSpec.new_values defines them; [] without them."""
+    if not spec.new_values:
+        return []
+    seed = {c: murmur3_32(c.encode(), spec.hash_seed) for c in spec.feature_columns}
+    out = [murmur3_32(b"\xffnew", seed[c]) for c in spec.categorical]
+    if spec.numeric_mode in ("bucket", "both"):
+        out += [murmur3_32(b"\xffnew", seed[c] ^ 0x5BD1E995) for c in spec.numeric]
+    out += [murmur3_32(b"\xffnew", murmur3_32(f"{a}*{b}".encode(), spec.hash_seed)) for a, b in spec.crosses]
+    return out
+
+
+def adagrad_eager(rows, labels, row_weights, slots, lr, l1, l2, eps, new=()):
     """Weights (bias last) after one pass of per-example Adagrad with eager L1/L2 steps.
 
     rows: per example, a list of (slot, value). Every step, every slot with G > 0 takes the
     proximal step w <- sign(w) max(|w| - eta l1, 0) / (1 + eta l2), eta = lr / (sqrt(G) + eps).
+    new: the new-value slot of each of a row's first len(new) features: where such a feature's
+    weight is 0 (in float32) as the row is scored, that slot's weight counts too, and learns after
+    the features.
     Returns (weights, accumulators, mean progressive logloss).
     """
     w = np.zeros(slots + 1)
     G = np.zeros(slots + 1)
     loss = 0.0
     for features, y, rw in zip(rows, labels, row_weights):
-        z = w[slots] + sum(w[s] * x for s, x in features)
+        # (weight 0 as fastada stores it: float32, where L2 decays a weight to nothing)
+        fresh = [new[j] for j, (s, _) in enumerate(features[:len(new)]) if np.float32(w[s]) == 0.0]
+        z = w[slots] + sum(w[s] * x for s, x in features) + sum(w[n] for n in fresh)
         p = 1 / (1 + math.exp(-z))
         loss += rw * (math.log1p(math.exp(-abs(z))) + max(z, 0) - y * z)
         g0 = (p - y) * rw
@@ -103,6 +121,9 @@ def adagrad_eager(rows, labels, row_weights, slots, lr, l1, l2, eps):
             g = g0 * x
             G[s] += g * g
             w[s] -= lr * g / (math.sqrt(G[s]) + eps)
+        for n in fresh:
+            G[n] += g0 * g0
+            w[n] -= lr * g0 / (math.sqrt(G[n]) + eps)
         touched = G[:slots] > 0
         eta = lr / (np.sqrt(G[:slots][touched]) + eps)
         v = w[:slots][touched]

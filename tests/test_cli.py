@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import error_of, real_sample
+import fastada
 from fastada.cli import main
 
 
@@ -172,3 +173,11 @@ def test_plot_refuses_a_file_that_is_not_a_log(tmp_path, capsys):
     bad.write_text("not json\n")
     err = run_error(["plot", str(bad), "--out", str(tmp_path / "c.png")], capsys)
     assert "x.jsonl, line 1: not JSON" in err
+
+
+def test_new_value_features_are_on_by_default_and_no_new_values_turns_them_off(data, tmp_path):
+    for extra, expected in (([], True), (["--no-new-values"], False)):
+        model = tmp_path / f"m{len(extra)}"
+        assert main(["train", str(data / "train.parquet"), "--model", str(model), "--bits", "12", "--quiet",
+                     "--threads", "1", *extra]) == 0
+        assert fastada.load(model).spec.new_values is expected

@@ -18,13 +18,17 @@ from fastada.features import Featurizer
 from fastada.metrics import evaluate
 
 
-@pytest.mark.parametrize("l1,l2", [(0.0, 0.0), (0.01, 0.3)])
-def test_the_race_scores_every_rate_as_the_eager_reference_learns_it(rng, l1, l2):
+@pytest.mark.parametrize("l1,l2,new_values", [(0.0, 0.0, True), (0.01, 0.3, True), (0.0, 0.0, False)])
+def test_the_race_scores_every_rate_as_the_eager_reference_learns_it(rng, l1, l2, new_values):
     table = small_table(rng, n=500)
-    spec = fastada.train(table, label="label", bits=6, lr=0.1, threads=1, epochs=1).spec  # bits=6: collisions
+    spec = fastada.train(table, label="label", bits=6, lr=0.1, threads=1, epochs=1,  # bits=6: collisions
+                         new_values=new_values).spec
+    new = [h & (spec.slots - 1) for h in naive.new_value_hashes(spec)]
+    new_where = np.array(new, np.int64)
     block = Featurizer(spec)(table.to_batches()[0], "t")
     slots = np.empty((block.rows, block.cat.shape[1] + block.num.shape[1]), np.int32)
-    kernels.locate(block.cat, block.num, np.uint32(spec.slots - 1), kernels.hot_slots(spec.slots + 1).lookup, slots)
+    kernels.locate(block.cat, block.num, np.uint32(spec.slots - 1), kernels.hot_slots(spec.slots + 1).lookup, slots,
+                   np.zeros((0, 0), np.int16))
     rates = np.array([0.03, 0.3, 1.0])
     tables = np.zeros((3, spec.slots + 1, kernels.SLOT_WIDTH), np.float32)
     scores = np.zeros((3, 2))
@@ -32,12 +36,14 @@ def test_the_race_scores_every_rate_as_the_eager_reference_learns_it(rng, l1, l2
         for part in (np.arange(200), np.arange(200, block.rows)):
             score = np.zeros(2)
             kernels.race_rate(slots, block.num_values, block.labels, np.ones(block.rows, np.float32),
-                              part, tables[k], rates[k], l1, l2, 1e-8, np.int64(part[0]), np.int64(0), score)
+                              part, tables[k], rates[k], l1, l2, 1e-8, np.int64(part[0]), np.int64(0), score,
+                              new_where)
             scores[k] += score
     rows = [[(h & (spec.slots - 1), x) for h, x in naive.row_features(r, spec)] for r in table.to_pylist()]
     labels = [float(y > 0) for y in table.column("label").to_pylist()]
     for k, rate in enumerate(rates):
-        w_ref, _, loss_ref = naive.adagrad_eager(rows, labels, [1.0] * len(rows), spec.slots, rate, l1, l2, 1e-8)
+        w_ref, _, loss_ref = naive.adagrad_eager(rows, labels, [1.0] * len(rows), spec.slots, rate, l1, l2, 1e-8,
+                                                 new)
         assert scores[k, 1] == block.rows
         assert scores[k, 0] / scores[k, 1] == pytest.approx(loss_ref, rel=1e-5)
         if l1 == 0 and l2 == 0:  # (with regularisation, the race's slots owe their last steps)

@@ -92,3 +92,10 @@ def test_a_checkpoint_of_another_learner_is_refused(tmp_path, rng):
     with pytest.raises(fastada.FastadaError, match="learner: checkpoint 'adagrad', this run 'ftrl'"):
         fastada.train(table, label="label", bits=10, threads=1, lr=0.1, learner="ftrl", checkpoint_dir=tmp_path / "ck",
                       resume=True)
+
+
+def test_new_value_features_are_the_adagrad_learners_alone(rng):
+    table = small_table(rng, n=200)
+    assert fastada.train(table, label="label", bits=10, threads=1, learner="ftrl").spec.new_values is False
+    with pytest.raises(fastada.FastadaError, match="only learner='adagrad' has new-value features, not 'ftrl'"):
+        fastada.train(table, label="label", bits=10, threads=1, learner="ftrl", new_values=True)

@@ -18,7 +18,8 @@ def train_reference(table, spec, lr, l1, l2, eps=1e-8, weights=None):
             (naive.row_features(r, spec) for r in table.to_pylist())]
     labels = [float(y > 0) for y in table.column(spec.label).to_pylist()]
     rw = weights if weights is not None else [1.0] * len(labels)
-    return naive.adagrad_eager(rows, labels, rw, spec.slots, lr, l1, l2, eps)
+    new = [h & (spec.slots - 1) for h in naive.new_value_hashes(spec)]
+    return naive.adagrad_eager(rows, labels, rw, spec.slots, lr, l1, l2, eps, new)
 
 
 @pytest.mark.parametrize("l1,l2", [(0.0, 0.0), (0.0, 0.5), (0.02, 0.0), (0.01, 0.3)])
@@ -33,6 +34,47 @@ def test_one_thread_matches_eager_reference_to_float32_roundoff(rng, l1, l2):
     assert model.summary["progressive_logloss"] == pytest.approx(loss_ref, rel=1e-5)
     if l1 > 0:
         assert (model.weights[:-1] == 0).sum() == (w_ref[:-1] == 0).sum()
+
+
+def test_without_new_values_one_thread_matches_the_plain_eager_reference(rng):
+    table = small_table(rng, n=600)
+    model = fastada.train(table, label="label", bits=6, lr=0.3, l2=0.1, threads=1, new_values=False, chunk_rows=128)
+    assert model.spec.new_values is False
+    rows = [[(h & (model.spec.slots - 1), x) for h, x in naive.row_features(r, model.spec)] for r in table.to_pylist()]
+    labels = [float(y > 0) for y in table.column("label").to_pylist()]
+    w_ref, G_ref, _ = naive.adagrad_eager(rows, labels, [1.0] * len(rows), model.spec.slots, 0.3, 0.0, 0.1, 1e-8)
+    np.testing.assert_allclose(model.weights, w_ref, rtol=2e-4, atol=2e-5)
+    np.testing.assert_allclose(model.accumulators, G_ref, rtol=2e-4, atol=1e-5)
+
+
+def test_values_never_seen_in_training_score_with_their_columns_new_value_weights(rng):
+    """A value seen in training scores with its own weight; one never seen, with its column's
+    new-value weight (learned from first sightings), where it would otherwise add nothing."""
+    n = 4000
+    # half the rows show one of 10 common ads (clicked 10%), half an ad seen once (clicked 80%);
+    # "site" repeats and says nothing
+    common = rng.random(n) < 0.5
+    ad = [f"c{rng.integers(10)}" if c else f"ad{i}" for i, c in enumerate(common)]
+    site = [f"s{i % 7}" for i in range(n)]
+    y = (rng.random(n) < np.where(common, 0.1, 0.8)).astype(np.int8)
+    table = pa.table({"label": y, "ad": ad, "site": site})
+    model = fastada.train(table, label="label", categorical=["ad", "site"], bits=18, threads=1, lr=0.1)
+    spec = model.spec
+    assert spec.new_values
+    new = [h & (spec.slots - 1) for h in naive.new_value_hashes(spec)]
+    w = model.weights
+    assert w[new[0]] > 0.5  # first sightings of "ad" were clicked about 80% of the time
+    from fastada.score import describe_slots
+    assert "ad = a value never learned (new-value feature)" in describe_slots(model, [new[0]])[new[0]]
+    test = pa.table({"label": pa.array([1, 1], pa.int8()), "ad": ["never seen", "c3"], "site": ["s1", "s1"]})
+    margins = model.predict(test, margin=True)
+    features = [[h & (spec.slots - 1) for h, _ in naive.row_features(r, spec)] for r in test.to_pylist()]
+    assert w[features[0][0]] == 0.0 and w[features[1][0]] != 0.0 and w[features[0][1]] != 0.0
+    assert margins[0] == pytest.approx(w[-1] + w[new[0]] + w[features[0][1]], rel=1e-6)
+    assert margins[1] == pytest.approx(w[-1] + w[features[1][0]] + w[features[1][1]], rel=1e-6)
+    off = fastada.train(table, label="label", categorical=["ad", "site"], bits=18, threads=1, lr=0.1, new_values=False)
+    assert off.predict(test, margin=True)[0] == pytest.approx(off.weights[-1] + off.weights[features[0][1]], rel=1e-6)
+    assert model.predict(test)[0] > off.predict(test)[0] + 0.1  # an unseen ad is worth what new ads were
 
 
 def test_row_weights_scale_the_gradient(rng):

@@ -126,3 +126,9 @@ def test_a_sparse_model_with_a_changed_index_or_weight_is_refused(rng, tmp_path)
         path.write_bytes(bytes(broken))
         with pytest.raises(FastadaError, match=f"{name} checksum mismatch"):
             fastada.load(path, mmap=True)
+
+
+def test_a_model_written_before_new_value_features_loads_without_them():
+    spec = fastada.FeatureSpec(label="label", categorical=("c",), new_values=True).to_dict()
+    del spec["new_values"]
+    assert fastada.FeatureSpec.from_dict(spec).new_values is False

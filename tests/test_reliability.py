@@ -363,7 +363,7 @@ def test_sigmoid_and_loss_stay_finite_for_any_margin():
     p = np.empty(3)
     kernels.predict_chunk(np.zeros((3, 1), np.uint32), np.zeros((3, 1), np.uint32),
                           np.array([[1e38], [-1e38], [0]], np.float32),
-                          np.array([3e38, 3e38], np.float32), np.uint32(0), 1, False, p)
+                          np.array([3e38, 3e38], np.float32), np.uint32(0), 1, False, p, np.zeros(0, np.int64))
     assert np.isfinite(p).all() and p[0] == 1.0 and p[1] == 0.0
 
 

@@ -10,6 +10,9 @@ from conftest import small_table
 from fastada import kernels
 from fastada.train import split_cores
 
+NO_ORIGIN = np.zeros((0, 0), np.int16)  # (features in their columns' order)
+NO_NEW = np.zeros(0, np.int64)  # (no new-value features)
+
 
 def hashes(rng, rows, k, hot_values=(), hot_share=0.5):
     """(rows, k) uint32 hashes: mostly random, with ``hot_values`` in column 0 on about
@@ -51,7 +54,7 @@ def test_locate_gives_each_feature_its_slot_or_its_hot_position_hot_categorical_
     num[:, 1] = 17
     hot = kernels.hot_slots(mask + 2, [5, 6, 17, 4100 & mask])
     out = np.empty((3000, 6), np.int32)
-    kernels.locate(cat, num, mask, hot.lookup, out)
+    kernels.locate(cat, num, mask, hot.lookup, out, NO_ORIGIN)
     position = {int(s): h for h, s in enumerate(hot.slots)}
 
     def where(h):
@@ -73,7 +76,7 @@ def test_with_one_thread_locate_keeps_every_feature_in_column_order(rng):
     mask = (1 << 12) - 1
     cat, num = hashes(rng, 500, 4), hashes(rng, 500, 2)
     out = np.empty((500, 6), np.int32)
-    kernels.locate(cat, num, mask, kernels.hot_slots(mask + 2).lookup, out)
+    kernels.locate(cat, num, mask, kernels.hot_slots(mask + 2).lookup, out, NO_ORIGIN)
     assert (out == (np.concatenate([cat, num], axis=1) & mask)).all()
 
 
@@ -86,7 +89,7 @@ def run_kernel(chunks, hot, blocks, shared, table_rows, lr=0.1, fold=kernels.FOL
     for slots, values, labels in chunks:
         kernels.train_chunk(slots, values, labels, np.ones(len(labels), np.float32), np.zeros(0, np.uint8), table,
                             clock, np.int64(step), lr, 0.0, 0.0, 1e-8, blocks, loss, hot.slots, private, taken,
-                            shared, hot.fold_ends, fold, refresh)
+                            shared, hot.fold_ends, fold, refresh, NO_ORIGIN, NO_NEW)
         step += len(labels)
     kernels.fold_views(table, clock, hot.slots, private, taken, shared, np.int64(step), lr, 0.0, 0.0, 1e-8)
     return table
@@ -101,7 +104,7 @@ def planted_chunks(rng, hot, bits, chunks=4, rows=4000):
         cat = rng.integers(0, mask + 1, (rows, 6)).astype(np.uint32)
         cat[:, 0] = rng.integers(1, 6, rows)
         slots = np.empty((rows, 6), np.int32)
-        kernels.locate(cat, np.zeros((rows, 0), np.uint32), mask, hot.lookup, slots)
+        kernels.locate(cat, np.zeros((rows, 0), np.uint32), mask, hot.lookup, slots, NO_ORIGIN)
         z = truth[cat].sum(axis=1) * 0.5
         labels = (rng.random(rows) < 1 / (1 + np.exp(-z))).astype(np.float32)
         out.append((slots, np.zeros((rows, 0), np.float32), labels))
@@ -149,7 +152,7 @@ def test_views_reach_the_table_every_few_rows_the_rarer_the_slot_the_later(rng):
     private, taken = kernels.private_state(2, hot)
     kernels.train_chunk(slots, values, labels, np.ones(len(labels), np.float32), np.zeros(0, np.uint8), table,
                         table.view(np.int64), np.int64(10**11), 0.1, 0.0, 0.0, 1e-8, 2, np.zeros((2, 4)), hot.slots,
-                        private, taken, True, hot.fold_ends, fold, 10**9)  # late in a run: no refresh in reach
+                        private, taken, True, hot.fold_ends, fold, 10**9, NO_ORIGIN, NO_NEW)  # late in a run: no refresh in reach
     for b in range(2):
         waiting = private[b, :, kernels._G] - private[b, :, kernels._G0]  # G learned since the last fold
         for h, most in every.items():  # each row adds at most 1 to G (|p - y| < 1)
@@ -171,7 +174,7 @@ def test_views_are_taken_again_after_a_quarter_of_the_rows_seen_so_far(rng):
         private, taken = kernels.private_state(2, hot)
         kernels.train_chunk(slots, values, labels, np.ones(len(labels), np.float32), np.zeros(0, np.uint8), table,
                             table.view(np.int64), np.int64(0), 0.1, 0.0, 0.0, 1e-8, 2, np.zeros((2, 4)), hot.slots,
-                            private, taken, True, hot.fold_ends, kernels.FOLD_ROWS, longest)
+                            private, taken, True, hot.fold_ends, kernels.FOLD_ROWS, longest, NO_ORIGIN, NO_NEW)
         for b in range(2):  # the last refresh came after 8/9 of the block's last row's step or later
             assert expected[b] <= taken[b, kernels._PERIOD] <= max(expected[b], (16000 * (b + 1)) // 8), (longest, b)
         assert kernels.refresh_period(0, 2, longest) == min(256, longest)
@@ -180,12 +183,28 @@ def test_views_are_taken_again_after_a_quarter_of_the_rows_seen_so_far(rng):
 def test_views_are_handed_back_before_the_model_is_read(rng):
     """Training with several threads leaves no update behind in a view: the model's G of every
     slot counts every row's gradient. (A tiny rate keeps every prediction at 1/2, so each row adds
-    1/4 to each categorical slot it has, whatever the order; Hogwild's races may lose a few.)"""
+    1/4 to each categorical slot it has, whatever the order; Hogwild's races may lose a few. Without
+    new-value features: each thread sees a value's first sighting in its own views.)"""
     table = small_table(rng, n=3000, with_nulls=False)
-    one = fastada.train(table, label="label", bits=8, threads=1, chunk_rows=500, lr=1e-7)
-    two = fastada.train(table, label="label", bits=8, threads=2, chunk_rows=500, lr=1e-7)
+    one = fastada.train(table, label="label", bits=8, threads=1, chunk_rows=500, lr=1e-7, new_values=False)
+    two = fastada.train(table, label="label", bits=8, threads=2, chunk_rows=500, lr=1e-7, new_values=False)
     assert two.summary["threads"] == 2
     np.testing.assert_allclose(two.accumulators, one.accumulators, rtol=1e-2, atol=1e-3)
+
+
+def test_new_value_features_learn_in_views_and_reach_the_table(rng):
+    """Several threads learn the new-value slots in their views (first sightings are frequent
+    early on) and hand them back: each value's first sighting counts once, or once a thread that
+    met it before the others' views showed it. (A tiny rate: each such row adds 1/4 to G.)"""
+    import naive
+    table = small_table(rng, n=3000, with_nulls=False)
+    one = fastada.train(table, label="label", bits=12, threads=1, chunk_rows=500, lr=1e-7)
+    two = fastada.train(table, label="label", bits=12, threads=2, chunk_rows=500, lr=1e-7)
+    new = [h & (one.spec.slots - 1) for h in naive.new_value_hashes(one.spec)]
+    assert len(new) == 3  # the word and code columns, the count column's buckets
+    for slot in new:
+        assert one.accumulators[slot] > 0
+        assert one.accumulators[slot] * 0.99 <= two.accumulators[slot] <= 2 * one.accumulators[slot] + 1e-6
 
 
 @pytest.mark.parametrize("cores,read,learn,expected", [
