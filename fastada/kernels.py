@@ -601,6 +601,9 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
                     t = np.int64(slots[r + PREFETCH_ROWS, j])
                     if t >= 0:
                         _prefetch(table, t * SLOT_WIDTH)
+                if origins:  # (read only at a first sighting: a miss each, 15% of two threads' rate)
+                    _prefetch_read(origin, (r + PREFETCH_ROWS) * k_cat)
+                    _prefetch_read(origin, (r + PREFETCH_ROWS) * k_cat + k_cat - 1)  # (a row: 2 lines)
             z = np.float64(mine[0, _W])  # the bias
             fresh_count = 0
             for j in range(k_cat):
