@@ -605,17 +605,33 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
                     _prefetch_read(origin, (r + PREFETCH_ROWS) * k_cat)
                     _prefetch_read(origin, (r + PREFETCH_ROWS) * k_cat + k_cat - 1)  # (a row: 2 lines)
             z = np.float64(mine[0, _W])  # the bias
+            zeros = 0
+            if news:  # features of weight 0 counted, not branched on (a branch a feature cost 14%)
+                for j in range(k_cat):
+                    t = np.int64(slots[r, j])
+                    if t < 0:
+                        w = mine[-1 - t, _W]
+                    else:
+                        if regularise:
+                            _settle(table, clock, t, before, lr, l1, l2, eps)
+                        w = table[t, WEIGHT]
+                    z += w
+                    zeros += w == 0.0
+            else:  # (the loop as it was without them: counting costs 7% of one thread's rate)
+                for j in range(k_cat):
+                    t = np.int64(slots[r, j])
+                    if t < 0:
+                        z += mine[-1 - t, _W]
+                    else:
+                        if regularise:
+                            _settle(table, clock, t, before, lr, l1, l2, eps)
+                        z += table[t, WEIGHT]
             fresh_count = 0
-            for j in range(k_cat):
-                t = np.int64(slots[r, j])
-                if t < 0:
-                    w = mine[-1 - t, _W]
-                else:
-                    if regularise:
-                        _settle(table, clock, t, before, lr, l1, l2, eps)
-                    w = table[t, WEIGHT]
-                z += w
-                if w == 0.0 and news:
+            if zeros > 0:  # new values: their columns' new-value weights count too
+                for j in range(k_cat):
+                    t = np.int64(slots[r, j])
+                    if (mine[-1 - t, _W] if t < 0 else table[t, WEIGHT]) != 0.0:
+                        continue
                     n = new_where[origin[r, j] if origins else j]
                     if n != NO_NEW:
                         z += _new_weight(table, clock, mine, n, before, regularise, lr, l1, l2, eps)

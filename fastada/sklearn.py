@@ -40,7 +40,8 @@ class AdagradClassifier(ClassifierMixin, BaseEstimator):
     whose ``lr`` is alpha and ``beta`` beta; "fm" or "ffm", with ``factors`` latent factors in
     2**``factor_bits`` slots; only "adagrad" has ``partial_fit``), ``shuffle``, ``negative_rate``,
     ``numeric_mode`` and, for frames, ``categorical``, ``numeric`` and ``crosses`` to name column
-    roles. ``n_jobs``: learning threads (None or 1: one, sequential and repeatable; -1: every core,
+    roles, ``new_values`` (None: on for "adagrad"; categorical columns learn what an unseen value
+    is worth). ``n_jobs``: learning threads (None or 1: one, sequential and repeatable; -1: every core,
     Hogwild). ``random_state``: the seed of shuffling and downsampling.
 
     Attributes after fitting: ``model_`` (the :class:`fastada.Model`), ``classes_``,
@@ -49,7 +50,7 @@ class AdagradClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, *, lr="auto", l1=0.0, l2=0.0, epochs=1, bits=20, learner="adagrad", beta=1.0,
                  factors=4, factor_bits=18, shuffle=False, negative_rate=1.0, numeric_mode="both",
-                 categorical=None, numeric=None, crosses=(), n_jobs=None, random_state=None):
+                 categorical=None, numeric=None, crosses=(), new_values=None, n_jobs=None, random_state=None):
         self.lr = lr
         self.l1 = l1
         self.l2 = l2
@@ -62,6 +63,7 @@ class AdagradClassifier(ClassifierMixin, BaseEstimator):
         self.shuffle = shuffle
         self.negative_rate = negative_rate
         self.numeric_mode = numeric_mode
+        self.new_values = new_values
         self.categorical = categorical
         self.numeric = numeric
         self.crosses = crosses
@@ -197,7 +199,8 @@ class AdagradClassifier(ClassifierMixin, BaseEstimator):
                         shuffle=self.shuffle, negative_rate=self.negative_rate,
                         threads=self._threads(), seed=0 if self.random_state is None else int(self.random_state))
         if not continued:
-            settings.update(bits=self.bits, numeric_mode=self.numeric_mode, weight=_WEIGHT, **roles)
+            settings.update(bits=self.bits, numeric_mode=self.numeric_mode, new_values=self.new_values,
+                            weight=_WEIGHT, **roles)
         return settings
 
 
