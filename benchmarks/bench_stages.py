@@ -56,7 +56,7 @@ def main():
         generate(data, rows=args.rows, test_rows=1000, seed=0)
     path = os.path.join(data, "train.parquet")
     dataset = DataSet(path)
-    spec = resolve_spec(dataset, label="label", bits=args.bits)
+    spec = resolve_spec(dataset, label="label", bits=args.bits, new_values=True)  # (as training's default learns)
     learn = fastada.LearnConfig(threads=1)
     featurizer = Featurizer(spec)
     dictionary = _string_columns(dataset, spec)

@@ -135,7 +135,7 @@ def measure(data: str, threads: list[int], workers: list[int], kernel_rows: int,
         train_path = os.path.join(data, "train")  # a folder of parts
     test_path = os.path.join(data, "test.parquet")
     dataset = DataSet(train_path)
-    spec = resolve_spec(dataset, label="label", bits=bits)
+    spec = resolve_spec(dataset, label="label", bits=bits, new_values=True)  # (as training's default learns)
     dictionary = _string_columns(dataset, spec)
     chunk_rows = fastada.LearnConfig.chunk_rows
     columns = Featurizer(spec).columns

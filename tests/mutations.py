@@ -70,6 +70,14 @@ BREAKAGES = {
                            "locate lists a row's cold features in reverse column order"),
     "resume-drops-best": ("fastada/train.py", 'self.best_table = found.arrays.get("best")',
                           "self.best_table = None", "resume drops the best model kept for early stopping"),
+    "new-values-unscored": ("fastada/score.py", "blocks, margin, out,\n                                      new_slots)",
+                            "blocks, margin, out,\n                                      new_slots[:0])",
+                            "scoring gives a value never seen in training nothing, not its column's new-value weight"),
+    "new-values-column-order": ("fastada/kernels.py", "n = new_where[origin[r, j] if origins else j]",
+                                "n = new_where[j]",
+                                "with hot slots first, a first sighting is credited to the column at its place in the row"),
+    "new-values-unlearned": ("fastada/kernels.py", "                else:\n                    _adagrad(table, n, g0, lr, eps)",
+                             "                else:\n                    pass", "new-value slots in the table never learn"),
 }
 
 
