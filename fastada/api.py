@@ -17,6 +17,9 @@ from .roles import resolve_roles
 from .train import Progress, fit
 
 
+NEW_VALUE_LEARNERS = ("adagrad", "ftrl")  # (FM and FFM's factors have no new-value features)
+
+
 def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
           categorical: Sequence[str] | None = None, numeric: Sequence[str] | None = None,
           ignore: Sequence[str] = (), weight: str | None = None,
@@ -54,7 +57,7 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
     file's pandas metadata and their first values (:mod:`fastada.roles`: integer ids and codes
     categorical, quantities numeric; the pandas index, constant columns and row keys ignored);
     ``time_features``: timestamp and date columns give hour and weekday features (else ignored).
-    ``new_values`` (default: on for ``learner="adagrad"``, the only learner that has them): each
+    ``new_values`` (default: on for ``learner="adagrad"`` and ``"ftrl"``, which have them): each
     categorical column, bucket and cross gets a *new value* feature, learned from the first
     sighting of each value and used for values never seen in training (see
     :class:`FeatureSpec`), where they would otherwise count for nothing.
@@ -92,9 +95,9 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
     check_environment()
     asked_new_values = new_values  # (a continued model keeps its own unless this is given)
     if new_values is None:
-        new_values = learner == "adagrad"
-    elif new_values and learner != "adagrad":
-        raise FastadaError(f"new_values: only learner='adagrad' has new-value features, not {learner!r}")
+        new_values = learner in NEW_VALUE_LEARNERS
+    elif new_values and learner not in NEW_VALUE_LEARNERS:
+        raise FastadaError(f"new_values: only learner='adagrad' and 'ftrl' have new-value features, not {learner!r}")
     learn = LearnConfig(lr=lr, l1=l1, l2=l2, eps=eps, initial_accumulator=initial_accumulator,
                         epochs=epochs, all_epochs=all_epochs, threads=threads if threads is not None else "auto",
                         seed=seed, chunk_rows=chunk_rows, shuffle=shuffle, lr_decay=lr_decay,

@@ -79,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--time-features", action="store_true",
                    help="timestamp and date columns give hour-of-day and weekday features (else ignored)")
     r.add_argument("--no-new-values", dest="new_values", action="store_const", const=False, default=None,
-                   help="no new-value features (by default, for --learner adagrad, each categorical column, "
+                   help="no new-value features (by default, for --learner adagrad and ftrl, each categorical column, "
                         "bucket and cross learns what a value never seen before is worth, from first sightings, "
                         "and values unseen in training score with it)")
     r.add_argument("--numeric-mode", choices=("value", "bucket", "both"), default="both",

@@ -100,6 +100,9 @@ class Featurizer:
         spec = self.spec
         if not spec.new_values:
             return np.zeros(0, np.int64)
+        if self.k_cat > 32767:  # (a row's column positions are int16 where the kernel reorders them)
+            raise FastadaError(f"{self.k_cat:,} categorical features a row: new-value features take at most 32,767; "
+                               f"use --no-new-values")
         listed = {f.name for f in schema_from_text(spec.schema) if is_list_type(f.type)} if spec.schema else set()
         out = np.full(self.k_cat, -1, dtype=np.int64)
         for j, c in enumerate(spec.categorical):

@@ -104,12 +104,12 @@ class Ftrl(Learner):
     def learn_chunk(self, chunk, table, clock, step, lr, blocks, block_loss, arrays, views):
         learn = self.learn
         return ftrl.train_chunk(chunk.slots, chunk.num_values, chunk.labels, chunk.weights, chunk.held,
-                                table, lr, learn.beta, learn.l1, learn.l2, blocks, block_loss)
+                                table, lr, learn.beta, learn.l1, learn.l2, blocks, block_loss, chunk.new_where)
 
     def race(self, slots, values, labels, weights, schedule, table, rate, step0, score_from, scores, new_where):
         learn = self.learn  # (FTRL has no clock: step0 is not needed)
         ftrl.race_rate(slots, values, labels, weights, schedule, table, rate, learn.beta, learn.l1, learn.l2,
-                       np.int64(score_from), scores)
+                       np.int64(score_from), scores, new_where)
 
     def weights(self, table, lr):
         learn = self.learn

@@ -40,8 +40,8 @@ class AdagradClassifier(ClassifierMixin, BaseEstimator):
     whose ``lr`` is alpha and ``beta`` beta; "fm" or "ffm", with ``factors`` latent factors in
     2**``factor_bits`` slots; only "adagrad" has ``partial_fit``), ``shuffle``, ``negative_rate``,
     ``numeric_mode`` and, for frames, ``categorical``, ``numeric`` and ``crosses`` to name column
-    roles, ``new_values`` (None: on for "adagrad"; categorical columns learn what an unseen value
-    is worth). ``n_jobs``: learning threads (None or 1: one, sequential and repeatable; -1: every core,
+    roles, ``new_values`` (None: on for "adagrad" and "ftrl"; categorical columns learn what an
+    unseen value is worth). ``n_jobs``: learning threads (None or 1: one, sequential and repeatable; -1: every core,
     Hogwild). ``random_state``: the seed of shuffling and downsampling.
 
     Attributes after fitting: ``model_`` (the :class:`fastada.Model`), ``classes_``,

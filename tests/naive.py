@@ -140,9 +140,10 @@ def auc(p, y) -> float:
     return (greater + 0.5 * ties) / (len(pos) * len(neg))
 
 
-def ftrl_proximal(rows, labels, row_weights, slots, alpha, beta, l1, l2):
+def ftrl_proximal(rows, labels, row_weights, slots, alpha, beta, l1, l2, new=()):
     """Weights (bias last, unregularised) after one pass of FTRL-Proximal (McMahan et al. 2013,
-    Algorithm 1), and the mean progressive logloss. rows: per example, a list of (slot, value)."""
+    Algorithm 1), and the mean progressive logloss. rows: per example, a list of (slot, value).
+    new: as :func:`adagrad_eager`'s (a new-value coordinate after the features, of value 1)."""
     z = np.zeros(slots + 1)
     n = np.zeros(slots + 1)
 
@@ -156,6 +157,9 @@ def ftrl_proximal(rows, labels, row_weights, slots, alpha, beta, l1, l2):
     for features, y, rw in zip(rows, labels, row_weights):
         coords = [(slots, 1.0)] + list(features)
         w = [weight(s) for s, _ in coords]
+        fresh = [(new[j], 1.0) for j in range(len(new)) if np.float32(w[1 + j]) == 0.0]
+        coords += fresh
+        w += [weight(s) for s, _ in fresh]
         margin = sum(wi * x for wi, (_, x) in zip(w, coords))
         p = 1 / (1 + math.exp(-margin))
         loss += rw * (math.log1p(math.exp(-abs(margin))) + max(margin, 0) - y * margin)

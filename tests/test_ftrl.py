@@ -12,7 +12,8 @@ from conftest import small_table
 def ftrl_reference(table, spec, alpha, beta, l1, l2, weights=None):
     rows = [[(h & (spec.slots - 1), x) for h, x in naive.row_features(r, spec)] for r in table.to_pylist()]
     labels = [float(y > 0) for y in table.column(spec.label).to_pylist()]
-    return naive.ftrl_proximal(rows, labels, weights or [1.0] * len(rows), spec.slots, alpha, beta, l1, l2)
+    new = [h & (spec.slots - 1) for h in naive.new_value_hashes(spec)]
+    return naive.ftrl_proximal(rows, labels, weights or [1.0] * len(rows), spec.slots, alpha, beta, l1, l2, new)
 
 
 @pytest.mark.parametrize("l1,l2", [(0.0, 0.0), (0.5, 0.0), (0.2, 1.0)])
@@ -94,8 +95,18 @@ def test_a_checkpoint_of_another_learner_is_refused(tmp_path, rng):
                       resume=True)
 
 
-def test_new_value_features_are_the_adagrad_learners_alone(rng):
+def test_new_value_features_are_the_linear_learners_alone(rng):
     table = small_table(rng, n=200)
-    assert fastada.train(table, label="label", bits=10, threads=1, learner="ftrl").spec.new_values is False
-    with pytest.raises(fastada.FastadaError, match="only learner='adagrad' has new-value features, not 'ftrl'"):
-        fastada.train(table, label="label", bits=10, threads=1, learner="ftrl", new_values=True)
+    assert fastada.train(table, label="label", bits=10, threads=1, learner="ftrl").spec.new_values is True
+    assert fastada.train(table, label="label", bits=10, threads=1, learner="fm").spec.new_values is False
+    with pytest.raises(fastada.FastadaError, match="only learner='adagrad' and 'ftrl' have new-value features, not 'ffm'"):
+        fastada.train(table, label="label", bits=10, threads=1, learner="ffm", new_values=True)
+
+
+def test_without_new_values_one_thread_matches_the_plain_algorithm(rng):
+    table = small_table(rng, n=600)
+    model = fastada.train(table, label="label", bits=6, learner="ftrl", lr=0.3, l1=0.2, threads=1, new_values=False)
+    rows = [[(h & (model.spec.slots - 1), x) for h, x in naive.row_features(r, model.spec)] for r in table.to_pylist()]
+    labels = [float(y > 0) for y in table.column("label").to_pylist()]
+    w_ref, _, _ = naive.ftrl_proximal(rows, labels, [1.0] * len(rows), model.spec.slots, 0.3, 1.0, 0.2, 0.0)
+    np.testing.assert_allclose(model.weights, w_ref, rtol=2e-4, atol=2e-5)
