@@ -41,6 +41,8 @@ SLOT_WIDTH = 4  # float32 fields per slot: weight, accumulator, clock (int64 = t
 WEIGHT, ACCUMULATOR = 0, 1
 CLOCK = 1  # column of the int64 view of the table
 
+ROW_BYTES = 4 * SLOT_WIDTH  # a table row (and a view's): 16 bytes
+
 # ``new_where`` of a column position without a new-value feature (a list column's)
 NO_NEW = -(1 << 62)
 
@@ -375,6 +377,36 @@ _prefetch = _prefetcher(write=1)
 _prefetch_read = _prefetcher(write=0)
 
 
+@intrinsic
+def _data_address(typingctx, array):
+    """The address of ``array``'s first element, as an int64 (for :func:`_load32` and
+    :func:`_store32`: a slot of the table and a block's view of a hot slot chosen without a branch)."""
+    def codegen(context, builder, signature, args):
+        import llvmlite.ir as ir
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        return builder.ptrtoint(data, ir.IntType(64))
+    return types.int64(array), codegen
+
+
+@intrinsic
+def _load32(typingctx, address):
+    """The float32 at ``address``."""
+    def codegen(context, builder, signature, args):
+        import llvmlite.ir as ir
+        return builder.load(builder.inttoptr(args[0], ir.FloatType().as_pointer()), align=4)
+    return types.float32(types.int64), codegen
+
+
+@intrinsic
+def _store32(typingctx, address, value):
+    """Store float32 ``value`` at ``address``."""
+    def codegen(context, builder, signature, args):
+        import llvmlite.ir as ir
+        builder.store(args[1], builder.inttoptr(args[0], ir.FloatType().as_pointer()), align=4)
+        return context.get_dummy_value()
+    return types.void(types.int64, types.float32), codegen
+
+
 # Rows ahead whose slots the kernels ask the CPU for while they learn the current one: a row's
 # ~50 slots are scattered over a table far larger than the caches, and fetching the next rows'
 # while this one computes took one thread from 3.2M to 5.1-5.3M rows/s (2^24 slots, zstd data
@@ -556,6 +588,7 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
     holdout = held.shape[0] > 0
     news = new_where.shape[0] > 0
     origins = origin.shape[0] > 0
+    viewless = hot.shape[0] <= 1  # no feature can be in a view (the bias, hot alone, is no feature)
     k_num = num_values.shape[1]
     k_cat = slots.shape[1] - k_num
     lr32 = np.float32(lr)
@@ -581,6 +614,9 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
         accumulators = np.empty(k, dtype=np.float32)
         steps = np.empty(k, dtype=np.float32)
         fresh = np.empty(k_cat, dtype=np.int64)  # where the row's new-value features learn
+        addresses = np.empty(k, dtype=np.int64)  # with views: where each of the row's features learns
+        table_base = _data_address(table)
+        mine_base = _data_address(mine)
         for r in range(lo, hi):
             before = step0 + r  # steps whose regularisation a slot must have before this row
             if to_event <= 0:
@@ -606,7 +642,20 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
                     _prefetch_read(origin, (r + PREFETCH_ROWS) * k_cat + k_cat - 1)  # (a row: 2 lines)
             z = np.float64(mine[0, _W])  # the bias
             zeros = 0
-            if news:  # features of weight 0 counted, not branched on (a branch a feature cost 14%)
+            if not viewless:  # each feature's address (its slot's or its view's) chosen without a branch
+                for j in range(k):
+                    t = np.int64(slots[r, j])
+                    if regularise and t >= 0:
+                        _settle(table, clock, t, before, lr, l1, l2, eps)
+                    a = table_base + t * ROW_BYTES if t >= 0 else mine_base + (-1 - t) * ROW_BYTES
+                    addresses[j] = a
+                    w = _load32(a)
+                    if j < k_cat:
+                        z += w
+                        zeros += w == 0.0
+                    else:
+                        z += w * num_values[r, j - k_cat]
+            elif news:  # features of weight 0 counted, not branched on (a branch a feature cost 14%)
                 for j in range(k_cat):
                     t = np.int64(slots[r, j])
                     if t < 0:
@@ -627,7 +676,7 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
                             _settle(table, clock, t, before, lr, l1, l2, eps)
                         z += table[t, WEIGHT]
             fresh_count = 0
-            if zeros > 0:  # new values: their columns' new-value weights count too
+            if news and zeros > 0:  # new values: their columns' new-value weights count too
                 for j in range(k_cat):
                     t = np.int64(slots[r, j])
                     if (mine[-1 - t, _W] if t < 0 else table[t, WEIGHT]) != 0.0:
@@ -637,7 +686,7 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
                         z += _new_weight(table, clock, mine, n, before, regularise, lr, l1, l2, eps)
                         fresh[fresh_count] = n
                         fresh_count += 1
-            for j in range(k_num):
+            for j in range(k_num if viewless else 0):
                 t = np.int64(slots[r, k_cat + j])
                 if t < 0:
                     z += mine[-1 - t, _W] * num_values[r, j]
@@ -660,25 +709,37 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
             # accumulators in row order (a slot listed twice sees its first update), then every
             # step lr g / (sqrt(G) + eps) at once (a loop the compiler turns into vector sqrt and
             # divide, which one at a time were most of a row's time), then the weights.
-            for j in range(k):
-                t = np.int64(slots[r, j])
-                g32 = np.float32(g0 if j < k_cat else g0 * num_values[r, j - k_cat])
-                if t < 0:
-                    acc = mine[-1 - t, _G] + g32 * g32
-                    mine[-1 - t, _G] = acc
-                else:
-                    acc = table[t, ACCUMULATOR] + g32 * g32
-                    table[t, ACCUMULATOR] = acc
-                gradients[j] = g32
-                accumulators[j] = acc
+            if viewless:
+                for j in range(k):
+                    t = np.int64(slots[r, j])
+                    g32 = np.float32(g0 if j < k_cat else g0 * num_values[r, j - k_cat])
+                    if t < 0:
+                        acc = mine[-1 - t, _G] + g32 * g32
+                        mine[-1 - t, _G] = acc
+                    else:
+                        acc = table[t, ACCUMULATOR] + g32 * g32
+                        table[t, ACCUMULATOR] = acc
+                    gradients[j] = g32
+                    accumulators[j] = acc
+            else:
+                for j in range(k):
+                    g32 = np.float32(g0 if j < k_cat else g0 * num_values[r, j - k_cat])
+                    acc = _load32(addresses[j] + 4) + g32 * g32
+                    _store32(addresses[j] + 4, acc)
+                    gradients[j] = g32
+                    accumulators[j] = acc
             for j in range(k):
                 steps[j] = lr32 * gradients[j] / (np.sqrt(accumulators[j]) + eps32)
-            for j in range(k):
-                t = np.int64(slots[r, j])
-                if t < 0:
-                    mine[-1 - t, _W] -= steps[j]
-                else:
-                    table[t, WEIGHT] -= steps[j]
+            if viewless:
+                for j in range(k):
+                    t = np.int64(slots[r, j])
+                    if t < 0:
+                        mine[-1 - t, _W] -= steps[j]
+                    else:
+                        table[t, WEIGHT] -= steps[j]
+            else:
+                for j in range(k):
+                    _store32(addresses[j], _load32(addresses[j]) - steps[j])
             for i in range(fresh_count):
                 n = fresh[i]
                 if n < 0:
