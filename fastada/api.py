@@ -125,7 +125,8 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
                                      list_weights=tuple((list_weights or {}).items()), new_values=new_values)
     else:
         spec, roles = _continued_spec(init, label=label, bits=bits, hash_seed=hash_seed, numeric_mode=numeric_mode,
-                                      new_values=asked_new_values, roles=dict(categorical=categorical, numeric=numeric, ignore=ignore, weight=weight,
+                                      new_values=asked_new_values,
+                                      roles=dict(categorical=categorical, numeric=numeric, ignore=ignore, weight=weight,
                                                  crosses=crosses, time_features=time_features,
                                                  list_weights=list_weights))
     valid_set = None if valid is None else valid if isinstance(valid, DataSet) else DataSet(valid)

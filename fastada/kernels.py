@@ -10,7 +10,9 @@ Row ``slots`` is the bias: it learns with Adagrad but is never regularised.
 
 The algorithm, per example t = 1, 2, ... (the eager definition that tests check against):
 
-1. margin z = bias + sum_j w[s_j] * x_j;  p = sigmoid(z);  loss = log(1 + e^z) - y z.
+1. margin z = bias + sum_j w[s_j] * x_j (with new-value features, FeatureSpec.new_values, each
+   categorical feature of weight 0 adds its column's new-value weight: see :func:`train_chunk`);
+   p = sigmoid(z);  loss = log(1 + e^z) - y z.
 2. for each feature j in row order (a slot listed twice is updated twice):
    g = (p - y) * x_j * row_weight;  G[s_j] += g^2;  w[s_j] -= lr * g / (sqrt(G[s_j]) + eps).
 3. every slot with G > 0 takes one proximal step with its own rate eta = lr / (sqrt(G) + eps):

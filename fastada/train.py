@@ -38,10 +38,11 @@ def memory_needed(bits: int, features: int, chunk_rows: int, readers: int, best_
                   race: bool = False) -> int:
     """Bytes a training run holds at its peak: the slot table (16 bytes a slot), the model built
     from it (8), the best model's copy for early stopping (8), and the chunks in flight (two a reader
-    and two learning: hashes, values, located slots and Arrow's columns, ~16 bytes a feature);
+    and two learning: hashes, values, located slots, their column positions and Arrow's columns,
+    ~18 bytes a feature);
     with lr="auto", the race's tables and rows."""
     slots = (1 << bits) + 1
-    need = slots * (16 + 8 + (8 if best_copy else 0)) + (2 * readers + 2) * chunk_rows * (16 * features + 64)
+    need = slots * (16 + 8 + (8 if best_copy else 0)) + (2 * readers + 2) * chunk_rows * (18 * features + 64)
     if race:
         need += len(RACE_RATES) * 16 * ((1 << min(bits, RACE_BITS)) + 1) + RACE_ROWS * (8 * features + 64)
     return need

@@ -387,11 +387,17 @@ def test_a_continued_model_keeps_its_columns_and_raced_rate(rng):
     (dict(label="other"), "label='label', not 'other'"),
     (dict(categorical=["word"]), "leave out categorical"),
     (dict(learner="ftrl"), "only an adagrad model"),
+    (dict(new_values=False), "new_values=True, not False"),
 ])
 def test_continuing_refuses_settings_the_model_was_not_trained_with(rng, settings, message):
     first = fastada.train(small_table(rng, n=500), label="label", bits=12, lr=0.1, threads=1)
     with pytest.raises(FastadaError, match=message):
         fastada.train(small_table(rng, n=500), init=first, threads=1, **settings)
+
+
+def test_a_model_without_new_value_features_is_continued_without_them(rng):
+    first = fastada.train(small_table(rng, n=500), label="label", bits=12, lr=0.1, threads=1, new_values=False)
+    assert fastada.train(small_table(rng, n=500), init=first, threads=1).spec.new_values is False
 
 
 def test_train_init_model_continues_a_model_file_and_never_overwrites_it(rng, tmp_path, capsys):
