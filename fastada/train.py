@@ -336,6 +336,10 @@ class _Training:
         state, learn = self.state, self.learn
         if self.roles:
             self.note(roles_line(self.roles))
+        news = int((self.new_hashes >= 0).sum())
+        if news and state.step == 0:
+            self.note(f"new-value features: {news} (one for each categorical column, numeric bucket and cross: "
+                      f"values never learned score with what first sightings were worth; --no-new-values)")
         if state.lr is None:
             self._pick_rate()
         self._choose_hot()

@@ -175,9 +175,11 @@ def test_plot_refuses_a_file_that_is_not_a_log(tmp_path, capsys):
     assert "x.jsonl, line 1: not JSON" in err
 
 
-def test_new_value_features_are_on_by_default_and_no_new_values_turns_them_off(data, tmp_path):
+def test_new_value_features_are_on_by_default_and_no_new_values_turns_them_off(data, tmp_path, capsys):
     for extra, expected in (([], True), (["--no-new-values"], False)):
         model = tmp_path / f"m{len(extra)}"
-        assert main(["train", str(data / "train.parquet"), "--model", str(model), "--bits", "12", "--quiet",
+        assert main(["train", str(data / "train.parquet"), "--model", str(model), "--bits", "12",
                      "--threads", "1", *extra]) == 0
         assert fastada.load(model).spec.new_values is expected
+        said = capsys.readouterr().err
+        assert ("new-value features: " in said) is expected, said
