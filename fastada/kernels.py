@@ -427,6 +427,8 @@ PREFETCH_ROWS = 2
 # Fields of a block's private view of a hot slot (``private[b, h]``).
 _W, _G, _W0, _G0 = 0, 1, 2, 3
 _VIEW_WIDTH = 4
+# the views path of train_chunk addresses a view's weight and G as a table row's (ROW_BYTES apart)
+assert _VIEW_WIDTH == SLOT_WIDTH and (_W, _G) == (WEIGHT, ACCUMULATOR)
 # Fields of ``taken[b]``: whether the block holds views, its rows since it took them (at its next
 # fold or refresh), rows to that, folds since it took them, its rows from taking them to taking
 # them again.

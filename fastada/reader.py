@@ -402,13 +402,12 @@ LABEL_NAMES = ("label", "click", "clicked", "clicks", "is_click", "is_clicked", 
                "conversion", "converted", "is_conversion", "target", "y", "response", "outcome")
 
 
-def missing_label(where: str, label: str, names, option: str = "--label") -> str:
+def missing_label(where: str, label: str, names) -> str:
     """The message for a label column ``label`` that ``where`` lacks: its columns, and the one
     that looks like a label, if any."""
     names = list(names)
     like = [n for n in names if n.lower() in LABEL_NAMES and n != label]
-    hint = f"; {option} {like[0]}?" if len(like) == 1 else (
-        f"; {option} one of {', '.join(like)}?" if like else "")
+    hint = f"; --label {like[0]}?" if len(like) == 1 else (f"; --label one of {', '.join(like)}?" if like else "")
     return f"{where}: label column {label!r} not found (columns: {column_list(names)}){hint}"
 
 
