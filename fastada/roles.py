@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .config import FastadaError, FeatureSpec, UnreadableData
-from .features import TIME_PARTS, is_list_type, schema_text, source_column
+from .features import TIME_PARTS, as_numpy, is_list_type, schema_text, source_column
 from .reader import DataSet, column_list, missing_label
 
 SAMPLE_ROWS = 65536
@@ -256,12 +256,12 @@ def _role_from_values(name: str, kind: str, values) -> dict:
     if n == 0:
         return _role(default, "no values in the rows read", "no values in the rows read")
     if kind == "float":
-        x = present.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        x = as_numpy(present.cast(pa.float64()))
         if not (np.isfinite(x).all() and (np.floor(x) == x).all() and (np.abs(x) < 2**53).all()):
             return _role("numeric", "floats")
         x = x.astype(np.int64)
     elif kind == "integer":
-        x = present.to_numpy(zero_copy_only=False)  # (uint64 beyond int64 too)
+        x = as_numpy(present)  # (uint64 beyond int64 too)
     else:
         x = None
     distinct = len(pc.unique(present)) if x is None else len(np.unique(x))

@@ -106,3 +106,22 @@ def test_each_chunk_says_which_negative_labels_it_uses_and_refuses_mixing_them()
     assert f(pa.record_batch([pa.array([1, 0]), pa.array(["a", "b"])], names=["y", "c"]), "t").label_kinds == {0}
     with pytest.raises(FastadaError, match="mixes -1 and 0"):  # within one chunk (across chunks: the driver)
         f(pa.record_batch([pa.array([-1, 0]), pa.array(["a", "b"])], names=["y", "c"]), "t")
+
+
+@pytest.mark.parametrize("arr", [
+    pa.array([3, -1, 0, 7], pa.int64()),
+    pa.array([3, None, 0, 7], pa.int32()),
+    pa.array([1.5, None, float("nan"), -2.0], pa.float32()),
+    pa.array([2**63 + 5, 1], pa.uint64()),
+    pa.array([True, False, True, True, False, False, True, False, True], pa.bool_()),
+    pa.array([True, False, True, True, False, False, True, False, True], pa.bool_()).slice(3, 5),
+    pa.array([1, None, 2, 3, None, 4], pa.int8()).slice(1, 4),
+    pa.chunked_array([pa.array([1, 2], pa.int16()), pa.array([None, 4], pa.int16())]),
+    pa.array([], pa.float64()),
+], ids=lambda a: f"{a.type}-{len(a)}")
+def test_arrow_numbers_become_numpy_as_pyarrow_makes_them(arr):
+    from fastada.features import as_numpy
+    got = as_numpy(arr)
+    want = arr.to_numpy(zero_copy_only=False)
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)

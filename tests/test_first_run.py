@@ -96,3 +96,16 @@ def test_real_samples_missing_skip_with_the_reason_or_fail_in_ci(tmp_path, monke
     monkeypatch.setenv("FASTADA_REQUIRE_SAMPLES", "1")
     with pytest.raises(pytest.fail.Exception, match="FASTADA_SAMPLES"):
         conftest.real_sample("criteo_dac_sample")
+
+
+def test_training_loads_neither_pandas_nor_scipy_stats(tmp_path):
+    """pyarrow's to_numpy imports pandas (0.16 s), scipy.stats cost 0.5 s: a short run's start.
+    (Numba itself loads scipy.linalg where scipy is installed.)"""
+    data = tmp_path / "d.parquet"
+    pq.write_table(small_table(np.random.default_rng(2), n=2000), data)
+    code = ("import sys, fastada; fastada.train(sys.argv[1], label='label', bits=16, model=sys.argv[2]); "
+            "print(sorted(m for m in ('pandas', 'scipy.stats') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code, str(data), str(tmp_path / "m.fastada")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
