@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -29,6 +30,19 @@ def test_gen_writes_criteo_schema_and_truth(data):
     truth = json.loads((data / "truth.json").read_text())
     assert 0.3 < truth["bayes_test_logloss"] < 0.55 and 0.7 < truth["bayes_test_auc"] < 0.95
     assert pq.ParquetFile(data / "test.parquet").metadata.num_rows == 5000
+
+
+def test_gen_makes_flatter_data_down_to_uniform_values(tmp_path, capsys):
+    distinct = {}
+    for zipf in ("1.5", "0"):
+        out = tmp_path / zipf
+        assert main(["gen", "--rows", "20000", "--test-rows", "0", "--out", str(out), "--zipf", zipf]) == 0
+        table = pq.read_table(out / "train.parquet", columns=[f"C{i}" for i in range(1, 27)])
+        distinct[zipf] = sum(len(pc.unique(table.column(c))) for c in table.column_names)
+    assert distinct["0"] > 2 * distinct["1.5"]
+    with pytest.raises(SystemExit):
+        main(["gen", "--out", str(tmp_path / "x"), "--zipf", "-0.5"])
+    assert "0 <= A <= B <= 10" in capsys.readouterr().err
 
 
 def test_train_eval_predict_round_trip(data, tmp_path, capsys):
