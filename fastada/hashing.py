@@ -213,11 +213,37 @@ def same_strings(offsets_a, data_a, offsets_b, data_b, count):
     before, or the start of one that grew)."""
     base_a = offsets_a[0]
     base_b = offsets_b[0]
-    for i in range(count + 1):
-        if offsets_a[i] - base_a != offsets_b[i] - base_b:
+    size = offsets_a[count] - base_a
+    if offsets_b[count] - base_b != size:
+        return False
+    if base_a == base_b:
+        if not _same_bytes(offsets_a.ctypes.data, offsets_b.ctypes.data, 4 * (count + 1)):
             return False
-    for k in range(offsets_a[count] - base_a):
-        if data_a[base_a + k] != data_b[base_b + k]:
+    else:
+        for i in range(count + 1):
+            if offsets_a[i] - base_a != offsets_b[i] - base_b:
+                return False
+    return _same_bytes(data_a.ctypes.data + base_a, data_b.ctypes.data + base_b, size)
+
+
+@njit(cache=True, inline="always")
+def _same_bytes(address_a, address_b, size):
+    """Whether ``size`` bytes at two addresses are equal: eight at a time, in blocks without a
+    branch per word, which the compiler vectorises (12 GB/s; a byte-by-byte loop ran 1.5 GB/s,
+    and comparing a dictionary with the one before was a fifth of hashing a chunk)."""
+    words = size // 8
+    a = carray(_pointer(np.int64(address_a)), max(words, 1), dtype=np.uint64)
+    b = carray(_pointer(np.int64(address_b)), max(words, 1), dtype=np.uint64)
+    for lo in range(0, words, 512):
+        differ = np.uint64(0)
+        for k in range(lo, min(lo + 512, words)):
+            differ |= a[k] ^ b[k]
+        if differ != 0:
+            return False
+    tail_a = carray(_pointer(np.int64(address_a)), max(size, 1), dtype=np.uint8)
+    tail_b = carray(_pointer(np.int64(address_b)), max(size, 1), dtype=np.uint8)
+    for k in range(words * 8, size):
+        if tail_a[k] != tail_b[k]:
             return False
     return True
 

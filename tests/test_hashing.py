@@ -3,6 +3,7 @@
 import struct
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -82,3 +83,27 @@ def test_string_column_hashes_each_row_between_its_offsets():
 def test_column_seeds_differ_so_equal_values_in_two_columns_hash_apart():
     assert hashing.column_seed("C1", 0) != hashing.column_seed("C2", 0)
     assert hashing.column_seed("C1", 0) != hashing.column_seed("C1", 1)
+
+
+def test_same_strings_agrees_with_python_on_near_misses():
+    """The word-at-a-time comparison of a dictionary with the one hashed before (sliced ones
+    too, whose offsets start past 0): every one-byte change, split or length is told apart."""
+    from fastada.hashing import same_strings
+
+    def parts(arr):
+        offsets = np.frombuffer(arr.buffers()[1], np.int32)[arr.offset:arr.offset + len(arr) + 1]
+        return offsets, np.frombuffer(arr.buffers()[2], np.uint8)
+
+    rng = np.random.default_rng(5)
+    words = ["".join(rng.choice(list("abcdef"), rng.integers(0, 30))) for _ in range(300)]
+    base = pa.array(words)
+    cases = [(base, pa.array(words)), (base.slice(7, 200), pa.array(words[7:207])),
+             (base, pa.array(words[:-1] + [words[-1] + "x"])), (base, pa.array(["".join(words[:2])] + words[2:] + [""]))]
+    for i in (0, 150, 299):
+        changed = list(words)
+        changed[i] = changed[i][:-1] + ("a" if changed[i][-1:] != "a" else "b") if changed[i] else "z"
+        cases.append((base, pa.array(changed)))
+    for a, b in cases:
+        count = min(len(a), len(b))
+        expected = a.slice(0, count).to_pylist() == b.slice(0, count).to_pylist()
+        assert same_strings(*parts(a), *parts(b), count) == expected
