@@ -81,6 +81,12 @@ BREAKAGES = {
                                 "with hot slots first, a first sighting is credited to the column at its place in the row"),
     "new-values-unlearned": ("fastada/kernels.py", "                else:\n                    _adagrad(table, n, g0, lr, eps)",
                              "                else:\n                    pass", "new-value slots in the table never learn"),
+    "plain-pages-unnoticed": ("fastada/reader.py", "            if size > sizes.get(name, size):",
+                              "            if size > sizes.get(name, size) and False:",
+                              "a column whose dictionary overflowed into plain pages is still read dictionary-encoded"),
+    "dictionary-tail-unchecked": ("fastada/hashing.py", "    for k in range(words * 8, size):",
+                                  "    for k in range(words * 8, words * 8):",
+                                  "a dictionary that differs from the one before only in its last bytes is taken for it"),
 }
 
 

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import naive
@@ -125,3 +126,28 @@ def test_arrow_numbers_become_numpy_as_pyarrow_makes_them(arr):
     want = arr.to_numpy(zero_copy_only=False)
     assert got.dtype == want.dtype
     np.testing.assert_array_equal(got, want)
+
+
+def test_columns_whose_dictionary_overflowed_are_read_plain_with_the_same_features(tmp_path):
+    """A writer whose dictionary fills up goes on with plain pages; Arrow then rebuilds a growing
+    dictionary batch by batch, which costs more than hashing the strings. The reader notices and
+    reads the column plain from the file's next row group on: the features stay the same."""
+    from fastada.reader import DataSet
+    rng = np.random.default_rng(3)
+    n = 8000
+    table = pa.table({"label": rng.integers(0, 2, n).astype(np.int8),
+                      "many": [f"value-{v:07d}" for v in rng.integers(0, 10**6, n)],
+                      "few": [f"f{v}" for v in rng.integers(0, 5, n)]})
+    path = tmp_path / "overflow.parquet"
+    pq.write_table(table, path, row_group_size=2000, dictionary_pagesize_limit=4096, data_page_size=1024)
+    spec = FeatureSpec(label="label", categorical=("many", "few"))
+    data = DataSet(str(path))
+    read = [(c.unit.row_group, c.batch) for c in data.chunks(["label", "many", "few"], 500, None, ["many", "few"])]
+    assert data.plain_columns == {0: {"many"}}
+    assert pa.types.is_dictionary(read[0][1].schema.field("many").type)
+    assert not pa.types.is_dictionary(read[-1][1].schema.field("many").type)
+    assert all(pa.types.is_dictionary(b.schema.field("few").type) for _, b in read)
+    plain = [c.batch for c in DataSet(str(path)).chunks(["label", "many", "few"], 500)]
+    f, g = Featurizer(spec), Featurizer(spec)
+    for (_, mixed), decoded in zip(read, plain):
+        assert np.array_equal(f(mixed, "t").cat, g(decoded, "t").cat)
