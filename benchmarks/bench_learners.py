@@ -133,17 +133,22 @@ def main():
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--factor-bits", type=int, default=18)
     ap.add_argument("--out", default="bench-out")
+    ap.add_argument("--pairs", default="table", choices=("table", "latent"),
+                    help="the generated data's planted interactions (fastada gen --pairs)")
+    ap.add_argument("--learners", default="adagrad,ftrl,fm,ffm")
+    ap.add_argument("--no-vw", action="store_true", help="leave Vowpal Wabbit out")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    data = args.data or os.path.join(args.out, f"learners-{args.rows}")
+    data = args.data or os.path.join(args.out, f"learners-{args.rows}" + ("-latent" if args.pairs == "latent" else ""))
     if not os.path.exists(os.path.join(data, "train.parquet")):
         from fastada.synth import generate
-        generate(data, rows=args.rows, test_rows=args.test_rows, seed=11, zipf=(1.05, 1.05), compression="zstd")
+        generate(data, rows=args.rows, test_rows=args.test_rows, seed=11, zipf=(1.05, 1.05), compression="zstd",
+                 pairs=args.pairs)
     train, test = os.path.join(data, "train.parquet"), os.path.join(data, "test.parquet")
     rows = pq.ParquetFile(train).metadata.num_rows
     cores = os.cpu_count() or 1
     results = []
-    for learner in ("adagrad", "ftrl", "fm", "ffm"):
+    for learner in args.learners.split(","):
         for threads in sorted({1, cores}):
             evaluations = []
             start = time.perf_counter()
@@ -160,7 +165,7 @@ def main():
         have_vw = True
     except ImportError:
         have_vw = False
-    if have_vw:
+    if have_vw and not args.no_vw:
         from fastada.metrics import evaluate
         vw_train, vw_test = os.path.join(args.out, "vw-train.txt"), os.path.join(args.out, "vw-test.txt")
         letters = write_vw(train, vw_train, spec)
@@ -175,17 +180,18 @@ def main():
             print(results[-1], flush=True)
     if args.libffm:
         for split, path in (("train", train), ("test", test)):
-            target = os.path.join(args.out, f"libffm-{split}.txt")
+            target = os.path.join(args.out, f"libffm-{os.path.basename(data)}-{split}.txt")
             if not os.path.exists(target):
                 write_libffm(path, target, spec, args.factor_bits)
         for threads in sorted({1, cores}):
-            r = run_libffm(args.libffm, os.path.join(args.out, "libffm-train.txt"),
-                           os.path.join(args.out, "libffm-test.txt"), args.epochs, threads, args.out)
+            r = run_libffm(args.libffm, os.path.join(args.out, f"libffm-{os.path.basename(data)}-train.txt"),
+                           os.path.join(args.out, f"libffm-{os.path.basename(data)}-test.txt"), args.epochs, threads,
+                           args.out)
             results.append(("libffm (its learning time)", threads, rows * args.epochs / r["seconds"],
                             r["logloss_by_epoch"], 0.2))
             print(results[-1], flush=True)
     print(f"\n{datetime.date.today().isoformat()}, {describe_machine()}, {rows:,} train + {args.test_rows:,} "
-          f"test rows (zstd, Zipf 1.05), {args.epochs} epochs, FFM k 4 over 2^{args.factor_bits} factor slots\n")
+          f"test rows (zstd, Zipf 1.05, {args.pairs} pairs), {args.epochs} epochs, FFM k 4 over 2^{args.factor_bits} factor slots\n")
     print("| learner | threads | rows/s (rows x epochs / seconds) | test logloss by epoch | lr |\n|---|---|---|---|---|")
     for name, threads, rate, by_epoch, lr in results:
         shown = " / ".join(f"{x:.5f}" for x in by_epoch) + (" (after the last)" if len(by_epoch) == 1 else "")

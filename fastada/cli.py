@@ -58,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
                         "overflow into plain pages (0: uniform; 0.8 makes the hardest data to read; "
                         "default 1.05,1.5)")
     g.add_argument("--compression", default="snappy", choices=("snappy", "zstd", "gzip", "lz4", "none"))
+    g.add_argument("--pairs", default="table", choices=("table", "latent"),
+                   help="the two planted interactions: an effect for every pair of values, which only a "
+                        "cross learns (table, the default), or the dot product of a vector for each value, "
+                        "as users' affinities for items are and factorization machines learn (latent)")
 
     t = sub.add_parser("train", help="train a model on Parquet data", formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Train a logistic model with Hogwild per-feature Adagrad, one pass (or --epochs) "
@@ -291,7 +295,8 @@ def _gen(args) -> int:
     from .synth import Stopped
     try:
         truth = generate(args.out, rows=args.rows, test_rows=args.test_rows, seed=args.seed,
-                         zipf=args.zipf, compression=args.compression, stop=_TERMINATING)
+                         zipf=args.zipf, compression=args.compression, stop=_TERMINATING,
+                         pairs=args.pairs)
     except Stopped:
         raise _Terminated() from None
     except (OSError, pa.ArrowException) as e:

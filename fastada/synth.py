@@ -7,8 +7,10 @@ handful to about a million). The truth is a logistic model:
     logit = b + sum_c effect_c[value_c] + sum_i f_i(I_i) + sum_pairs effect_pair[(value_a, value_b)]
 
 with Gaussian per-value effects (nulls have an effect of their own), smooth non-linear f_i of
-log1p(I_i), and two planted pairwise interactions that only a cross (or a non-linear model) can
-learn. So a linear model on hashed one-hot features gets close to, but not quite to, the Bayes
+log1p(I_i), and two planted pairwise interactions: by default a random effect for every pair of
+values, which only a cross can learn; with ``pairs="latent"`` the dot product of two 4-number
+vectors, one for each value (users' affinities for items, the structure that factorization
+machines assume), of the same spread. So a linear model on hashed one-hot features gets close to, but not quite to, the Bayes
 optimum, which truth.json reports for the test set.
 
 Rows are generated and written a row group at a time, so memory stays bounded for any size.
@@ -36,6 +38,8 @@ N_NUMERIC = 13
 N_CATEGORICAL = 26
 ROW_GROUP = 1 << 18
 INTERACTIONS = ((0, 1), (2, 7))  # categorical column pairs with a planted joint effect
+PAIRS = ("table", "latent")  # how their effect is made (see the module's docstring)
+LATENT_DIMS = 4
 
 
 def _fmix32(x: np.ndarray) -> np.ndarray:
@@ -74,7 +78,7 @@ def _add_effect(z, effect, ids):
 class _Truth:
     """The planted model and the distributions of every column, drawn from one seed."""
 
-    def __init__(self, seed: int, zipf: tuple[float, float] = (1.05, 1.5)):
+    def __init__(self, seed: int, zipf: tuple[float, float] = (1.05, 1.5), pairs: str = "table"):
         rng = np.random.default_rng(seed)
         self.cardinality = np.rint(np.geomspace(3, 1_000_000, N_CATEGORICAL)).astype(np.int64)
         rng.shuffle(self.cardinality)
@@ -105,6 +109,16 @@ class _Truth:
         self.num_null_effect = rng.normal(0.0, 0.3, N_NUMERIC)
         self.pair_scale = 0.5
         self.pair_seed = [int(x) for x in rng.integers(0, 2**31, len(INTERACTIONS))]
+        if pairs not in PAIRS:
+            raise FastadaError(f"pairs must be one of {', '.join(PAIRS)}, got {pairs!r}")
+        self.latent = None
+        if pairs == "latent":  # (drawn apart, so that the rest of the truth is the same either way)
+            latent_rng = np.random.default_rng([seed, 7])
+            # <u, v> of LATENT_DIMS normals of spread s has spread s^2 sqrt(dims): the table's
+            # effects' (pair_scale / sqrt(3), uniform)
+            s = math.sqrt(self.pair_scale / math.sqrt(3) / math.sqrt(LATENT_DIMS))
+            self.latent = [tuple(latent_rng.normal(0.0, s, (int(self.cardinality[c]) + 1, LATENT_DIMS)) for c in pair)
+                           for pair in INTERACTIONS]
         self.bias = 0.0
         z = self._draw(np.random.default_rng(seed + 1), 100_000)[2]
         bias = -1.0
@@ -132,7 +146,11 @@ class _Truth:
             x[missing] = np.nan
             num[i] = x
             z += np.where(missing, self.num_null_effect[i], effect)
-        for (a, b), pair_seed in zip(INTERACTIONS, self.pair_seed):
+        for p, ((a, b), pair_seed) in enumerate(zip(INTERACTIONS, self.pair_seed)):
+            if self.latent is not None:  # (a null's vector: the last)
+                u, v = self.latent[p]
+                z += np.einsum("ij,ij->i", u[cat[a]], v[cat[b]])
+                continue
             key = _fmix32((cat[a].astype(np.int64) * 1_000_003 + cat[b] + pair_seed).astype(np.uint32))
             z += self.pair_scale * (key.astype(np.float64) / 2**32 * 2 - 1)
         return cat, num, z
@@ -169,12 +187,14 @@ class Stopped(Exception):
 
 
 def generate(out: str, rows: int = 1_000_000, test_rows: int = 200_000, seed: int = 0,
-             zipf: tuple[float, float] = (1.05, 1.5), compression: str = "snappy", stop=None) -> dict:
+             zipf: tuple[float, float] = (1.05, 1.5), compression: str = "snappy", stop=None,
+             pairs: str = "table") -> dict:
     """Write ``out``/train.parquet, ``out``/test.parquet and ``out``/truth.json; return the truth.
 
     ``zipf``: the range the columns' Zipf exponents are drawn from (``(1.05, 1.05)``: every column
     as flat as real logs get, touching the most distinct slots); ``compression``: the Parquet codec
-    (snappy, zstd, gzip, lz4, none). ``stop``: a ``threading.Event``; once set, :class:`Stopped` is
+    (snappy, zstd, gzip, lz4, none); ``pairs``: the planted interactions' kind ("table" or
+    "latent", see the module's docstring). ``stop``: a ``threading.Event``; once set, :class:`Stopped` is
     raised at the next row group and the file being written is removed.
 
     truth.json holds the Bayes-optimal test metrics (the planted probabilities scored against the
@@ -183,7 +203,7 @@ def generate(out: str, rows: int = 1_000_000, test_rows: int = 200_000, seed: in
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
         raise FastadaError(f"seed must be an integer in 0..{2**63 - 1}, got {seed!r}")
     os.makedirs(out, exist_ok=True)
-    truth = _Truth(seed, zipf)
+    truth = _Truth(seed, zipf, pairs)
     rng = np.random.default_rng([seed, 2])
     _write(os.path.join(out, "train.parquet"), truth, rng, rows, compression, stop=stop)
     probabilities, labels = _write(os.path.join(out, "test.parquet"), truth, rng, test_rows, compression, keep=True,
@@ -193,6 +213,7 @@ def generate(out: str, rows: int = 1_000_000, test_rows: int = 200_000, seed: in
         "generator": "fastada.synth criteo-like v1",
         "seed": seed,
         "zipf": list(zipf),
+        "pairs": pairs,
         "compression": compression,
         "train_rows": rows,
         "test_rows": test_rows,

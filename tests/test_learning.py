@@ -4,12 +4,14 @@ import math
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import fastada
 import naive
 from conftest import small_table
 from fastada import kernels
+from fastada.config import FastadaError
 from fastada.features import Featurizer
 
 
@@ -212,3 +214,21 @@ def test_lazy_regularisation_stays_finite_when_eta_l2_is_tiny(accumulator, l2):
     # (1 + x)^-k ~ 1 - k x and the l1 part is then k steps of eta l1
     expected = 0.5 * (1 - steps * eta * l2) - steps * eta * l1 * (1 - (steps + 1) * eta * l2 / 2)
     assert math.isfinite(got) and got == pytest.approx(expected, rel=1e-6)
+
+
+def test_latent_pairs_change_only_the_planted_interactions(tmp_path):
+    """``pairs="latent"``: the same rows (values drawn alike), only the two planted interactions
+    made another way, so the click rate moves little and the labels of some rows differ."""
+    import json
+    from fastada.synth import generate
+    tables = {}
+    for pairs in ("table", "latent"):
+        truth = generate(str(tmp_path / pairs), rows=0, test_rows=20_000, seed=4, pairs=pairs)
+        assert json.loads((tmp_path / pairs / "truth.json").read_text())["pairs"] == pairs
+        tables[pairs] = pq.read_table(tmp_path / pairs / "test.parquet")
+        assert 0.2 < truth["test_base_rate"] < 0.3
+    table, latent = tables["table"], tables["latent"]
+    assert table.drop_columns(["label"]).equals(latent.drop_columns(["label"]))
+    assert 0 < np.mean(table["label"].to_numpy() != latent["label"].to_numpy()) < 0.2
+    with pytest.raises(FastadaError, match="pairs must be one of table, latent"):
+        generate(str(tmp_path / "x"), rows=0, test_rows=10, pairs="random")
