@@ -14,7 +14,7 @@ from .config import FastadaError, FeatureSpec, LearnConfig, RunConfig, check_env
 from .model import Model
 from .reader import DataSet
 from .roles import resolve_roles
-from .train import Progress, fit
+from .train import Progress, fit, start_numba
 
 
 NEW_VALUE_LEARNERS = ("adagrad", "ftrl")  # (FM and FFM's factors have no new-value features)
@@ -118,6 +118,7 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
     if init is not None and not isinstance(init, Model):
         init_path = os.fspath(init)
         init = _model.load(init_path)
+    start_numba()
     if init is None:
         spec, roles = resolve_roles(dataset, label=label, categorical=categorical, numeric=numeric, ignore=ignore,
                                      weight=weight, crosses=crosses, bits=bits, hash_seed=hash_seed,

@@ -53,6 +53,14 @@ STATUS_OK = 0
 STATUS_NOT_FINITE = 1
 
 
+@njit(cache=True)
+def ready():
+    """Nothing: the first compiled function a process loads sets Numba up (0.2-0.3 s: its
+    registries, and SciPy's BLAS, which it looks for), so :func:`fastada.train.start_numba`
+    loads this one while the run's first work is done elsewhere."""
+    return 0
+
+
 def new_table(slots: int, initial_accumulator: float = 0.0) -> np.ndarray:
     """A zeroed slot table for ``slots`` hashed slots plus the bias row."""
     table = np.zeros((slots + 1, SLOT_WIDTH), dtype=np.float32)

@@ -170,6 +170,12 @@ class _State:
         return dataclasses.asdict(self)
 
 
+def start_numba() -> None:
+    """Set Numba up on a thread (:func:`kernels.ready`) while the caller reads the data's roles:
+    that reading mostly releases the GIL, so part of Numba's 0.2-0.3 s of set-up is hidden."""
+    threading.Thread(target=kernels.ready, name="fastada-numba", daemon=True).start()
+
+
 def fit(dataset: DataSet, spec: FeatureSpec, learn: LearnConfig, run: RunConfig | None = None, *,
         valid: DataSet | None = None, on_chunk: Callable[[Progress], None] | None = None,
         on_evaluation: Callable[[dict], None] | None = None, on_note: Callable[[str], None] | None = None,
