@@ -3,9 +3,9 @@
 The reader knows files and Arrow, nothing of features or learning. A data set is a list of
 *units* (one Parquet row group each, or one batch of an in-memory table); a chunk is at most
 ``chunk_rows`` rows of one unit, read with column projection and with string columns
-dictionary-encoded (but for columns whose dictionary overflowed into plain pages: plain, after
-the file's first row group shows it). Memory stays bounded by the chunk size: each row group is read through its
-own ``iter_batches`` call, which avoids the growth of a whole-file read (see
+dictionary-encoded (but for columns whose dictionary overflowed into plain pages: plain, once a
+row group of the file shows it). Memory stays bounded by the chunk size: each row group is read
+through its own ``iter_batches`` call, which avoids the growth of a whole-file read (see
 shared/DESIGN-NOTES.md).
 """
 

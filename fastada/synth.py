@@ -10,8 +10,8 @@ with Gaussian per-value effects (nulls have an effect of their own), smooth non-
 log1p(I_i), and two planted pairwise interactions: by default a random effect for every pair of
 values, which only a cross can learn; with ``pairs="latent"`` the dot product of two 4-number
 vectors, one for each value (users' affinities for items, the structure that factorization
-machines assume), of the same spread. So a linear model on hashed one-hot features gets close to, but not quite to, the Bayes
-optimum, which truth.json reports for the test set.
+machines assume), of the same spread. So a linear model on hashed one-hot features gets close
+to, but not quite to, the Bayes optimum, which truth.json reports for the test set.
 
 Rows are generated and written a row group at a time, so memory stays bounded for any size.
 """
