@@ -151,3 +151,12 @@ def test_columns_whose_dictionary_overflowed_are_read_plain_with_the_same_featur
     f, g = Featurizer(spec), Featurizer(spec)
     for (_, mixed), decoded in zip(read, plain):
         assert np.array_equal(f(mixed, "t").cat, g(decoded, "t").cat)
+    # a second file of the writer is read plain from its first row group on
+    pq.write_table(table, tmp_path / "overflow-2.parquet", row_group_size=2000, dictionary_pagesize_limit=4096,
+                   data_page_size=1024)
+    both = DataSet([str(path), str(tmp_path / "overflow-2.parquet")])
+    first = {}
+    for c in both.chunks(["label", "many", "few"], 500, None, ["many", "few"]):
+        first.setdefault(c.unit.file, c.batch.schema)
+    assert pa.types.is_dictionary(first[0].field("many").type) and not pa.types.is_dictionary(first[1].field("many").type)
+    assert pa.types.is_dictionary(first[1].field("few").type)
