@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--zipf", type=_zipf_range, default=(1.05, 1.5),
                    help="Zipf exponents of the string columns: A (all the same) or A,B (drawn from [A, B]); "
                         "lower is flatter: more distinct values a row group, and Parquet dictionaries that "
-                        "overflow into plain pages (0: uniform; 0.8 makes the hardest data to read; "
+                        "overflow into plain pages (0: uniform; the README's worst case is 0.8; "
                         "default 1.05,1.5)")
     g.add_argument("--compression", default="snappy", choices=("snappy", "zstd", "gzip", "lz4", "none"))
     g.add_argument("--pairs", default="table", choices=("table", "latent"),
