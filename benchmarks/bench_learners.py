@@ -179,19 +179,20 @@ def main():
                             [evaluate(p, y)["logloss"]], float("nan")))
             print(results[-1], flush=True)
     if args.libffm:
+        # (named by data set: another data set in the same --out must not reuse them)
+        texts = {split: os.path.join(args.out, f"libffm-{os.path.basename(data)}-{split}.txt")
+                 for split in ("train", "test")}
         for split, path in (("train", train), ("test", test)):
-            target = os.path.join(args.out, f"libffm-{os.path.basename(data)}-{split}.txt")
-            if not os.path.exists(target):
-                write_libffm(path, target, spec, args.factor_bits)
+            if not os.path.exists(texts[split]):
+                write_libffm(path, texts[split], spec, args.factor_bits)
         for threads in sorted({1, cores}):
-            r = run_libffm(args.libffm, os.path.join(args.out, f"libffm-{os.path.basename(data)}-train.txt"),
-                           os.path.join(args.out, f"libffm-{os.path.basename(data)}-test.txt"), args.epochs, threads,
-                           args.out)
+            r = run_libffm(args.libffm, texts["train"], texts["test"], args.epochs, threads, args.out)
             results.append(("libffm (its learning time)", threads, rows * args.epochs / r["seconds"],
                             r["logloss_by_epoch"], 0.2))
             print(results[-1], flush=True)
     print(f"\n{datetime.date.today().isoformat()}, {describe_machine()}, {rows:,} train + {args.test_rows:,} "
-          f"test rows (zstd, Zipf 1.05, {args.pairs} pairs), {args.epochs} epochs, FFM k 4 over 2^{args.factor_bits} factor slots\n")
+          f"test rows (zstd, Zipf 1.05, {args.pairs} pairs), {args.epochs} epochs, "
+          f"FFM k 4 over 2^{args.factor_bits} factor slots\n")
     print("| learner | threads | rows/s (rows x epochs / seconds) | test logloss by epoch | lr |\n|---|---|---|---|---|")
     for name, threads, rate, by_epoch, lr in results:
         shown = " / ".join(f"{x:.5f}" for x in by_epoch) + (" (after the last)" if len(by_epoch) == 1 else "")

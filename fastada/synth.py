@@ -230,11 +230,11 @@ def generate(out: str, rows: int = 1_000_000, test_rows: int = 200_000, seed: in
 
 
 def generate_part(path: str, part: int, rows: int, seed: int = 0, zipf: tuple[float, float] = (1.05, 1.5),
-                  compression: str = "snappy") -> None:
-    """Write ``rows`` more training rows of the data set ``generate(seed=seed, zipf=zipf)`` describes
+                  compression: str = "snappy", pairs: str = "table") -> None:
+    """Write ``rows`` more training rows of the data set ``generate(seed=seed, zipf=zipf, pairs=pairs)`` describes
     (the same planted truth, other draws: ``part`` numbers them) to ``path``: a large data set is
     written as several files by several processes at once."""
-    truth = _Truth(seed, zipf)
+    truth = _Truth(seed, zipf, pairs)
     _write(path, truth, np.random.default_rng([seed, 3, part]), rows, compression)
 
 
