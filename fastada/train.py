@@ -521,11 +521,9 @@ class _Training:
         start = time.perf_counter()
         bits = min(self.spec.bits, RACE_BITS)
         where_to = (np.uint32((1 << bits) - 1), kernels.hot_slots((1 << bits) + 1))
-        tasks = [(0, pos, unit, 0) for pos, unit in enumerate(self._units(0))]
         wanted = race_rows(self.dataset.num_rows)
         parts, rows = [], 0
-        for chunk, where, pos, row in read_ahead(tasks, lambda task, worker: self._blocks(task, worker, where_to),
-                                                 len(self.featurizers)):
+        for chunk, where, pos, row in self._race_chunks(wanted, where_to):
             if chunk is None or not chunk.rows:
                 continue
             weights = chunk.weights if not chunk.held.size else chunk.weights * (chunk.held == 0)
@@ -646,6 +644,26 @@ class _Training:
             self.note(f"epochs: {state.epochs} of {epochs} (the race's held-out logloss at {RATES[best]:g} after "
                       f"1..{epochs} passes: {trend}; more passes predicted unseen rows worse; "
                       f"--all-epochs learns all {epochs})")
+
+    def _race_chunks(self, wanted: int, where_to) -> Iterator:
+        """The first epoch's chunks as the race reads them: first those that hold its ``wanted``
+        rows and no more (the readers would otherwise take the cores from the race with chunks it
+        never learns), then, only if it asks for them (a row group unreadable, negatives downsampled), the
+        rest in order."""
+        units = self._units(0)
+        first, ahead = [], 0
+        for pos, unit in enumerate(units):
+            if ahead >= wanted:
+                break
+            chunks = -(-min(unit.rows, wanted - ahead) // self.learn.chunk_rows)
+            first.append((0, pos, unit, 0, min(unit.rows, chunks * self.learn.chunk_rows)))
+            ahead += unit.rows
+        rest = [(0, pos, unit, 0) for pos, unit in enumerate(units) if pos >= len(first)]
+        if first and first[-1][4] < first[-1][2].rows:
+            rest.insert(0, first[-1][:3] + (first[-1][4],))
+        for tasks in (first, rest):
+            yield from read_ahead(tasks, lambda task, worker: self._blocks(task, worker, where_to),
+                                  len(self.featurizers))
 
     def _choose_hot(self) -> None:
         """The hot slots, counted on the first chunk of the data (see :mod:`kernels`); with one

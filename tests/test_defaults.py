@@ -216,6 +216,34 @@ def test_the_race_takes_a_hundredth_of_a_long_data_set_within_bounds(rng, monkey
     assert math.isfinite(model.summary["progressive_logloss"])
 
 
+
+def test_the_race_reads_only_the_chunks_it_learns_and_reads_on_where_downsampling_leaves_it_short(
+        rng, monkeypatch, tmp_path):
+    """Chunks read ahead that the race never learns would take the cores from it; with fewer rows
+    than it wants in those chunks (negatives downsampled), it reads on, in training's order."""
+    import pyarrow.parquet as pq
+    monkeypatch.setattr(training, "RACE_ROWS", 2000)
+    monkeypatch.setattr(training, "RACE_MIN_ROWS", 1000)
+    path = str(tmp_path / "d.parquet")
+    pq.write_table(small_table(rng, n=5000), path, row_group_size=1000)
+    read = []
+    blocks = training._Training._blocks
+
+    def recording(self, task, worker, where_to=None):
+        for item in blocks(self, task, worker, where_to):
+            if where_to is not None:  # (the race's reading)
+                read.append((item[2], item[3]))
+            yield item
+
+    monkeypatch.setattr(training._Training, "_blocks", recording)
+    model = fastada.train(path, label="label", bits=10, threads=1, chunk_rows=300)
+    assert model.summary["lr_race"]["rows"] == 1000
+    assert read == [(0, 0), (0, 300), (0, 600), (0, 900)]  # row group 0, whole: no more
+    read.clear()
+    model = fastada.train(path, label="label", bits=10, threads=1, chunk_rows=300, negative_rate=0.5)
+    assert model.summary["lr_race"]["rows"] == 1000
+    assert read[:5] == [(0, 0), (0, 300), (0, 600), (0, 900), (1, 0)]
+
 # -- column roles --------------------------------------------------------------------------------
 
 def _roles(table, **kwargs):
