@@ -9,8 +9,8 @@ Usage:
     python benchmarks/bench_learners.py --libffm /path/to/libffm [--rows 500000] [--test-rows 100000]
         [--epochs 3] [--factor-bits 18] [--out bench-out]
 
-Data: generated Criteo-like rows, zstd, every string column at Zipf 1.05 (the hardest the
-generator makes). libffm reads its own text format, written from fastada's featurizer (each
+Data: generated Criteo-like rows, zstd, every string column at Zipf 1.05 (``--zipf``: flatter
+values touch more distinct factor slots a row, which FFM reads and writes whole). libffm reads its own text format, written from fastada's featurizer (each
 feature's field, its slot masked to 2^factor-bits, its value), so both learn the same features;
 libffm's model is pairs only (no linear term, no bias), fastada's FFM is its Adagrad linear model
 plus pairs. libffm runs with its defaults as the issue names them (k 4, eta 0.2, lambda 2e-5,
@@ -135,14 +135,18 @@ def main():
     ap.add_argument("--out", default="bench-out")
     ap.add_argument("--pairs", default="table", choices=("table", "latent"),
                     help="the generated data's planted interactions (fastada gen --pairs)")
+    ap.add_argument("--zipf", type=float, default=1.05,
+                    help="every string column's Zipf exponent (fastada gen --zipf: lower is flatter; 0.8 is "
+                         "the README's worst case for speed)")
     ap.add_argument("--learners", default="adagrad,ftrl,fm,ffm")
     ap.add_argument("--no-vw", action="store_true", help="leave Vowpal Wabbit out")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    data = args.data or os.path.join(args.out, f"learners-{args.rows}" + ("-latent" if args.pairs == "latent" else ""))
+    data = args.data or os.path.join(args.out, f"learners-{args.rows}" + ("-latent" if args.pairs == "latent" else "")
+                                     + ("" if args.zipf == 1.05 else f"-zipf{args.zipf:g}"))
     if not os.path.exists(os.path.join(data, "train.parquet")):
         from fastada.synth import generate
-        generate(data, rows=args.rows, test_rows=args.test_rows, seed=11, zipf=(1.05, 1.05), compression="zstd",
+        generate(data, rows=args.rows, test_rows=args.test_rows, seed=11, zipf=(args.zipf, args.zipf), compression="zstd",
                  pairs=args.pairs)
     train, test = os.path.join(data, "train.parquet"), os.path.join(data, "test.parquet")
     rows = pq.ParquetFile(train).metadata.num_rows
@@ -191,7 +195,7 @@ def main():
                             r["logloss_by_epoch"], 0.2))
             print(results[-1], flush=True)
     print(f"\n{datetime.date.today().isoformat()}, {describe_machine()}, {rows:,} train + {args.test_rows:,} "
-          f"test rows (zstd, Zipf 1.05, {args.pairs} pairs), {args.epochs} epochs, "
+          f"test rows (zstd, Zipf {args.zipf:g}, {args.pairs} pairs), {args.epochs} epochs, "
           f"FFM k 4 over 2^{args.factor_bits} factor slots\n")
     print("| learner | threads | rows/s (rows x epochs / seconds) | test logloss by epoch | lr |\n|---|---|---|---|---|")
     for name, threads, rate, by_epoch, lr in results:
