@@ -242,7 +242,7 @@ def test_the_race_reads_only_the_chunks_it_learns_and_reads_on_where_downsamplin
     read.clear()
     model = fastada.train(path, label="label", bits=10, threads=1, chunk_rows=300, negative_rate=0.5)
     assert model.summary["lr_race"]["rows"] == 1000
-    assert read[:5] == [(0, 0), (0, 300), (0, 600), (0, 900), (1, 0)]
+    assert read[:4] == [(0, 0), (0, 300), (0, 600), (0, 900)] and (1, 0) in read[4:]  # (read ahead in parallel)
 
 # -- column roles --------------------------------------------------------------------------------
 
