@@ -216,6 +216,18 @@ def test_lazy_regularisation_stays_finite_when_eta_l2_is_tiny(accumulator, l2):
     assert math.isfinite(got) and got == pytest.approx(expected, rel=1e-6)
 
 
+def test_the_planted_pairs_are_worth_more_than_additive_effects_can_take_of_them():
+    """pair_gap: the logloss a model without the interactions loses against the truth, and what
+    is left once per-value effects take their additive part: the most a learner of pairs can
+    gain over a linear one."""
+    from fastada.synth import pair_gap
+    table = pair_gap(seed=4, zipf=(1.05, 1.05), pairs="table", rows=200_000)
+    latent = pair_gap(seed=4, zipf=(1.05, 1.05), pairs="latent", rows=200_000)
+    for gap in (table, latent):
+        assert 0.001 < gap["linear_best"] < gap["without_pairs"] < 0.05, gap
+    assert pair_gap(seed=4, zipf=(1.05, 1.05), pairs="table", rows=200_000) == table  # drawn from the seed
+
+
 def test_latent_pairs_change_only_the_planted_interactions(tmp_path):
     """``pairs="latent"``: the same rows (values drawn alike), only the two planted interactions
     made another way, so the click rate moves little and the labels of some rows differ."""
