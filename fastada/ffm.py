@@ -111,16 +111,16 @@ def _prefetch_row(flat, slots, r, fmask, fields_n, lookup):
 
 
 @njit(cache=True, nogil=True)
-def _pairs(flat, starts, xs, fields, scale):
-    """scale * sum over the row's pairs of <v[a, f_b], v[b, f_a]> x_a x_b."""
+def _pairs(flat, starts, xs, fields, scale, dims):
+    """scale * sum over the row's pairs of <v[a, f_b], v[b, f_a]> x_a x_b (rows of ``flat``: a
+    vector of ``dims`` numbers, then its accumulators while training)."""
     k = starts.shape[0]
-    dims = flat.shape[1] // 2
     total = 0.0
     for a in range(k):
         sa = starts[a]
         fa = fields[a]
         xa = xs[a]
-        for b in range(a + 1, k):
+        for b in range(np.uint64(a + 1), np.uint64(k)):  # (unsigned: no wrap-around test on every load)
             va = sa + fields[b]
             vb = starts[b] + fa
             if dims == 4:
@@ -272,7 +272,7 @@ def _learn_pairs(flat, starts, xs, fields, kappa0, factor_lr, factor_l2):
         sa = starts[a]
         fa = fields[a]
         xa = xs[a]
-        for b in range(a + 1, k):
+        for b in range(np.uint64(a + 1), np.uint64(k)):  # (unsigned: no wrap-around test on every load)
             ia = sa + fields[b]
             ib = starts[b] + fa
             kappa = np.float32(kappa0 * xa * xs[b])
@@ -447,7 +447,7 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
             scale = _scale(num_values, r, k_cat, k)
             if field_aware:
                 _row_features(slots, num_values, r, k_cat, fmask, fields_n, starts, xs, lookup, views_at)
-                z += _pairs(flat, starts, xs, fields, scale)
+                z += _pairs(flat, starts, xs, fields, scale, factors.shape[2] // 2)
             else:
                 z += scale * _fm_sums(factors, slots, num_values, r, k_cat, fmask, sums)
             y = np.float64(labels[r])
@@ -491,6 +491,8 @@ def predict_chunk(cat, num, num_values, weights, factors, fields, mask, fmask, b
     for blk in prange(blocks):
         slots = np.empty(k, dtype=np.int64)
         sums = np.empty(dims, dtype=np.float64)
+        starts = np.empty(k, dtype=np.int64)  # FFM: as training reads the row (the same sums)
+        xs = np.empty(k, dtype=np.float64)
         for r in range(rows * blk // blocks, rows * (blk + 1) // blocks):
             z = bias
             total = np.float64(k_cat)
@@ -500,20 +502,11 @@ def predict_chunk(cat, num, num_values, weights, factors, fields, mask, fmask, b
                 if j >= k_cat:
                     total += x * x
                 z += weights[slots[j]] * x
+                starts[j] = (slots[j] & fmask) * fields_n
+                xs[j] = x
             pairs = 0.0
             if field_aware:
-                for a in range(k):
-                    ua = slots[a] & fmask
-                    xa = 1.0 if a < k_cat else np.float64(num_values[r, a - k_cat])
-                    for b in range(a + 1, k):
-                        ub = slots[b] & fmask
-                        if dims == 4:
-                            dot = _dot4(flat, ua * fields_n + fields[b], ub * fields_n + fields[a])
-                        else:
-                            dot = np.float32(0.0)
-                            for d in range(dims):
-                                dot += factors[ua, fields[b], d] * factors[ub, fields[a], d]
-                        pairs += dot * xa * (1.0 if b < k_cat else np.float64(num_values[r, b - k_cat]))
+                pairs = _pairs(flat, starts, xs, fields, 1.0, dims)
             else:  # (|sum v x|^2 - sum |v x|^2) / 2
                 squares = 0.0
                 for d in range(dims):
