@@ -17,8 +17,8 @@ linear term, no bias), fastada's FFM is its Adagrad linear model plus pairs. lib
 defaults as the issue names them (k 4, eta 0.2, lambda 2e-5, instance normalisation) for
 --epochs iterations. Two rates: *learning*, libffm's own timer (its epochs, reading its binary
 blocks; not its parsing of the text or its validation) and fastada's epochs (reading Parquet and
-hashing on other threads included; a second run at the raced rate without the test set, so
-neither the race nor the evaluations); *whole run*, libffm's process (parsing its text included)
+hashing on other threads included; a second run at the raced rates without the test set, so
+neither the races nor the evaluations); *whole run*, libffm's process (parsing its text included)
 and fastada's train call (the race and an evaluation on the test set after each epoch included).
 Prints a Markdown table.
 """
@@ -168,7 +168,8 @@ def main():
             # each epoch, the epochs' time without the race's (the clock starts before the race)
             epochs = []
             again = fastada.train(train, learner=learner, epochs=args.epochs, threads=threads, lr=model.summary["lr"],
-                                  factor_bits=args.factor_bits, all_epochs=True, on_evaluation=epochs.append)
+                                  factor_lr=model.summary.get("factor_lr") or "auto", factor_bits=args.factor_bits,
+                                  all_epochs=True, on_evaluation=epochs.append)
             learning = epochs[-1]["seconds"] - ((again.summary.get("lr_race") or {}).get("seconds") or 0.0)
             results.append((f"fastada {learner}", threads, rows * len(by_epoch) / seconds, by_epoch,
                             model.summary.get("lr"), rows * len(epochs) / learning))

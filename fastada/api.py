@@ -34,7 +34,7 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
           shuffle: bool = False, lr_decay: float = 1.0, holdout_every: int = 0,
           bad_rows: str = "fail", learner: str = "adagrad", beta: float = 1.0, negative_rate: float = 1.0,
           factors: int = LearnConfig.factors, factor_bits: int = LearnConfig.factor_bits,
-          factor_lr: float = LearnConfig.factor_lr, factor_l2: float = LearnConfig.factor_l2,
+          factor_lr: float | str = LearnConfig.factor_lr, factor_l2: float = LearnConfig.factor_l2,
           valid=None,
           eval_every_rows: int = 0, early_stop: int = 0,
           checkpoint_dir: str | os.PathLike | None = None, checkpoint_every_rows: int = 0,
@@ -48,8 +48,8 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
     """Train a logistic model with Hogwild per-feature Adagrad (or, ``learner="ftrl"``,
     FTRL-Proximal: ``lr`` is its alpha, ``beta`` its beta; ``learner="fm"`` / ``"ffm"``, a
     (field-aware) factorization machine: ``factors`` latent factors per feature (and field) in
-    2**``factor_bits`` slots, learned at ``factor_lr`` with L2 ``factor_l2`` over the Adagrad linear
-    model) on ``data``.
+    2**``factor_bits`` slots, learned at ``factor_lr`` (or "auto", the default: raced as ``lr``
+    is) with L2 ``factor_l2`` over the Adagrad linear model) on ``data``.
 
     data: Parquet file(s), folder(s), glob(s), filesystem URI(s), or data in memory: a
     ``pyarrow.Table``, a pandas DataFrame, or any Arrow PyCapsule stream (polars, DuckDB; read whole).

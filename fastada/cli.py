@@ -106,8 +106,9 @@ def _parser() -> argparse.ArgumentParser:
                     help=f"FM/FFM: latent factors per feature (and field) (default {LearnConfig.factors})")
     lg.add_argument("--factor-bits", type=int, default=LearnConfig.factor_bits,
                     help=f"FM/FFM: log2 of the factor slots (at most --bits; default {LearnConfig.factor_bits})")
-    lg.add_argument("--factor-lr", type=float, default=LearnConfig.factor_lr,
-                    help=f"FM/FFM: the factors' Adagrad rate (default {LearnConfig.factor_lr}, libffm's eta)")
+    lg.add_argument("--factor-lr", type=_lr_arg, default=LearnConfig.factor_lr,
+                    help="FM/FFM: the factors' Adagrad rate (libffm's eta: 0.2), or auto (default): raced on the "
+                         "first rows after --lr, the winner kept")
     lg.add_argument("--factor-l2", type=float, default=LearnConfig.factor_l2,
                     help=f"FM/FFM: the factors' L2 (default {LearnConfig.factor_l2}, libffm's lambda)")
     lg.add_argument("--negative-rate", type=float, default=1.0,

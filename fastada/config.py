@@ -127,7 +127,9 @@ split between reading and learning by rates measured on the first chunks). chunk
     learner="ffm" (:mod:`fastada.ffm`; "fm": one vector per feature, not per feature and field):
     ``factors`` latent factors per feature and field, in
     2**``factor_bits`` factor slots, learned by Adagrad at ``factor_lr`` with L2 ``factor_l2``
-    (libffm's k, eta and lambda); the linear part learns as ``learner="adagrad"``.
+    (libffm's k, eta and lambda); the linear part learns as ``learner="adagrad"``. factor_lr
+    "auto" (the default): raced on the first rows after the linear rate (see :mod:`fastada.train`;
+    the best differed five-fold between real logs).
     """
 
     lr: float | str = "auto"
@@ -149,7 +151,7 @@ split between reading and learning by rates measured on the first chunks). chunk
     negative_rate: float = 1.0
     factors: int = 4
     factor_bits: int = 18
-    factor_lr: float = 0.2
+    factor_lr: float | str = "auto"
     factor_l2: float = 2e-5
 
     def __post_init__(self):
@@ -176,8 +178,8 @@ split between reading and learning by rates measured on the first chunks). chunk
             raise FastadaError(f"learner must be one of {', '.join(LEARNERS)}, got {self.learner!r}")
         _check_int("factors", self.factors, 1, 256)
         _check_int("factor_bits", self.factor_bits, 1, 31)
-        if not (_is_number(self.factor_lr) and self.factor_lr > 0):
-            raise FastadaError(f"factor_lr must be a positive number, got {self.factor_lr!r}")
+        if self.factor_lr != "auto" and not (_is_number(self.factor_lr) and self.factor_lr > 0):
+            raise FastadaError(f"factor_lr must be 'auto' or a positive number, got {self.factor_lr!r}")
         if not (_is_number(self.factor_l2) and self.factor_l2 >= 0):
             raise FastadaError(f"factor_l2 must be a number >= 0, got {self.factor_l2!r}")
         if not (_is_number(self.beta) and self.beta >= 0):

@@ -23,6 +23,7 @@ class Learner:
     heavy = False               # a row costs far more to learn than to read and hash (FFM: features^2 pairs)
     lazy_regularisation = True  # slots owe L1/L2 steps until touched (kernels.catch_up_all settles them)
     continuable = False         # a model of it can go on learning (train(init=...))
+    factored = False            # it has latent factors, with a rate of their own (FM, FFM)
     state_what = ""             # what its own arrays are, and how to make them smaller (for memory errors)
     state_advice = ""
 
@@ -125,11 +126,14 @@ class Factorisation(Adagrad):
 
     views = False
     continuable = False
+    factored = True
     state_what = "the factor table"
     state_advice = "lower --factor-bits or --factors"
 
     def __init__(self, learn, spec, featurizer):
         super().__init__(learn, spec, featurizer)
+        # the factors' rate: as given, or (factor_lr="auto") set by the driver once raced
+        self.factor_rate = None if learn.factor_lr == "auto" else float(learn.factor_lr)
         self.field_aware = learn.learner == "ffm"
         self.parallel = self.heavy = self.field_aware  # (FFM: hot factor slots in per-thread views)
         # FFM: a vector per feature and field; FM: one per feature (a single field; no field map)
@@ -164,8 +168,31 @@ class Factorisation(Adagrad):
             factors, hot, taken = arrays["factors"], _NO_VIEWS, _NO_TAKEN
         return ffm.train_chunk(chunk.slots, chunk.num_values, chunk.labels, chunk.weights, chunk.held,
                                table, clock, np.int64(step), lr, learn.l1, learn.l2, learn.eps,
-                               factors, self.fields, self.fmask, learn.factor_lr, learn.factor_l2,
+                               factors, self.fields, self.fmask, self.factor_rate, learn.factor_l2,
                                blocks, block_loss, hot.slots, hot.lookup, hot.fold_ends, kernels.FOLD_ROWS, taken)
+
+    def race_factors(self, slots, values, labels, weights, passes, scored, table, factors, lr: float,
+                     factor_rate: float) -> tuple[float, float]:
+        """One fold of the factors' rate race, one thread, on the given tables: the rows of each
+        of ``passes`` (index arrays, in order) learned, then the rows ``scored`` learned, each
+        scored before it is learned. Returns their (weighted loss, weight): inf where learning
+        diverged."""
+        learn = self.learn
+        clock = table.view(np.int64)
+        block_loss = np.zeros((1, 4), dtype=np.float64)
+        step = 0
+        for rows in list(passes) + [scored]:
+            block_loss[:] = 0.0
+            status = ffm.train_chunk(np.ascontiguousarray(slots[rows]), np.ascontiguousarray(values[rows]),
+                                     np.ascontiguousarray(labels[rows]), np.ascontiguousarray(weights[rows]),
+                                     _NO_HELD, table, clock, np.int64(step), lr, learn.l1, learn.l2, learn.eps,
+                                     factors, self.fields, self.fmask, factor_rate, learn.factor_l2, 1,
+                                     block_loss, _NO_VIEWS.slots, _NO_VIEWS.lookup, _NO_VIEWS.fold_ends,
+                                     kernels.FOLD_ROWS, _NO_TAKEN)
+            if status != kernels.STATUS_OK:
+                return float("inf"), 1.0
+            step += len(rows)
+        return float(block_loss[0, 0]), float(block_loss[0, 1])
 
     def _views(self, chunk, arrays, blocks):
         """FFM on several threads: the hot factor slots (counted on the first chunk so learned,
@@ -198,6 +225,7 @@ class Factorisation(Adagrad):
 
 _NO_VIEWS = kernels.hot_slots(2)  # (the bias alone: an empty lookup)
 _NO_TAKEN = np.zeros((1, 1, 1, 1), np.float32)
+_NO_HELD = np.zeros(0, np.uint8)
 
 
 def make(learn: LearnConfig, spec: FeatureSpec, featurizer) -> Learner:

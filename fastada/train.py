@@ -161,6 +161,8 @@ class _State:
     label_kinds: list = dataclasses.field(default_factory=list)  # negatives seen so far: -1 and/or 0
     lr: float | None = None          # the learning rate (of the first epoch): given, or raced
     lr_race: dict | None = None      # how lr="auto" chose it
+    factor_lr: float | None = None   # FM, FFM: the factors' rate: given, or raced
+    factor_lr_race: dict | None = None  # how factor_lr="auto" chose it
     epochs: int | None = None        # epochs to learn, if the race chose fewer than LearnConfig.epochs
     read_retries: int = 0            # reads retried on Dask workers (the network or the store failed)
     pieces_epoch: int = -1           # distributed runs: the epoch whose pieces ``pieces_done`` lists,
@@ -283,6 +285,7 @@ class _Training:
                                f"expected {(spec.slots + 1, kernels.SLOT_WIDTH)}")
         self.clock = self.table.view(np.int64)
         self.log = _JsonLog(run.log_json, self.state.history) if run.log_json else None
+        self._race_rows = None  # (the races' rows, read by the first that needs them)
         self.begun = time.perf_counter()
         self.last_checkpoint = (self.state.step, self.begun)
 
@@ -348,6 +351,9 @@ class _Training:
                       f"values never learned score with what first sightings were worth; --no-new-values)")
         if state.lr is None:
             self._pick_rate()
+        if self.learner.factored:
+            self._pick_factor_rate()
+        self._race_rows = None  # (the race's rows, read once for both races)
         self._choose_hot()
         while state.epoch < self.epochs and not state.stopped_early:
             self._epoch(state.epoch)
@@ -519,26 +525,12 @@ class _Training:
             state.lr = float(learn.lr)
             return
         start = time.perf_counter()
-        bits = min(self.spec.bits, RACE_BITS)
-        where_to = (np.uint32((1 << bits) - 1), kernels.hot_slots((1 << bits) + 1))
-        wanted = race_rows(self.dataset.num_rows)
-        parts, rows = [], 0
-        for chunk, where, pos, row in self._race_chunks(wanted, where_to):
-            if chunk is None or not chunk.rows:
-                continue
-            weights = chunk.weights if not chunk.held.size else chunk.weights * (chunk.held == 0)
-            take = min(chunk.rows, wanted - rows)
-            parts.append((chunk.slots[:take], chunk.num_values[:take], chunk.labels[:take], weights[:take]))
-            rows += take
-            if rows >= wanted:
-                break
-        if not rows:  # nothing readable: the epoch will say so
+        data = self._race_data()
+        if data is None:  # nothing readable: the epoch will say so
             state.lr = RACE_RATES[len(RACE_RATES) // 2]
             return
-        width = max(p[1].shape[1] for p in parts)  # list columns: chunks of different widths
-        parts = [(np.pad(sl, ((0, 0), (0, width - v.shape[1]))), np.pad(v, ((0, 0), (0, width - v.shape[1]))), y, w)
-                 for sl, v, y, w in parts]  # (padding: slot 0 with value 0, which learns nothing)
-        slots, values, labels, weights = (np.ascontiguousarray(np.concatenate(a)) for a in zip(*parts))
+        slots, values, labels, weights, bits, where_to = data
+        rows = len(labels)
         half = rows // 2
         new_where = (kernels.new_value_places(self.new_hashes, np.int64(where_to[0]), where_to[1].lookup)
                      if self.new_hashes.size else _NO_NEW_VALUES)
@@ -644,6 +636,105 @@ class _Training:
             self.note(f"epochs: {state.epochs} of {epochs} (the race's held-out logloss at {RATES[best]:g} after "
                       f"1..{epochs} passes: {trend}; more passes predicted unseen rows worse; "
                       f"--all-epochs learns all {epochs})")
+
+    def _race_data(self):
+        """The rows the races learn, read once: (slots, values, labels, weights, bits, where_to)
+        of the first :func:`race_rows` rows in the first epoch's order, located in a table of
+        2^bits slots (held-out rows weigh 0); None if nothing could be read."""
+        if self._race_rows is not None:
+            return self._race_rows or None
+        bits = min(self.spec.bits, RACE_BITS)
+        where_to = (np.uint32((1 << bits) - 1), kernels.hot_slots((1 << bits) + 1))
+        wanted = race_rows(self.dataset.num_rows)
+        parts, rows = [], 0
+        for chunk, where, pos, row in self._race_chunks(wanted, where_to):
+            if chunk is None or not chunk.rows:
+                continue
+            weights = chunk.weights if not chunk.held.size else chunk.weights * (chunk.held == 0)
+            take = min(chunk.rows, wanted - rows)
+            parts.append((chunk.slots[:take], chunk.num_values[:take], chunk.labels[:take], weights[:take]))
+            rows += take
+            if rows >= wanted:
+                break
+        if not rows:
+            self._race_rows = ()
+            return None
+        width = max(p[1].shape[1] for p in parts)  # list columns: chunks of different widths
+        parts = [(np.pad(sl, ((0, 0), (0, width - v.shape[1]))), np.pad(v, ((0, 0), (0, width - v.shape[1]))), y, w)
+                 for sl, v, y, w in parts]  # (padding: slot 0 with value 0, which learns nothing)
+        self._race_rows = tuple(np.ascontiguousarray(np.concatenate(a)) for a in zip(*parts)) + (bits, where_to)
+        return self._race_rows
+
+    def _pick_factor_rate(self) -> None:
+        """The factors' rate (FM, FFM): as given, or (factor_lr="auto") raced as the linear rate
+        is, at the linear rate chosen: each of :data:`FACTOR_RACE_RATES` learns one half of the
+        first :data:`FACTOR_RACE_ROWS` of the race's rows as many times as training will, on the
+        run's own fresh factor table (the rows it writes put back after each candidate) and a
+        linear table of its own, then scores the other half, each row before it is learned; two
+        folds. The best is refined between its neighbours. Factors learn O(features^2) a row, so
+        this race reads fewer rows than the linear one, and its candidates run one after another."""
+        learn, state, learner = self.learn, self.state, self.learner
+        if learn.factor_lr != "auto":
+            state.factor_lr = float(learn.factor_lr)
+        data = self._race_data() if state.factor_lr is None else None
+        if data is None:
+            if state.factor_lr is None:  # nothing readable: the epoch will say so
+                state.factor_lr = FACTOR_RACE_FALLBACK
+            learner.factor_rate = state.factor_lr
+            return
+        start = time.perf_counter()
+        slots, values, labels, weights, bits, _ = data
+        rows = min(len(labels), FACTOR_RACE_ROWS)
+        slots, values, labels, weights = slots[:rows], values[:rows], labels[:rows], weights[:rows]
+        factors = self.arrays["factors"]
+        written = _rows_written(slots.astype(np.int64) & int(learner.fmask), int(learner.fmask) + 1)[:-1]
+        fresh = factors[written]  # (the run's own start: put back after every candidate)
+        table = np.zeros(((1 << bits) + 1, kernels.SLOT_WIDTH), dtype=np.float32)
+        folds = [race_schedule(rows, self.epochs, learn.shuffle, learn.seed, swap) for swap in (False, True)]
+        found: dict[float, float] = {}
+
+        def race(rate: float) -> float:
+            loss = weight = 0.0
+            for passes, scored in folds:
+                table[:] = 0.0
+                factors[written] = fresh
+                fold_loss, fold_weight = learner.race_factors(slots, values, labels, weights, passes, scored, table,
+                                                              factors, state.lr, rate)
+                loss, weight = loss + fold_loss, weight + fold_weight
+            return loss / weight if weight > 0 and math.isfinite(loss) else math.inf
+
+        try:
+            candidates = list(FACTOR_RACE_RATES)
+            for _ in range(1 + RACE_WIDENINGS):
+                found.update((rate, race(rate)) for rate in candidates)
+                rates = sorted(found)
+                best = min(range(len(rates)), key=lambda i: (found[rates[i]], i))
+                if best == len(rates) - 1 and rates[-1] < FACTOR_RACE_LIMITS[1]:
+                    candidates = [rates[-1] * 2.5]
+                elif best == 0 and rates[0] > FACTOR_RACE_LIMITS[0]:
+                    candidates = [rates[0] / 2.5]
+                else:
+                    break
+        finally:
+            factors[written] = fresh
+        losses = [found[r] for r in rates]
+        shown = ", ".join(f"{r:.3g}: {x:.5f}" for r, x in zip(rates, losses))
+        scored = int(np.count_nonzero(weights))
+        finite = [x for x in losses if math.isfinite(x)]
+        if scored < RACE_MIN_SCORED or not finite or max(finite) - min(finite) <= 1e-9 * abs(min(finite)):
+            state.factor_lr = FACTOR_RACE_FALLBACK
+            why = f"only {scored} rows to score" if scored < RACE_MIN_SCORED else "every rate scored alike"
+            self.note(f"factor lr auto: {state.factor_lr:g}, the fallback ({why}: the race cannot choose; "
+                      f"--factor-lr fixes it)")
+        else:
+            state.factor_lr = refine_rate(rates, losses, best)
+            self.note(f"factor lr auto: {state.factor_lr:.3g} (logloss on rows 1-{rows:,} at the linear rate "
+                      f"{state.lr:.3g}, each scored before it is learned, each half after the other was learned "
+                      f"{self.epochs} time{'s' * (self.epochs > 1)}, at every rate: {shown}; --factor-lr fixes it)")
+        state.factor_lr_race = {"rows": rows, "passes": self.epochs, "logloss": {f"{r:.3g}": _finite_or_none(x)
+                                                                                 for r, x in zip(rates, losses)},
+                                "lr": state.factor_lr, "seconds": round(time.perf_counter() - start, 3)}
+        learner.factor_rate = state.factor_lr
 
     def _race_chunks(self, wanted: int, where_to) -> Iterator:
         """The first epoch's chunks as the race reads them: first those that hold its ``wanted``
@@ -860,6 +951,9 @@ class _Training:
             "read_retries": self.dataset.retried_reads + self.state.read_retries,
             "evaluations": state.history,
         }
+        if self.learner.factored:
+            summary["factor_lr"] = state.factor_lr
+            summary["factor_lr_race"] = state.factor_lr_race
         if self.run_config.early_stop:
             summary["best_logloss"] = state.best
             summary["best_rows"] = state.best_rows
@@ -914,6 +1008,12 @@ RACE_MIN_SCORED = 50  # fewer scored rows than this (or rates that score alike):
 RACE_FALLBACK = 0.05  # the former default: best or within 0.0003 of best on the samples of up to 8k rows
 RACE_BITS = 22
 RACE_FOLDS = 2  # 2: each half learned, then the other scored (1: only the second half scored)
+# The factors' race (FM, FFM): libffm's eta (0.2) and its neighbours; fewer rows than the linear
+# race (a row costs O(features^2)); widened past an end by 2.5x steps, within the limits
+FACTOR_RACE_RATES = (0.08, 0.2, 0.5, 1.25)
+FACTOR_RACE_LIMITS = (0.005, 10.0)
+FACTOR_RACE_ROWS = 20_000
+FACTOR_RACE_FALLBACK = 0.2
 # A model learned on downsampled negatives has its bias set so that it predicts the clicks of
 # this many of the data's first rows (all of them, not only those kept): see score.calibrating_shift.
 CALIBRATION_ROWS = 200_000

@@ -96,6 +96,33 @@ def test_ffm_learns_planted_pairs_the_linear_model_cannot_and_matches_it_without
             assert abs(pairs - linear) < 0.003, (pairs, linear)
 
 
+def test_the_factors_rate_is_raced_from_the_runs_own_start_and_used_as_given_otherwise(rng):
+    """factor_lr="auto" (the default) races libffm's eta and its neighbours on the first rows at
+    the linear rate, says so and keeps it in the summary; the race puts back every factor it
+    wrote, so training at the rate it chose gives the same model bit for bit."""
+    train = pairs_table(rng, 30_000)
+    notes = []
+    settings = dict(label="label", bits=14, factor_bits=10, threads=1, lr=0.05, epochs=2)
+    for learner in ("ffm", "fm"):
+        raced = fastada.train(train, learner=learner, on_note=notes.append, **settings)
+        rate, race = raced.summary["factor_lr"], raced.summary["factor_lr_race"]
+        assert race["rows"] == 20_000 and race["passes"] == 2 and {"0.08", "0.2", "0.5", "1.25"} <= set(race["logloss"])
+        assert any(n.startswith(f"factor lr auto: {rate:.3g} (logloss on rows 1-20,000") for n in notes), notes
+        given = fastada.train(train, learner=learner, factor_lr=rate, **settings)
+        assert given.summary["factor_lr"] == rate and given.summary["factor_lr_race"] is None
+        np.testing.assert_array_equal(given.factors, raced.factors)
+        np.testing.assert_array_equal(given.weights, raced.weights)
+
+
+def test_the_factors_race_picks_a_fast_rate_for_strong_pairs_and_a_slow_one_for_none(rng):
+    settings = dict(label="label", bits=14, factor_bits=10, threads=1, lr=0.05, epochs=2)
+    for learner in ("ffm", "fm"):
+        strong = fastada.train(pairs_table(rng, 30_000, planted=True), learner=learner, **settings)
+        none = fastada.train(pairs_table(rng, 30_000, planted=False), learner=learner, **settings)
+        assert strong.summary["factor_lr"] >= 0.3, strong.summary["factor_lr_race"]
+        assert none.summary["factor_lr"] <= 0.15, none.summary["factor_lr_race"]
+
+
 def test_two_threads_reach_one_threads_quality(rng):
     train, test = pairs_table(rng, 60_000), pairs_table(np.random.default_rng(8), 20_000)
     settings = dict(label="label", bits=16, factor_bits=12, learner="ffm", lr=0.05, chunk_rows=4096)
@@ -134,6 +161,13 @@ def test_a_model_file_keeps_the_factors_and_scores_as_trained(rng, tmp_path):
                  "--factor-bits", "10", "--bits", "14", "--threads", "1", "--quiet"]) == 0
     model = fastada.load(model_path)
     assert model.learn["learner"] == "ffm" and model.factors.shape == (1024, 3, 2)
+    assert model.learn["factor_lr"] == "auto" and model.summary["factor_lr_race"]["lr"] == model.summary["factor_lr"]
+    given = tmp_path / "given.fastada"
+    assert main(["train", str(train), "--model", str(given), "--learner", "ffm", "--factor-lr", "0.3",
+                 "--factor-bits", "10", "--bits", "14", "--threads", "1", "--quiet"]) == 0
+    assert fastada.load(given).summary["factor_lr"] == 0.3
+    with pytest.raises(SystemExit):
+        main(["train", str(train), "--learner", "ffm", "--factor-lr", "fast"])
     again = fastada.load(model_path, mmap=True)
     np.testing.assert_array_equal(again.predict(str(test)), model.predict(str(test)))
     assert main(["eval", "--model", str(model_path), str(test)]) == 0
