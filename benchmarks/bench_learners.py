@@ -171,8 +171,10 @@ def main():
                                   factor_lr=model.summary.get("factor_lr") or "auto", factor_bits=args.factor_bits,
                                   all_epochs=True, on_evaluation=epochs.append)
             learning = epochs[-1]["seconds"] - ((again.summary.get("lr_race") or {}).get("seconds") or 0.0)
-            results.append((f"fastada {learner}", threads, rows * len(by_epoch) / seconds, by_epoch,
-                            model.summary.get("lr"), rows * len(epochs) / learning))
+            rate = f"{model.summary.get('lr'):.3g}" + (f" (factors {model.summary['factor_lr']:.3g})"
+                                                       if model.summary.get("factor_lr") else "")
+            results.append((f"fastada {learner}", threads, rows * len(by_epoch) / seconds, by_epoch, rate,
+                            rows * len(epochs) / learning))
             print(results[-1], flush=True)
     spec = resolve_spec(DataSet(train), label="label", bits=24)
     try:
@@ -190,7 +192,7 @@ def main():
                               ("Vowpal Wabbit -q :: (every pair of columns crossed)", "-q ::"),
                               (f"Vowpal Wabbit --lrqfa {len(letters)} fields 4", f"--lrqfa {letters}4")):
             seconds, p = run_vw(vw_train, vw_test, options, args.epochs, args.out)
-            results.append((name + " (from its cache)", 1, None, [evaluate(p, y)["logloss"]], float("nan"),
+            results.append((name + " (from its cache)", 1, None, [evaluate(p, y)["logloss"]], "",
                             rows * args.epochs / seconds))
             print(results[-1], flush=True)
     if args.libffm:
@@ -202,7 +204,7 @@ def main():
                 write_libffm(path, texts[split], spec, args.factor_bits)
         for threads in sorted({1, cores}):
             r = run_libffm(args.libffm, texts["train"], texts["test"], args.epochs, threads, args.out)
-            results.append(("libffm", threads, rows * args.epochs / r["wall"], r["logloss_by_epoch"], 0.2,
+            results.append(("libffm", threads, rows * args.epochs / r["wall"], r["logloss_by_epoch"], "eta 0.2",
                             rows * args.epochs / r["seconds"]))
             print(results[-1], flush=True)
     if args.data is None:  # (generated here: its truth is known)
@@ -214,12 +216,12 @@ def main():
     print(f"\n{datetime.date.today().isoformat()}, {describe_machine()}, {rows:,} train + {args.test_rows:,} "
           f"test rows (zstd, Zipf {args.zipf:g}, {args.pairs} pairs), {args.epochs} epochs, "
           f"FFM k 4 over 2^{args.factor_bits} factor slots\n")
-    print("| learner | threads | rows/s, learning | rows/s, whole run | test logloss by epoch | lr |\n"
+    print("| learner | threads | rows/s, learning | rows/s, whole run | test logloss by epoch | rate |\n"
           "|---|---|---|---|---|---|")
     for name, threads, rate, by_epoch, lr, learning in results:
         shown = " / ".join(f"{x:.5f}" for x in by_epoch) + (" (after the last)" if len(by_epoch) == 1 else "")
         whole = "-" if rate is None else f"{rate:,.0f}"
-        print(f"| {name} | {threads} | {learning:,.0f} | {whole} | {shown} | {lr:.3g} |")
+        print(f"| {name} | {threads} | {learning:,.0f} | {whole} | {shown} | {lr} |")
 
 
 if __name__ == "__main__":

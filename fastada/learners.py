@@ -151,6 +151,11 @@ class Factorisation(Adagrad):
         # FFM on several threads copies its factor table once, into one with room for the views
         return self.state_bytes() if self.field_aware and threads > 1 else 0
 
+    def factor_rows_bytes(self, rows: int) -> int:
+        """Memory of ``rows`` factor slots' rows (each field's vector and accumulators), at most the
+        whole table: what the race of the factors' rate copies to put back."""
+        return min(self.state_bytes(), ffm.factor_bytes(rows, self.field_count, self.learn.factors))
+
     def describe(self):
         fields = f"{self.field_count} field{'s' if self.field_count > 1 else ''}"
         return (f"{self.learn.learner}: {self.learn.factors} factors x {fields} x 2^{self.factor_bits} factor slots: "

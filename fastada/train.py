@@ -253,10 +253,15 @@ class _Training:
             note(f"skipped an unreadable file: {problem}")
         features = self.featurizers[0].k_cat + self.featurizers[0].k_num
         passing = self.learner.passing_bytes(self.max_threads)
+        # (the factors' race, before training, keeps a copy of the factor rows its rows touch)
+        race_copy = (self.learner.factor_rows_bytes(min(FACTOR_RACE_ROWS, dataset.num_rows) * features)
+                     if self.learner.factored and learn.factor_lr == "auto" else 0)
+        copied = ("" if not max(passing, race_copy)
+                  else f" (copied once, with room for {self.max_threads} learner threads' views)" if passing >= race_copy
+                  else " (and a copy of the rows the race of its rate touches)")
         check_memory(spec.bits, features, learn.chunk_rows, self.readers[0], run.early_stop > 0, learn.lr == "auto",
-                     extra=self.learner.state_bytes() * (2 if run.early_stop else 1) + passing,
-                     extra_what=self.learner.state_what + (f" (copied once, with room for {self.max_threads} learner "
-                                                           f"threads' views)" if passing else ""),
+                     extra=self.learner.state_bytes() * (2 if run.early_stop else 1) + max(passing, race_copy),
+                     extra_what=self.learner.state_what + copied,
                      extra_advice=self.learner.state_advice + (" or use fewer --threads" if passing else ""))
         if spec.slots >= LARGE_MODEL_SLOTS and spec.slots > 16 * dataset.num_rows * max(1, features):
             note(f"2^{spec.bits} slots for at most {dataset.num_rows * features:,} distinct features: training "
@@ -690,13 +695,14 @@ class _Training:
         written = _rows_written(slots.astype(np.int64) & int(learner.fmask), int(learner.fmask) + 1)[:-1]
         fresh = factors[written]  # (the run's own start: put back after every candidate)
         table = np.zeros(((1 << bits) + 1, kernels.SLOT_WIDTH), dtype=np.float32)
+        linear = _rows_written(slots, 1 << bits)  # (the rows to zero again: fewer than the table's)
         folds = [race_schedule(rows, self.epochs, learn.shuffle, learn.seed, swap) for swap in (False, True)]
         found: dict[float, float] = {}
 
         def race(rate: float) -> float:
             loss = weight = 0.0
             for passes, scored in folds:
-                table[:] = 0.0
+                table[linear] = 0.0
                 factors[written] = fresh
                 fold_loss, fold_weight = learner.race_factors(slots, values, labels, weights, passes, scored, table,
                                                               factors, state.lr, rate)

@@ -186,6 +186,11 @@ def test_ffm_refuses_list_columns_and_tables_that_do_not_fit(rng, monkeypatch):
     monkeypatch.setattr(training, "memory_available", lambda: 80 << 20)  # the linear model fits, not the factors
     with pytest.raises(FastadaError, match="lower --factor-bits or --factors: the factor table takes 96 MiB"):
         fastada.train(pairs_table(rng, 1000), label="label", learner="ffm", bits=16, factor_bits=16, factors=64,
+                      threads=1, lr=0.1, factor_lr=0.2)
+    # the race of the factors' rate copies the rows it touches (1,000 rows x 3 features), to put them back
+    with pytest.raises(FastadaError, match=r"the factor table \(and a copy of the rows the race of its rate touches\) "
+                                           r"takes 100 MiB"):
+        fastada.train(pairs_table(rng, 1000), label="label", learner="ffm", bits=16, factor_bits=16, factors=64,
                       threads=1, lr=0.1)
 
 
