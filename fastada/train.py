@@ -358,7 +358,7 @@ class _Training:
             self._pick_rate()
         if self.learner.factored:
             self._pick_factor_rate()
-        self._race_rows = None  # (the race's rows, read once for both races)
+        self._race_rows = None  # (the races are over: their rows go)
         self._choose_hot()
         while state.epoch < self.epochs and not state.stopped_early:
             self._epoch(state.epoch)
@@ -737,16 +737,17 @@ class _Training:
             self.note(f"factor lr auto: {state.factor_lr:.3g} (logloss on rows 1-{rows:,} at the linear rate "
                       f"{state.lr:.3g}, each scored before it is learned, each half after the other was learned "
                       f"{self.epochs} time{'s' * (self.epochs > 1)}, at every rate: {shown}; --factor-lr fixes it)")
-        state.factor_lr_race = {"rows": rows, "passes": self.epochs, "logloss": {f"{r:.3g}": _finite_or_none(x)
-                                                                                 for r, x in zip(rates, losses)},
+        state.factor_lr_race = {"rows": rows, "scored_rows": sum(len(scored) for _, scored in folds),
+                                "passes": self.epochs,
+                                "logloss": {f"{r:.3g}": _finite_or_none(x) for r, x in zip(rates, losses)},
                                 "lr": state.factor_lr, "seconds": round(time.perf_counter() - start, 3)}
         learner.factor_rate = state.factor_lr
 
     def _race_chunks(self, wanted: int, where_to) -> Iterator:
         """The first epoch's chunks as the race reads them: first those that hold its ``wanted``
         rows and no more (the readers would otherwise take the cores from the race with chunks it
-        never learns), then, only if it asks for them (a row group unreadable, negatives downsampled), the
-        rest in order."""
+        never learns), then, only if it asks for them (a row group unreadable, negatives
+        downsampled), the rest in order."""
         units = self._units(0)
         first, ahead = [], 0
         for pos, unit in enumerate(units):

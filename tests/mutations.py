@@ -90,6 +90,16 @@ BREAKAGES = {
     "dictionary-tail-unchecked": ("fastada/hashing.py", "    for k in range(words * 8, size):",
                                   "    for k in range(words * 8, words * 8):",
                                   "a dictionary that differs from the one before only in its last bytes is taken for it"),
+    "factor-race-not-put-back": ("fastada/train.py", "        finally:\n            factors[written] = fresh\n",
+                                 "        finally:\n            pass\n",
+                                 "training starts from the factors the last candidate of the factors' race left"),
+    "factor-race-one-fold": ("fastada/train.py", "for swap in (False, True)]\n        found: dict[float, float]",
+                             "for swap in (False,)]\n        found: dict[float, float]",
+                             "the factors' race scores one half of its rows, not both"),
+    "race-reads-every-chunk": ("fastada/train.py", "        for tasks in (first, rest):\n",
+                               "        first, rest = [(0, pos, unit, 0) for pos, unit in enumerate(units)], []\n"
+                               "        for tasks in (first, rest):\n",
+                               "the lr race's readers read on into chunks it never learns"),
 }
 
 

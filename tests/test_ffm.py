@@ -106,7 +106,8 @@ def test_the_factors_rate_is_raced_from_the_runs_own_start_and_used_as_given_oth
     for learner in ("ffm", "fm"):
         raced = fastada.train(train, learner=learner, on_note=notes.append, **settings)
         rate, race = raced.summary["factor_lr"], raced.summary["factor_lr_race"]
-        assert race["rows"] == 20_000 and race["passes"] == 2 and {"0.08", "0.2", "0.5", "1.25"} <= set(race["logloss"])
+        assert race["rows"] == race["scored_rows"] == 20_000 and race["passes"] == 2  # (two folds: every row scored)
+        assert {"0.08", "0.2", "0.5", "1.25"} <= set(race["logloss"])
         assert any(n.startswith(f"factor lr auto: {rate:.3g} (logloss on rows 1-20,000") for n in notes), notes
         given = fastada.train(train, learner=learner, factor_lr=rate, **settings)
         assert given.summary["factor_lr"] == rate and given.summary["factor_lr_race"] is None
