@@ -122,6 +122,11 @@ def test_the_factors_race_picks_a_fast_rate_for_strong_pairs_and_a_slow_one_for_
         none = fastada.train(pairs_table(rng, 30_000, planted=False), learner=learner, **settings)
         assert strong.summary["factor_lr"] >= 0.3, strong.summary["factor_lr_race"]
         assert none.summary["factor_lr"] <= 0.15, none.summary["factor_lr_race"]
+    # no clicks at all: every faster rate scores a little better, and the race stops at its limit
+    never = pairs_table(rng, 5_000)
+    never = never.set_column(0, "label", pa.array(np.zeros(5_000, np.int8)))
+    race = fastada.train(never, learner="ffm", **settings).summary["factor_lr_race"]
+    assert race["lr"] == pytest.approx(max(map(float, race["logloss"])), rel=1e-2) and race["lr"] <= 5.0, race
 
 
 def test_two_threads_reach_one_threads_quality(rng):
