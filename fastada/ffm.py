@@ -178,17 +178,15 @@ C = ("contract",)  # fast-math flag: a multiply and an add may fuse into one FMA
 
 
 def _fast_rsqrt8(builder, x):
-    """1 / sqrt(x) on a <8 x float>: where the CPU has AVX, its 12-bit estimate (libffm uses
-    SSE's) and one Newton step, to within about 1e-6 (relative) in five operations; else
-    :func:`_vector_rsqrt`'s twelve."""
+    """1 / sqrt(x) on a <8 x float>: where the CPU has AVX, its own estimate, to within 1.5 2^-12
+    (relative) in one operation, as libffm uses SSE's; else :func:`_vector_rsqrt`'s twelve. An
+    Adagrad step's size off by 0.04% learns the same model to within noise (a Newton step to 1e-6
+    cost a quarter of a pair's step: 1.96 -> 1.45 ns a pair)."""
     if not _HOST_AVX:
         return _vector_rsqrt(builder, x)
     f8 = x.type
     estimate = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f8, [f8]), "llvm.x86.avx.rsqrt.ps.256")
-    y = builder.call(estimate, [x])
-    half = builder.fmul(ir.Constant(f8, [0.5] * 8), x, flags=C)
-    return builder.fmul(y, builder.fsub(ir.Constant(f8, [1.5] * 8), builder.fmul(builder.fmul(half, y, flags=C), y, flags=C),
-                                        flags=C), flags=C)
+    return builder.call(estimate, [x])
 
 
 def _lanes(builder, data, row, width=None):
@@ -219,7 +217,8 @@ def _pair_step4(typingctx, flat, ia, ib, kappa, l2, lr):
     vector floats, then their four accumulators), both vectors' four coordinates at once in the
     eight lanes of one AVX register (two 32-byte loads and stores a pair; SSE or scalar code where
     the CPU has no AVX): the same float32 operations, in the same order, as the scalar loop of
-    :func:`_learn_pairs` (so the same bits), which Numba does not vectorise."""
+    :func:`_learn_pairs`, which Numba does not vectorise (the same bits without AVX; with it,
+    1 / sqrt(G) is the CPU's estimate, :func:`_fast_rsqrt8`)."""
     def codegen(context, builder, signature, args):
         flat_v, ia_v, ib_v, kappa_v, l2_v, lr_v = args
         data = context.make_array(signature.args[0])(context, builder, flat_v).data
