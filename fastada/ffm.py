@@ -43,8 +43,8 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .kernels import (WEIGHT, _adagrad, _atomic_add, _hot_position, _prefetcher, _settle, _sigmoid, chunk_status,
-                      fold_end, logistic_loss, loss_and_gradient)
+from .kernels import (WEIGHT, _adagrad, _atomic_add, _changed, _fold_due, _give, _hot_position, _prefetcher, _settle,
+                      _sigmoid, _take, chunk_status, fold_end, logistic_loss, loss_and_gradient)
 
 _prefetch_factor = _prefetcher(write=1)
 
@@ -292,23 +292,41 @@ def _learn_pairs(flat, starts, xs, fields, kappa0, factor_lr, factor_l2):
 
 
 @njit(cache=True, inline="always")
-def _linear_margin(table, clock, slots, num_values, r, k_cat, before, regularise, lr, l1, l2, eps):
-    """The linear part of row r's margin (bias + sum w_j x_j), each slot's L1/L2 settled first."""
-    z = np.float64(table[table.shape[0] - 1, WEIGHT])
+def _linear_margin(table, clock, slots, num_values, r, k_cat, before, regularise, lr, l1, l2, eps,
+                   viewing, lin_lookup, mine, places):
+    """The linear part of row r's margin (bias + sum w_j x_j), each slot's L1/L2 settled first.
+    ``viewing``: the bias and the hot slots (``lin_lookup``) are read from the block's views
+    ``mine`` (settled when taken), ``places[j]`` set to feature j's view position or -1."""
+    z = np.float64(mine[0, WEIGHT] if viewing else table[table.shape[0] - 1, WEIGHT])
+    looking = viewing and lin_lookup.shape[0] > 0
     for j in range(slots.shape[1]):
         t = np.int64(slots[r, j])
-        if regularise:
-            _settle(table, clock, t, before, lr, l1, l2, eps)
-        z += table[t, WEIGHT] * _value(num_values, r, j, k_cat)
+        h = _hot_position(t, lin_lookup) if looking else -1
+        places[j] = h
+        if h > 0:
+            w = mine[h, WEIGHT]
+        else:
+            if regularise:
+                _settle(table, clock, t, before, lr, l1, l2, eps)
+            w = table[t, WEIGHT]
+        z += w * _value(num_values, r, j, k_cat)
     return z
 
 
 @njit(cache=True, inline="always")
-def _linear_step(table, slots, num_values, r, k_cat, g0, lr, eps):
-    """The linear part's Adagrad step for row r (the bias, then each feature in row order)."""
-    _adagrad(table, table.shape[0] - 1, g0, lr, eps)
+def _linear_step(table, slots, num_values, r, k_cat, g0, lr, eps, viewing, mine, places):
+    """The linear part's Adagrad step for row r (the bias, then each feature in row order), in
+    the block's views where :func:`_linear_margin` found them."""
+    if viewing:
+        _adagrad(mine, 0, g0, lr, eps)
+    else:
+        _adagrad(table, table.shape[0] - 1, g0, lr, eps)
     for j in range(slots.shape[1]):
-        _adagrad(table, np.int64(slots[r, j]), g0 * _value(num_values, r, j, k_cat), lr, eps)
+        g = g0 * _value(num_values, r, j, k_cat)
+        if viewing and places[j] > 0:
+            _adagrad(mine, places[j], g, lr, eps)
+        else:
+            _adagrad(table, np.int64(slots[r, j]), g, lr, eps)
 
 
 @njit(cache=True, inline="always")
@@ -393,7 +411,7 @@ def _fold_factors(factors, taken, hot, views_at, end):
 @njit(cache=True, parallel=True, nogil=True)
 def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step0, lr, l1, l2, eps,
                 factors, fields, fmask, factor_lr, factor_l2, blocks, block_loss,
-                hot, lookup, fold_ends, fold_rows, taken):
+                hot, lookup, fold_ends, fold_rows, taken, lin_hot, lin_lookup, lin_fold_ends, lin_private):
     """Learn one chunk; row r is global step ``step0 + r + 1``. Inputs as
     :func:`fastada.kernels.train_chunk`'s (slots located with no hot slots), plus the factor
     table, ``fields`` (int64, the field of each of a row's features; empty: a factorization
@@ -407,7 +425,14 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
     kernel does its hot slots: taken when the block starts, handed back (the changes added) and
     taken again every ``fold_rows * 2^c`` of its rows for the first ``fold_ends[c]`` positions,
     and all handed back when it ends. A frequent value's vectors for every other field are
-    written by every row that has it: shared, their lines moved between cores on most pairs."""
+    written by every row that has it: shared, their lines moved between cores on most pairs.
+
+    The linear part's hot slots (``lin_hot`` not empty: the bias first, then the slots
+    ``lin_lookup`` finds; ``lin_fold_ends`` as :class:`kernels.HotSlots`'; ``lin_private[b]`` block
+    b's views, :func:`kernels.private_state`) are learned in per-block views the same way, with
+    the linear kernel's own take and fold (L1/L2 settled then): the bias and a numeric column's
+    value are written by every row, and shared, their lines crossed between cores on every row
+    (2 threads ran 1.53x one; without linear steps 1.78x)."""
     rows = labels.shape[0]
     regularise = l1 > 0.0 or l2 > 0.0
     holdout = held.shape[0] > 0
@@ -417,16 +442,22 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
     fields_n = np.int64(factors.shape[1])
     flat = factors.reshape(factors.shape[0] * factors.shape[1], factors.shape[2])
     use_views = field_aware and lookup.shape[0] > 0
+    viewing = lin_hot.shape[0] > 0
     for b in prange(blocks):
         views_at = fmask + 1 + b * hot.shape[0]  # the block's views, as factor slots
+        mine = lin_private[b]
         if use_views:
             for h in range(1, hot.shape[0]):
                 _take_factors(factors, taken[b], hot[h], views_at + h, h)
+        if viewing:
+            for h in range(lin_hot.shape[0]):
+                _take(table, clock, lin_hot, mine, h, step0 + rows * b // blocks, lr, l1, l2, eps)
         to_fold = fold_rows
         folds = 0
         sums = np.empty(factors.shape[2] // 2, dtype=np.float64)  # FM's sums of v x
         starts = np.empty(k, dtype=np.int64)  # FFM: the row's features
         xs = np.empty(k, dtype=np.float64)
+        places = np.empty(k, dtype=np.int64)  # each feature's linear view, or -1
         hi = rows * (b + 1) // blocks
         loss_sum = 0.0
         weight_sum = 0.0
@@ -434,15 +465,19 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
         held_weight = 0.0
         for r in range(rows * b // blocks, hi):
             before = step0 + r
-            if use_views:
+            if use_views or viewing:
                 if to_fold <= 0:
                     folds += 1
-                    _fold_factors(factors, taken[b], hot, views_at, fold_end(folds, fold_ends))
+                    if use_views:
+                        _fold_factors(factors, taken[b], hot, views_at, fold_end(folds, fold_ends))
+                    if viewing:
+                        _fold_due(table, clock, lin_hot, mine, folds, lin_fold_ends, True, before, lr, l1, l2, eps)
                     to_fold = fold_rows
                 to_fold -= 1
             if field_aware and r + 1 < hi:
                 _prefetch_row(flat, slots, r + 1, fmask, fields_n, lookup)
-            z = _linear_margin(table, clock, slots, num_values, r, k_cat, before, regularise, lr, l1, l2, eps)
+            z = _linear_margin(table, clock, slots, num_values, r, k_cat, before, regularise, lr, l1, l2, eps,
+                               viewing, lin_lookup, mine, places)
             scale = _scale(num_values, r, k_cat, k)
             if field_aware:
                 _row_features(slots, num_values, r, k_cat, fmask, fields_n, starts, xs, lookup, views_at)
@@ -459,7 +494,7 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
             loss_sum += rw * loss
             weight_sum += rw
             g0 = g * rw
-            _linear_step(table, slots, num_values, r, k_cat, g0, lr, eps)
+            _linear_step(table, slots, num_values, r, k_cat, g0, lr, eps, viewing, mine, places)
             if field_aware:
                 _learn_pairs(flat, starts, xs, fields, g0 * scale, factor_lr, factor_l2)
             else:
@@ -467,6 +502,10 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
         if use_views:
             for h in range(1, hot.shape[0]):
                 _give_factors(factors, taken[b], hot[h], views_at + h, h)
+        if viewing:
+            for h in range(lin_hot.shape[0]):
+                if _changed(mine, h):
+                    _give(table, clock, lin_hot, mine, h, True, step0 + hi, lr, l1, l2, eps)
         block_loss[b, 0] = loss_sum
         block_loss[b, 1] = weight_sum
         block_loss[b, 2] = held_loss

@@ -143,6 +143,7 @@ class Factorisation(Adagrad):
         self.fmask = np.int64((1 << self.factor_bits) - 1)
         self.hot = None  # FFM with several threads: the hot factor slots, the table with the
         self.work = self.taken = None  # threads' views of them past its rows, and the views as taken
+        self.linear_hot = self.linear_views = None  # ... and the linear part's hot slots, their views
 
     def state_bytes(self):
         return ffm.factor_bytes(int(self.fmask) + 1, self.field_count, self.learn.factors)
@@ -169,12 +170,15 @@ class Factorisation(Adagrad):
         learn = self.learn
         if self.field_aware and blocks > 1:
             factors, hot, taken = self._views(chunk, arrays, blocks)
+            linear, private = self._linear_views(chunk, table, blocks)
         else:
             factors, hot, taken = arrays["factors"], _NO_VIEWS, _NO_TAKEN
+            linear, private = _NO_LINEAR_VIEWS, _NO_PRIVATE
         return ffm.train_chunk(chunk.slots, chunk.num_values, chunk.labels, chunk.weights, chunk.held,
                                table, clock, np.int64(step), lr, learn.l1, learn.l2, learn.eps,
                                factors, self.fields, self.fmask, self.factor_rate, learn.factor_l2,
-                               blocks, block_loss, hot.slots, hot.lookup, hot.fold_ends, kernels.FOLD_ROWS, taken)
+                               blocks, block_loss, hot.slots, hot.lookup, hot.fold_ends, kernels.FOLD_ROWS, taken,
+                               linear.slots, linear.lookup, linear.fold_ends, private)
 
     def race_factors(self, slots, values, labels, weights, passes, scored, table, factors, lr: float,
                      factor_rate: float) -> tuple[float, float]:
@@ -193,7 +197,8 @@ class Factorisation(Adagrad):
                                      _NO_HELD, table, clock, np.int64(step), lr, learn.l1, learn.l2, learn.eps,
                                      factors, self.fields, self.fmask, factor_rate, learn.factor_l2, 1,
                                      block_loss, _NO_VIEWS.slots, _NO_VIEWS.lookup, _NO_VIEWS.fold_ends,
-                                     kernels.FOLD_ROWS, _NO_TAKEN)
+                                     kernels.FOLD_ROWS, _NO_TAKEN, _NO_LINEAR_VIEWS.slots, _NO_LINEAR_VIEWS.lookup,
+                                     _NO_LINEAR_VIEWS.fold_ends, _NO_PRIVATE)
             if status != kernels.STATUS_OK:
                 return float("inf"), 1.0
             step += len(rows)
@@ -220,6 +225,18 @@ class Factorisation(Adagrad):
             self.taken = np.zeros((blocks, self.hot.count) + factors.shape[1:], np.float32)
         return self.work, self.hot, self.taken
 
+    def _linear_views(self, chunk, table, blocks):
+        """FFM on several threads: the linear part's hot slots (the bias, each numeric column's
+        value, frequent values; counted on the first chunk as the linear learner counts them) and
+        every thread's views of them; the kernel hands them all back at the end of each chunk."""
+        if self.linear_hot is None:
+            sample = np.ascontiguousarray(chunk.slots[:kernels.HOT_SAMPLE_ROWS]).view(np.uint32)
+            self.linear_hot = kernels.choose_hot_slots(sample, np.zeros((sample.shape[0], 0), np.uint32),
+                                                       table.shape[0] - 2, table.shape[0])
+        if self.linear_views is None or self.linear_views.shape[0] < blocks:
+            self.linear_views = kernels.private_state(blocks, self.linear_hot)[0]
+        return self.linear_hot, self.linear_views
+
     def model_factors(self, arrays):
         factors = arrays.get("factors")
         return None if factors is None else np.ascontiguousarray(factors[:, :, :self.learn.factors])
@@ -231,6 +248,8 @@ class Factorisation(Adagrad):
 _NO_VIEWS = kernels.hot_slots(2)  # (the bias alone: an empty lookup)
 _NO_TAKEN = np.zeros((1, 1, 1, 1), np.float32)
 _NO_HELD = np.zeros(0, np.uint8)
+_NO_LINEAR_VIEWS = kernels.HotSlots(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(1, np.int64))
+_NO_PRIVATE = np.zeros((1, 16, 4), np.float32)
 
 
 def make(learn: LearnConfig, spec: FeatureSpec, featurizer) -> Learner:

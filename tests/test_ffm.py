@@ -212,11 +212,11 @@ def test_ffm_on_several_threads_counts_its_factor_table_copy_against_memory(rng,
         fastada.train(table, label="label", learner="ffm", bits=16, factor_bits=16, factors=64, threads=2, lr=0.1)
 
 
-def test_threads_learn_hot_factor_slots_in_views_and_hand_every_update_back(rng):
-    """FFM on several threads learns the frequent values' vectors in per-thread views (rows past
-    the table's) and adds what they learned to the table: with a rate too small to change any
-    prediction, every pair's gradient is the same in any order, and the table's accumulators
-    after two threads equal one thread's."""
+def test_threads_learn_hot_slots_in_views_and_hand_every_update_back(rng):
+    """FFM on several threads learns the frequent values' vectors, and the linear part's bias and
+    frequent slots, in per-thread views and adds what they learned to the tables: with a rate too
+    small to change any prediction, every gradient is the same in any order, and the tables'
+    accumulators after two threads equal one thread's."""
     from fastada import kernels
     table = pairs_table(rng, 4000)
     model = fastada.train(table, label="label", bits=12, factor_bits=8, learner="ffm", threads=1, lr=0.05)
@@ -227,6 +227,9 @@ def test_threads_learn_hot_factor_slots_in_views_and_hand_every_update_back(rng)
     hot = kernels.choose_hot_slots(slots.view(np.uint32), np.zeros((len(slots), 0), np.uint32), 255, 257,
                                    share=ffm.HOT_SHARE, cap=ffm.HOT_CAP)
     assert hot.count > 50  # every value of a, b and c is frequent here
+    linear_hot = kernels.choose_hot_slots(slots.view(np.uint32), np.zeros((len(slots), 0), np.uint32),
+                                          model.spec.slots - 1, model.spec.slots + 1)
+    assert linear_hot.count > 50
 
     def learn(blocks, views):
         factors = np.zeros((256 + blocks * hot.count, fields.max() + 1, 8), np.float32)
@@ -234,11 +237,17 @@ def test_threads_learn_hot_factor_slots_in_views_and_hand_every_update_back(rng)
         linear = kernels.new_table(model.spec.slots)
         used = hot if views else kernels.hot_slots(2)
         taken = np.zeros((blocks, hot.count, fields.max() + 1, 8), np.float32)
+        linear_used = linear_hot if views else kernels.HotSlots(np.zeros(0, np.int64), np.zeros(0, np.int64),
+                                                                np.zeros(1, np.int64))
+        private = kernels.private_state(blocks, linear_hot)[0]
         ffm.train_chunk(slots, np.zeros((len(slots), 0), np.float32), block.labels, np.ones(len(slots), np.float32),
                         np.zeros(0, np.uint8), linear, linear.view(np.int64), np.int64(0), 1e-9, 0.0, 0.0, 1e-8,
                         factors, fields, np.int64(255), 1e-9, 0.0, blocks, np.zeros((blocks, 4)),
-                        used.slots, used.lookup, used.fold_ends, 64, taken)
-        return factors[:256]
-    one, two = learn(1, False), learn(2, True)
+                        used.slots, used.lookup, used.fold_ends, 64, taken,
+                        linear_used.slots, linear_used.lookup, linear_used.fold_ends, private)
+        return factors[:256], linear
+    (one, linear_one), (two, linear_two) = learn(1, False), learn(2, True)
     np.testing.assert_allclose(two[:, :, 4:], one[:, :, 4:], rtol=1e-4)  # accumulators: every update arrived
     assert (two[:, :, 4:] > 1.0).sum() > 500  # (the pairs of every frequent value learned)
+    np.testing.assert_allclose(linear_two[:, kernels.ACCUMULATOR], linear_one[:, kernels.ACCUMULATOR], rtol=1e-4)
+    assert linear_one[-1, kernels.ACCUMULATOR] > 100  # (the bias: every row's gradient)
