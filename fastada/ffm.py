@@ -113,7 +113,10 @@ def _prefetch_row(flat, slots, r, fmask, fields_n, lookup):
 @njit(cache=True, nogil=True)
 def _pairs(flat, starts, xs, fields, scale, dims):
     """scale * sum over the row's pairs of <v[a, f_b], v[b, f_a]> x_a x_b (rows of ``flat``: a
-    vector of ``dims`` numbers, then its accumulators while training)."""
+    vector of ``dims`` numbers, then its accumulators while training). Training and scoring both
+    come here: the same sums, the same predictions."""
+    if dims == 4:
+        return _pair_sum4(flat, starts, xs, fields) * scale
     k = starts.shape[0]
     total = 0.0
     for a in range(k):
@@ -123,12 +126,9 @@ def _pairs(flat, starts, xs, fields, scale, dims):
         for b in range(np.uint64(a + 1), np.uint64(k)):  # (unsigned: no wrap-around test on every load)
             va = sa + fields[b]
             vb = starts[b] + fa
-            if dims == 4:
-                dot = _dot4(flat, va, vb)
-            else:
-                dot = np.float32(0.0)
-                for d in range(dims):
-                    dot += flat[va, d] * flat[vb, d]
+            dot = np.float32(0.0)
+            for d in range(dims):
+                dot += flat[va, d] * flat[vb, d]
             total += dot * xa * xs[b]
     return total * scale
 
@@ -189,16 +189,6 @@ def _fast_rsqrt8(builder, x):
     return builder.call(estimate, [x])
 
 
-def _lanes(builder, data, row, width=None):
-    """Pointers to a factor row's 4 vector floats and its 4 accumulators, as <4 x float>*, in rows
-    of ``width`` floats (default 8: the vector, then its accumulators)."""
-    f4p = ir.VectorType(ir.FloatType(), 4).as_pointer()
-    start = builder.mul(row, ir.Constant(row.type, 8) if width is None else width)
-    vector = builder.bitcast(builder.gep(data, [start]), f4p)
-    accumulators = builder.bitcast(builder.gep(data, [builder.add(start, ir.Constant(row.type, 4))]), f4p)
-    return vector, accumulators
-
-
 def _splat(builder, value, lanes=4):
     vector = ir.VectorType(ir.FloatType(), lanes)
     out = ir.Constant(vector, ir.Undefined)
@@ -242,22 +232,58 @@ def _pair_step4(typingctx, flat, ia, ib, kappa, l2, lr):
 
 
 @intrinsic
-def _dot4(typingctx, flat, ia, ib):
-    """<v_ia, v_ib> for K = 4 (rows of ``flat``: the vector first, its accumulators after it or
-    not): the products in SSE lanes, summed one after another in float32 from 0 (as the scalar
-    loop sums them)."""
+def _pair_sum4(typingctx, flat, starts, xs, fields):
+    """sum over a < b of <v[a, f_b], v[b, f_a]> x_a x_b for K = 4 (``starts[j]``: feature j's
+    first row of ``flat``, as :func:`_row_features` sets it), two pairs at a time in the eight
+    float32 lanes of one AVX register, each lane a running sum (one add a pair of pairs, no
+    horizontal sum a pair: 1.07 -> 0.76 ns a pair); the lanes summed in float64 at the end. Sums
+    in another order than the scalar loop's: the same to about 1e-7 of the total."""
     def codegen(context, builder, signature, args):
-        flat_v, ia_v, ib_v = args
-        array = context.make_array(signature.args[0])(context, builder, flat_v)
-        width = builder.extract_value(array.shape, 1)
-        a_vec, _ = _lanes(builder, array.data, ia_v, width)
-        b_vec, _ = _lanes(builder, array.data, ib_v, width)
-        products = builder.fmul(builder.load(a_vec, align=4), builder.load(b_vec, align=4))
-        total = ir.Constant(ir.FloatType(), 0.0)
-        for lane in range(4):
-            total = builder.fadd(total, builder.extract_element(products, ir.Constant(ir.IntType(32), lane)))
+        arrays = [context.make_array(t)(context, builder, v) for t, v in zip(signature.args, args)]
+        data, starts_at, xs_at, fields_at = (array.data for array in arrays)
+        i64, i32, f32, f64 = ir.IntType(64), ir.IntType(32), ir.FloatType(), ir.DoubleType()
+        f4, f8 = ir.VectorType(f32, 4), ir.VectorType(f32, 8)
+        width = builder.extract_value(arrays[0].shape, 1)
+        k = builder.extract_value(arrays[1].shape, 0)
+        one = ir.Constant(i64, 1)
+        eight_lanes = ir.Constant(ir.VectorType(i32, 8), list(range(8)))
+        sums = cgutils.alloca_once_value(builder, ir.Constant(f8, [0.0] * 8))
+
+        def element(base, index):
+            return builder.load(builder.gep(base, [index]))
+
+        def pair(b, sa, fa, xa):  # (v[a, f_b], v[b, f_a], x_a x_b)
+            rows = builder.add(sa, element(fields_at, b)), builder.add(element(starts_at, b), fa)
+            vectors = [builder.load(builder.bitcast(builder.gep(data, [builder.mul(row, width)]), f4.as_pointer()),
+                                    align=4) for row in rows]
+            return vectors + [builder.fptrunc(builder.fmul(xa, element(xs_at, b)), f32)]
+
+        def add(first, second):  # sums += first's products and second's, lanes 0-3 and 4-7
+            left = builder.shuffle_vector(first[0], second[0], eight_lanes)
+            right = builder.shuffle_vector(first[1], second[1], eight_lanes)
+            weights = ir.Constant(f8, ir.Undefined)
+            for lane in range(8):
+                weights = builder.insert_element(weights, first[2] if lane < 4 else second[2], ir.Constant(i32, lane))
+            products = builder.fmul(builder.fmul(left, right, flags=C), weights, flags=C)
+            builder.store(builder.fadd(builder.load(sums), products, flags=C), sums)
+
+        with cgutils.for_range(builder, k) as outer:
+            a = outer.index
+            sa, fa, xa = element(starts_at, a), element(fields_at, a), element(xs_at, a)
+            first = builder.add(a, one)
+            left_over = builder.sub(k, first)
+            with cgutils.for_range(builder, builder.lshr(left_over, one)) as inner:
+                b = builder.add(first, builder.shl(inner.index, one))
+                add(pair(b, sa, fa, xa), pair(builder.add(b, one), sa, fa, xa))
+            with builder.if_then(builder.icmp_unsigned("!=", builder.and_(left_over, one), ir.Constant(i64, 0))):
+                last = pair(builder.sub(k, one), sa, fa, xa)
+                add(last, [ir.Constant(f4, [0.0] * 4), ir.Constant(f4, [0.0] * 4), ir.Constant(f32, 0.0)])
+        lanes = builder.load(sums)
+        total = ir.Constant(f64, 0.0)
+        for lane in range(8):
+            total = builder.fadd(total, builder.fpext(builder.extract_element(lanes, ir.Constant(i32, lane)), f64))
         return total
-    return types.float32(flat, types.int64, types.int64), codegen
+    return types.float64(flat, starts, xs, fields), codegen
 
 
 @njit(cache=True, nogil=True)
