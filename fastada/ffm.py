@@ -238,6 +238,11 @@ def _pair_sum4(typingctx, flat, starts, xs, fields):
     float32 lanes of one AVX register, each lane a running sum (one add a pair of pairs, no
     horizontal sum a pair: 1.07 -> 0.76 ns a pair); the lanes summed in float64 at the end. Sums
     in another order than the scalar loop's: the same to about 1e-7 of the total."""
+    wanted = ((flat, types.float32, 2), (starts, types.int64, 1), (xs, types.float64, 1), (fields, types.int64, 1))
+    if not all(isinstance(t, types.Array) and (t.dtype, t.ndim, t.layout) == (dtype, ndim, "C")
+               for t, dtype, ndim in wanted):
+        return None  # (the IR below assumes these: anything else is a typing error, not a miscompile)
+
     def codegen(context, builder, signature, args):
         arrays = [context.make_array(t)(context, builder, v) for t, v in zip(signature.args, args)]
         data, starts_at, xs_at, fields_at = (array.data for array in arrays)
