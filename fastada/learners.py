@@ -98,14 +98,34 @@ class Adagrad(Learner):
 
 class Ftrl(Learner):
     """FTRL-Proximal (:mod:`fastada.ftrl`): z and n in the slot table; the weight a function of
-    them (nothing to catch up); the shared table only."""
+    them (nothing to catch up); on several threads the bias and hot slots in per-thread views
+    that the kernel hands back at the end of each chunk."""
 
     lazy_regularisation = False
+    parallel = True
+
+    def __init__(self, learn, spec, featurizer):
+        super().__init__(learn, spec, featurizer)
+        self.hot = self.private = None  # several threads: the hot slots, the threads' views of them
 
     def learn_chunk(self, chunk, table, clock, step, lr, blocks, block_loss, arrays, views):
         learn = self.learn
+        hot, private = self._views(chunk, table, blocks) if blocks > 1 else (_NO_LINEAR_VIEWS, _NO_PRIVATE)
         return ftrl.train_chunk(chunk.slots, chunk.num_values, chunk.labels, chunk.weights, chunk.held,
-                                table, lr, learn.beta, learn.l1, learn.l2, blocks, block_loss, chunk.new_where)
+                                table, lr, learn.beta, learn.l1, learn.l2, blocks, block_loss, chunk.new_where,
+                                hot.slots, hot.lookup, hot.fold_ends, ftrl.FOLD_ROWS, private)
+
+    def _views(self, chunk, table, blocks):
+        """The hot slots (counted on the first chunk learned on several threads, the new-value
+        slots forced in: first sightings write them) and every thread's views of them."""
+        if self.hot is None:
+            sample = np.ascontiguousarray(chunk.slots[:kernels.HOT_SAMPLE_ROWS]).view(np.uint32)
+            news = chunk.new_where[chunk.new_where >= 0] if chunk.new_where.size else ()
+            self.hot = kernels.choose_hot_slots(sample, np.zeros((sample.shape[0], 0), np.uint32),
+                                                table.shape[0] - 2, table.shape[0], forced=news)
+        if self.private is None or self.private.shape[0] < blocks:
+            self.private = kernels.private_state(blocks, self.hot)[0]
+        return self.hot, self.private
 
     def race(self, slots, values, labels, weights, schedule, table, rate, step0, score_from, scores, new_where):
         learn = self.learn  # (FTRL has no clock: step0 is not needed)
