@@ -110,22 +110,13 @@ class Ftrl(Learner):
 
     def learn_chunk(self, chunk, table, clock, step, lr, blocks, block_loss, arrays, views):
         learn = self.learn
-        hot, private = self._views(chunk, table, blocks) if blocks > 1 else (_NO_LINEAR_VIEWS, _NO_PRIVATE)
+        hot, private = _NO_LINEAR_VIEWS, _NO_PRIVATE
+        if blocks > 1:  # (new-value slots forced in: first sightings write them)
+            news = chunk.new_where[chunk.new_where >= 0] if chunk.new_where.size else ()
+            hot, private = self.hot, self.private = _hot_views(chunk, table, blocks, self.hot, self.private, news)
         return ftrl.train_chunk(chunk.slots, chunk.num_values, chunk.labels, chunk.weights, chunk.held,
                                 table, lr, learn.beta, learn.l1, learn.l2, blocks, block_loss, chunk.new_where,
                                 hot.slots, hot.lookup, hot.fold_ends, ftrl.FOLD_ROWS, private)
-
-    def _views(self, chunk, table, blocks):
-        """The hot slots (counted on the first chunk learned on several threads, the new-value
-        slots forced in: first sightings write them) and every thread's views of them."""
-        if self.hot is None:
-            sample = np.ascontiguousarray(chunk.slots[:kernels.HOT_SAMPLE_ROWS]).view(np.uint32)
-            news = chunk.new_where[chunk.new_where >= 0] if chunk.new_where.size else ()
-            self.hot = kernels.choose_hot_slots(sample, np.zeros((sample.shape[0], 0), np.uint32),
-                                                table.shape[0] - 2, table.shape[0], forced=news)
-        if self.private is None or self.private.shape[0] < blocks:
-            self.private = kernels.private_state(blocks, self.hot)[0]
-        return self.hot, self.private
 
     def race(self, slots, values, labels, weights, schedule, table, rate, step0, score_from, scores, new_where):
         learn = self.learn  # (FTRL has no clock: step0 is not needed)
@@ -190,7 +181,8 @@ class Factorisation(Adagrad):
         learn = self.learn
         if self.field_aware and blocks > 1:
             factors, hot, taken = self._views(chunk, arrays, blocks)
-            linear, private = self._linear_views(chunk, table, blocks)
+            linear, private = self.linear_hot, self.linear_views = _hot_views(chunk, table, blocks, self.linear_hot,
+                                                                              self.linear_views)
         else:
             factors, hot, taken = arrays["factors"], _NO_VIEWS, _NO_TAKEN
             linear, private = _NO_LINEAR_VIEWS, _NO_PRIVATE
@@ -245,18 +237,6 @@ class Factorisation(Adagrad):
             self.taken = np.zeros((blocks, self.hot.count) + factors.shape[1:], np.float32)
         return self.work, self.hot, self.taken
 
-    def _linear_views(self, chunk, table, blocks):
-        """FFM on several threads: the linear part's hot slots (the bias, each numeric column's
-        value, frequent values; counted on the first chunk as the linear learner counts them) and
-        every thread's views of them; the kernel hands them all back at the end of each chunk."""
-        if self.linear_hot is None:
-            sample = np.ascontiguousarray(chunk.slots[:kernels.HOT_SAMPLE_ROWS]).view(np.uint32)
-            self.linear_hot = kernels.choose_hot_slots(sample, np.zeros((sample.shape[0], 0), np.uint32),
-                                                       table.shape[0] - 2, table.shape[0])
-        if self.linear_views is None or self.linear_views.shape[0] < blocks:
-            self.linear_views = kernels.private_state(blocks, self.linear_hot)[0]
-        return self.linear_hot, self.linear_views
-
     def model_factors(self, arrays):
         factors = arrays.get("factors")
         return None if factors is None else np.ascontiguousarray(factors[:, :, :self.learn.factors])
@@ -270,6 +250,21 @@ _NO_TAKEN = np.zeros((1, 1, 1, 1), np.float32)
 _NO_HELD = np.zeros(0, np.uint8)
 _NO_LINEAR_VIEWS = kernels.HotSlots(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(1, np.int64))
 _NO_PRIVATE = np.zeros((1, 16, 4), np.float32)
+
+
+def _hot_views(chunk, table, blocks: int, hot, private, forced=()):
+    """The slot table's hot slots for a learner whose kernel keeps its own views of them (FTRL,
+    FFM's linear part): ``hot``, or if None counted on ``chunk`` (its first rows, as the linear
+    learner counts them; ``forced`` hot whatever the count), and ``blocks`` threads' views of
+    them: ``private``, or new ones if it has too few. The kernel hands them back at the end of
+    each chunk."""
+    if hot is None:
+        sample = np.ascontiguousarray(chunk.slots[:kernels.HOT_SAMPLE_ROWS]).view(np.uint32)
+        hot = kernels.choose_hot_slots(sample, np.zeros((sample.shape[0], 0), np.uint32), table.shape[0] - 2,
+                                       table.shape[0], forced=forced)
+    if private is None or private.shape[0] < blocks:
+        private = kernels.private_state(blocks, hot)[0]
+    return hot, private
 
 
 def make(learn: LearnConfig, spec: FeatureSpec, featurizer) -> Learner:
