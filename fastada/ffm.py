@@ -95,19 +95,23 @@ def _row_features(slots, num_values, r, k_cat, fmask, fields_n, starts, xs, look
 
 
 @njit(cache=True, inline="always")
-def _prefetch_row(flat, slots, r, fmask, fields_n, lookup):
-    """Ask the CPU for every vector of row r's features (each feature's fields x 2 K floats lie
-    together: a few cache lines each), ahead of the row; not those of hot factor slots, which the
-    block learns in its views (fetching the table's lines to write would take them from the other
-    cores)."""
-    width = flat.shape[1]
-    span = fields_n * width
+def _row_blocks(flat, slots, r, fmask, fields_n, lookup, blocks_at):
+    """``blocks_at[j]``: where row r's feature j's vectors start in ``flat``'s numbers (each
+    feature's fields x 2 K floats lie together: a few cache lines each), or -1 for a hot factor
+    slot, which the block learns in its views (fetching the table's lines to write would take them
+    from the other cores)."""
+    span = fields_n * flat.shape[1]
     for j in range(slots.shape[1]):
         u = np.int64(slots[r, j]) & fmask
-        if lookup.shape[0] > 0 and _hot_position(u, lookup) > 0:
-            continue
+        blocks_at[j] = -1 if lookup.shape[0] > 0 and _hot_position(u, lookup) > 0 else u * span
+
+
+@njit(cache=True, inline="always")
+def _prefetch_block(flat, blocks_at, j, span):
+    """Ask the CPU for the cache lines of feature j's vectors (:func:`_row_blocks`), to write them."""
+    if blocks_at[j] >= 0:
         for offset in range(0, span, 16):
-            _prefetch_factor(flat, u * span + offset)
+            _prefetch_factor(flat, blocks_at[j] + offset)
 
 
 @njit(cache=True, nogil=True)
@@ -205,8 +209,10 @@ def _shuffle(builder, x, y, lanes):
 def _pair_step4(typingctx, flat, ia, ib, kappa, l2, lr):
     """One pair's step for K = 4 (rows ``ia``, ``ib`` of the factor table seen as (n, 8): four
     vector floats, then their four accumulators), both vectors' four coordinates at once in the
-    eight lanes of one AVX register (two 32-byte loads and stores a pair; SSE or scalar code where
-    the CPU has no AVX): the same float32 operations, in the same order, as the scalar loop of
+    eight lanes of one AVX register (SSE or scalar code where the CPU has no AVX). Vectors and
+    accumulators are loaded and stored as 16-byte halves, which the register joins (a cheap insert)
+    where whole rows took two cross-lane shuffles more (1.43 -> 1.40 ns a pair). The same float32
+    operations, in the same order, as the scalar loop of
     :func:`_learn_pairs`, which Numba does not vectorise (the same bits without AVX; with it,
     1 / sqrt(G) is the CPU's estimate, :func:`_fast_rsqrt8`)."""
     def codegen(context, builder, signature, args):
@@ -216,17 +222,26 @@ def _pair_step4(typingctx, flat, ia, ib, kappa, l2, lr):
         eight = ir.Constant(ia_v.type, 8)
         row_a = builder.bitcast(builder.gep(data, [builder.mul(ia_v, eight)]), f8.as_pointer())
         row_b = builder.bitcast(builder.gep(data, [builder.mul(ib_v, eight)]), f8.as_pointer())
-        a, b = builder.load(row_a, align=4), builder.load(row_b, align=4)
-        low, high = [0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15]
-        v = _shuffle(builder, a, b, low)          # (v_a, v_b)
-        acc = _shuffle(builder, a, b, high)       # (G_a, G_b)
-        other = _shuffle(builder, v, v, [4, 5, 6, 7, 0, 1, 2, 3])  # (v_b, v_a)
+        f4 = ir.VectorType(ir.FloatType(), 4)
+        halves = []
+        for row in (row_a, row_b):
+            p4 = builder.bitcast(row, f4.as_pointer())
+            halves.append((p4, builder.gep(p4, [ir.Constant(ir.IntType(32), 1)])))
+        (wa_p, ga_p), (wb_p, gb_p) = halves
+        wa, ga, wb, gb = (builder.load(p, align=4) for p in (wa_p, ga_p, wb_p, gb_p))
+        cat = list(range(8))
+        v = _shuffle(builder, wa, wb, cat)          # (v_a, v_b)
+        acc = _shuffle(builder, ga, gb, cat)        # (G_a, G_b)
+        other = _shuffle(builder, wb, wa, cat)      # (v_b, v_a)
         k8, l8, r8 = (_splat(builder, x, 8) for x in (kappa_v, l2_v, lr_v))
         g = builder.fadd(builder.fmul(l8, v, flags=C), builder.fmul(k8, other, flags=C), flags=C)
         acc = builder.fadd(acc, builder.fmul(g, g, flags=C), flags=C)
         v = builder.fsub(v, builder.fmul(builder.fmul(r8, g, flags=C), _fast_rsqrt8(builder, acc), flags=C), flags=C)
-        builder.store(_shuffle(builder, v, acc, low), row_a, align=4)
-        builder.store(_shuffle(builder, v, acc, high), row_b, align=4)  # (b's last where ia == ib, as before)
+        lo, hi = [0, 1, 2, 3], [4, 5, 6, 7]
+        builder.store(_shuffle(builder, acc, acc, lo), ga_p, align=4)
+        builder.store(_shuffle(builder, v, v, lo), wa_p, align=4)
+        builder.store(_shuffle(builder, acc, acc, hi), gb_p, align=4)
+        builder.store(_shuffle(builder, v, v, hi), wb_p, align=4)  # (b's last where ia == ib, as before)
         return context.get_dummy_value()
     return types.void(flat, types.int64, types.int64, types.float32, types.float32, types.float32), codegen
 
@@ -292,13 +307,18 @@ def _pair_sum4(typingctx, flat, starts, xs, fields):
 
 
 @njit(cache=True, nogil=True)
-def _learn_pairs(flat, starts, xs, fields, kappa0, factor_lr, factor_l2):
-    """Each pair's step, ``kappa0 = (p - y) row_weight scale``."""
+def _learn_pairs(flat, starts, xs, fields, kappa0, factor_lr, factor_l2, ahead, span):
+    """Each pair's step, ``kappa0 = (p - y) row_weight scale``. The next row's vectors
+    (``ahead``, :func:`_row_blocks`) are asked for meanwhile, a feature's at the start of each
+    outer step: asked for all at once, a row's thousand-odd lines filled the CPU's queue of misses
+    and stalled it (the kernel alone, 500,000 generated rows, one thread: 264k -> 290k rows/s;
+    asked for evenly over the pairs, 280k: they came too late)."""
     k = starts.shape[0]
     dims = flat.shape[1] // 2
     lr32 = np.float32(factor_lr)
     l232 = np.float32(factor_l2)
     for a in range(k):
+        _prefetch_block(flat, ahead, a, span)
         sa = starts[a]
         fa = fields[a]
         xa = xs[a]
@@ -489,6 +509,8 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
         starts = np.empty(k, dtype=np.int64)  # FFM: the row's features
         xs = np.empty(k, dtype=np.float64)
         places = np.empty(k, dtype=np.int64)  # each feature's linear view, or -1
+        ahead = np.full(k, -1, dtype=np.int64)  # FFM: the next row's features' vectors
+        span = fields_n * flat.shape[1]
         hi = rows * (b + 1) // blocks
         loss_sum = 0.0
         weight_sum = 0.0
@@ -505,8 +527,11 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
                         _fold_due(table, clock, lin_hot, mine, folds, lin_fold_ends, True, before, lr, l1, l2, eps)
                     to_fold = fold_rows
                 to_fold -= 1
-            if field_aware and r + 1 < hi:
-                _prefetch_row(flat, slots, r + 1, fmask, fields_n, lookup)
+            if field_aware:  # the next row's vectors, asked for while this row learns
+                if r + 1 < hi:
+                    _row_blocks(flat, slots, r + 1, fmask, fields_n, lookup, ahead)
+                else:
+                    ahead[:] = -1
             z = _linear_margin(table, clock, slots, num_values, r, k_cat, before, regularise, lr, l1, l2, eps,
                                viewing, lin_lookup, mine, places)
             scale = _scale(num_values, r, k_cat, k)
@@ -520,6 +545,9 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
             if holdout and held[r] != 0:
                 held_loss += rw * logistic_loss(z, y)
                 held_weight += rw
+                if field_aware:  # (no pairs learned to ask for them meanwhile)
+                    for j in range(k):
+                        _prefetch_block(flat, ahead, j, span)
                 continue
             loss, g = loss_and_gradient(z, y)
             loss_sum += rw * loss
@@ -527,7 +555,7 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
             g0 = g * rw
             _linear_step(table, slots, num_values, r, k_cat, g0, lr, eps, viewing, mine, places)
             if field_aware:
-                _learn_pairs(flat, starts, xs, fields, g0 * scale, factor_lr, factor_l2)
+                _learn_pairs(flat, starts, xs, fields, g0 * scale, factor_lr, factor_l2, ahead, span)
             else:
                 _learn_fm(factors, slots, num_values, r, k_cat, fmask, sums, g0 * scale, factor_lr, factor_l2)
         if use_views:
