@@ -47,6 +47,7 @@ from .kernels import (WEIGHT, _adagrad, _atomic_add, _changed, _fold_due, _give,
                       _sigmoid, _take, chunk_status, fold_end, logistic_loss, loss_and_gradient)
 
 _prefetch_factor = _prefetcher(write=1)
+_prefetch_vectors = _prefetcher(write=0)
 
 # x86 with AVX (every x86-64 CPU since 2011): the pair step uses the CPU's own 1/sqrt estimate
 _HOST_AVX = platform.machine().lower() in ("x86_64", "amd64") and bool(llvm.get_host_cpu_features().get("avx"))
@@ -590,7 +591,14 @@ def predict_chunk(cat, num, num_values, weights, factors, fields, mask, fmask, b
         sums = np.empty(dims, dtype=np.float64)
         starts = np.empty(k, dtype=np.int64)  # FFM: as training reads the row (the same sums)
         xs = np.empty(k, dtype=np.float64)
-        for r in range(rows * blk // blocks, rows * (blk + 1) // blocks):
+        hi = rows * (blk + 1) // blocks
+        for r in range(rows * blk // blocks, hi):
+            if field_aware and r + 1 < hi:  # the next row's vectors, asked for ahead
+                span = fields_n * dims
+                for j in range(k):
+                    u = np.int64((cat[r + 1, j] if j < k_cat else num[r + 1, j - k_cat]) & mask) & fmask
+                    for offset in range(0, span, 16):
+                        _prefetch_vectors(flat, u * span + offset)
             z = bias
             total = np.float64(k_cat)
             for j in range(k):
