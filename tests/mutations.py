@@ -57,7 +57,7 @@ BREAKAGES = {
                           "return base.lower()", "folder listings no longer skip _ and . files"),
     "calibration-unapplied": ("fastada/train.py", "weights[-1] += np.float32(shift)", "weights[-1] += np.float32(0.0)",
                               "a downsampled model's bias is not moved to predict the data's clicks"),
-    "ffm-vectors-frozen": ("fastada/ffm.py", "builder.store(_shuffle(builder, v, acc, low), row_a, align=4)", "pass",
+    "ffm-vectors-frozen": ("fastada/ffm.py", "builder.store(_shuffle(builder, v, v, lo), wa_p, align=4)", "pass",
                            "one vector of each FFM pair never learns (K = 4, the vector step)"),
     "ffm-vectors-frozen-scalar": ("fastada/ffm.py", "flat[ia, d] = va - lr32 * ga * _rsqrt(acc_a)",
                                   "flat[ia, d] = va", "one vector of each FFM pair never learns (K other than 4)"),
