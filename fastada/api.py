@@ -39,7 +39,7 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
           eval_every_rows: int = 0, early_stop: int = 0,
           checkpoint_dir: str | os.PathLike | None = None, checkpoint_every_rows: int = 0,
           checkpoint_every_seconds: float = 0.0, keep_checkpoints: int = 3, resume: bool = False,
-          log_json: str | os.PathLike | None = None,
+          log_json: str | os.PathLike | None = None, cache_mb: float | None = None,
           on_chunk: Callable[[Progress], None] | None = None,
           on_evaluation: Callable[[dict], None] | None = None,
           on_note: Callable[[str], None] | None = None, stop: threading.Event | None = None,
@@ -78,7 +78,9 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
     else the holdout's) and returns the best model. ``checkpoint_dir`` (+ ``checkpoint_every_rows``
     / ``checkpoint_every_seconds``, ``keep_checkpoints``) writes the training state; ``resume``
     continues from the newest one (with ``threads=1``: the same model, bit for bit, as a run
-    never interrupted). ``log_json``: one JSON line per evaluation. ``bad_rows="skip"`` learns
+    never interrupted). ``log_json``: one JSON line per evaluation. ``cache_mb``: memory for the
+    first epoch's hashed rows, which later epochs learn from without reading the data again (None:
+    up to a quarter of the memory available; 0: read and hash every epoch). ``bad_rows="skip"`` learns
     nothing from rows with a bad label or weight and from unreadable files or row groups, and
     counts them in ``model.summary`` (default "fail": stop with an error naming the first).
 
@@ -108,7 +110,8 @@ def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
                     checkpoint_dir=os.fspath(checkpoint_dir) if checkpoint_dir is not None else None,
                     checkpoint_every_rows=checkpoint_every_rows,
                     checkpoint_every_seconds=checkpoint_every_seconds, keep_checkpoints=keep_checkpoints,
-                    resume=resume, log_json=os.fspath(log_json) if log_json is not None else None)
+                    resume=resume, log_json=os.fspath(log_json) if log_json is not None else None,
+                    cache_mb=cache_mb)
     if isinstance(data, (DataSet,)):
         dataset = data
     else:

@@ -136,6 +136,9 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--early-stop", type=int, default=0, metavar="P",
                    help="stop after P evaluations without a better validation logloss; keep the best model")
     v.add_argument("--log-json", default=None, metavar="FILE", help="one JSON line per evaluation")
+    lg.add_argument("--cache-mb", type=float, default=None, metavar="MB",
+                    help="with several epochs, keep the first epoch's hashed rows in memory (up to MB MiB; default: "
+                         "a quarter of the memory available) and learn later epochs from them; 0: read every epoch")
     c = t.add_argument_group("checkpoints")
     c.add_argument("--checkpoint-dir", default=None, metavar="DIR")
     c.add_argument("--checkpoint-every-rows", type=int, default=0, metavar="N")
@@ -345,6 +348,7 @@ def _train(args) -> int:
             checkpoint_dir=args.checkpoint_dir, checkpoint_every_rows=args.checkpoint_every_rows,
             checkpoint_every_seconds=args.checkpoint_every_seconds,
             keep_checkpoints=args.keep_checkpoints, resume=args.resume, log_json=args.log_json,
+            cache_mb=args.cache_mb,
             on_chunk=progress, on_evaluation=progress.evaluation, on_note=progress.note, stop=stop,
             init=args.init_model, dask=args.dask, sync_every_rows=args.sync_every_rows,
             combine=args.combine)

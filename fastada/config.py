@@ -226,7 +226,10 @@ class RunConfig:
     checkpoints go (None: none); checkpoint_every_rows / checkpoint_every_seconds: how often (0:
     not by that measure; with a folder and neither, once per epoch); keep_checkpoints: how many
     of the newest to keep. resume: continue from the newest valid checkpoint in the folder.
-    log_json: a file that receives one JSON object per evaluation.
+    log_json: a file that receives one JSON object per evaluation. cache_mb: with several epochs,
+    the hashed features of the first are kept in memory, up to this many MiB, and later epochs
+    learn from them instead of reading and hashing the data again (None: up to a quarter of the
+    memory available when training starts; 0: never).
     """
 
     eval_every_rows: int = 0
@@ -237,9 +240,12 @@ class RunConfig:
     keep_checkpoints: int = 3
     resume: bool = False
     log_json: str | None = None
+    cache_mb: float | None = None
 
     def __post_init__(self):
         _check_int("eval_every_rows", self.eval_every_rows, 0, 2**62)
+        if self.cache_mb is not None and not (_is_number(self.cache_mb) and self.cache_mb >= 0):
+            raise FastadaError(f"cache_mb must be a number >= 0 (0: no cache), got {self.cache_mb!r}")
         _check_int("early_stop", self.early_stop, 0, 10**6)
         _check_int("checkpoint_every_rows", self.checkpoint_every_rows, 0, 2**62)
         if not (_is_number(self.checkpoint_every_seconds) and self.checkpoint_every_seconds >= 0):

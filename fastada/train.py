@@ -231,6 +231,10 @@ class _Training:
             self.split = {"cores": cores, "learners": self.threads, "readers": self.readers[0]}
         self.featurizers = [Featurizer(spec, self.skip) for _ in range(self.readers[0])]
         self.columns = self.featurizers[0].columns
+        # the hashed chunks of whole row groups, kept for the later epochs (_plan_keeping)
+        self.kept: dict[tuple[int, int], list] = {}
+        self.kept_bytes = self.keep_room = 0
+        self.kept_lock = threading.Lock()
         self.dictionary = _string_columns(dataset, spec)
         self.mask = np.uint32(spec.slots - 1)
         self.new_hashes = self.featurizers[0].new_hashes  # (none without spec.new_values)
@@ -360,6 +364,7 @@ class _Training:
             self._pick_factor_rate()
         self._race_rows = None  # (the races are over: their rows go)
         self._choose_hot()
+        self._plan_keeping()
         while state.epoch < self.epochs and not state.stopped_early:
             self._epoch(state.epoch)
             if state.stopped_early:
@@ -372,6 +377,7 @@ class _Training:
             if self._checkpoint_due(epoch_ended=True) or (
                     self.run_config.checkpoint_dir is not None and state.epoch == self.epochs):
                 self._save_checkpoint()
+        self.kept = {}  # (the epochs are over)
         if state.stopped_early and self.run_config.checkpoint_dir is not None:
             self._save_checkpoint()
         if state.step == 0:
@@ -441,20 +447,70 @@ class _Training:
         their held-out rows marked and (with shuffling) their rows in the chunk's own random order:
         all the per-chunk work but learning runs here, on the reader threads. In skip mode, an
         unreadable rest of the row group gives ``(None, error, pos, row)``. A task of five items
-        ends at row ``stop`` (a multiple of the chunk size: a piece of a row group)."""
+        ends at row ``stop`` (a multiple of the chunk size: a piece of a row group). A row group
+        read whole in an epoch before the last is kept hashed, while there is room
+        (:meth:`_plan_keeping`), and later epochs take its chunks from memory."""
         epoch, pos, unit, row, *stop = task
         stop = stop[0] if stop else unit.rows
+        key = (unit.file, unit.row_group)
+        kept = self.kept.get(key) if where_to is None and row == 0 else None
+        if kept is not None:
+            for block, where, at in kept:
+                if at >= stop:
+                    return
+                yield self._arrange(block, epoch, unit, at, where_to), where, pos, at
+            return
+        keeping = ([] if where_to is None and row == 0 and stop == unit.rows and epoch < self.epochs - 1
+                   and self.kept_bytes < self.keep_room else None)
         try:
             for chunk in self.dataset.unit_chunks(unit, self.columns, self.learn.chunk_rows, self.dictionary, row):
                 if chunk.row >= stop:
                     return
                 block = self.featurizers[worker](chunk.batch, chunk.where, first_row=chunk.row)
+                if keeping is not None:
+                    keeping = self._keep(keeping, block, chunk.where, chunk.row)
                 yield self._arrange(block, epoch, unit, chunk.row, where_to), chunk.where, pos, chunk.row
                 row = chunk.row + chunk.batch.num_rows
         except UnreadableData as e:
             if not self.skip:
                 raise
             yield None, str(e), pos, row
+            return
+        if keeping is not None:
+            self.kept[key] = keeping
+
+    def _keep(self, keeping: list, block: FeatureBlock, where: str, row: int) -> list | None:
+        """``keeping`` with ``block`` added, or None (and its bytes given back) where the room for
+        kept chunks has run out."""
+        size = _block_bytes(block)
+        with self.kept_lock:
+            if self.kept_bytes + size > self.keep_room:
+                self.kept_bytes -= sum(_block_bytes(b) for b, _, _ in keeping)
+                self.keep_room = self.kept_bytes  # (full: nothing more is kept this run)
+                return None
+            self.kept_bytes += size
+        keeping.append((block, where, row))
+        return keeping
+
+    def _plan_keeping(self) -> None:
+        """With several epochs, the room (bytes) for the first epoch's hashed chunks, which the
+        later epochs then learn from without reading and hashing again: ``cache_mb``, or a quarter
+        of the memory available now. Said when it is used."""
+        self.keep_room = 0
+        if self.epochs - self.state.epoch < 2:
+            return
+        wanted = self.run_config.cache_mb
+        available = memory_available()
+        room = int(wanted * 2**20) if wanted is not None else (available // 4 if available is not None else 0)
+        featurizer = self.featurizers[0]
+        per_row = 4 * featurizer.k_cat + 8 * featurizer.k_num + 8  # (hashes, numeric values, label, weight)
+        if room <= 0:
+            return
+        self.keep_room = room
+        whole = self.dataset.num_rows * per_row
+        self.note(f"hashed chunks kept in memory for epochs {self.state.epoch + 2}-{self.epochs}: about {_gib(whole)}"
+                  + (f" (room for {_gib(room)}: {min(1.0, room / whole):.0%} of the rows)" if whole > room else "")
+                  + " (--cache-mb 0: none, read and hash every epoch)")
 
     def _arrange(self, block: FeatureBlock, epoch: int, unit, row: int, where_to=None) -> "_Chunk":
         """``block`` ready to learn: each feature's slot or hot position (:func:`kernels.locate`),
@@ -1057,6 +1113,12 @@ def race_schedule(rows: int, epochs: int, shuffle: bool, seed: int, swap: bool =
         passes.append(learned[np.random.default_rng([seed, e, 0x7ACE]).permutation(len(learned))] if shuffle
                       else learned)
     return [p.astype(np.int64) for p in passes], scored.astype(np.int64)
+
+
+def _block_bytes(block: FeatureBlock) -> int:
+    """Memory a hashed chunk holds."""
+    return sum(a.nbytes for a in (block.cat, block.num, block.num_values, block.labels, block.weights)
+               if a is not None)
 
 
 def _rows_written(slots: np.ndarray, bias: int) -> np.ndarray:

@@ -83,6 +83,46 @@ def test_lr_decays_each_epoch(rng):
     assert [h["lr"] for h in model.summary["evaluations"]] == pytest.approx([0.2, 0.1, 0.05])
 
 
+def test_later_epochs_learn_from_the_first_epochs_hashed_chunks_the_same_model(tmp_path, rng, monkeypatch):
+    data = parquet_data(tmp_path, rng)
+    reads = []
+    unit_chunks = fastada.reader.DataSet.unit_chunks
+
+    def counted(self, unit, *args, **kwargs):
+        reads.append(unit)
+        return unit_chunks(self, unit, *args, **kwargs)
+
+    monkeypatch.setattr(fastada.reader.DataSet, "unit_chunks", counted)
+    settings = {k: v for k, v in SETTINGS.items() if k != "eval_every_rows"}
+    models, notes = {}, {}
+    for cache_mb in (0, None, 0.05):  # never kept, all kept, room for a few row groups
+        reads.clear()
+        notes[cache_mb] = []
+        models[cache_mb] = fastada.train(str(data), **settings, cache_mb=cache_mb, on_note=notes[cache_mb].append)
+        models[cache_mb].reads = len(reads)
+    row_groups = 2 * 5  # (two files of 3,000 rows in groups of 700)
+    assert models[0].reads - models[None].reads == 2 * row_groups  # (epochs 2 and 3 read nothing)
+    assert models[None].reads < models[0.05].reads < models[0].reads
+    assert not any("kept in memory" in n for n in notes[0])
+    assert any(n.startswith("hashed chunks kept in memory for epochs 2-3") for n in notes[None])
+    for cache_mb in (None, 0.05):
+        assert np.array_equal(models[cache_mb].weights, models[0].weights)
+        assert np.array_equal(models[cache_mb].accumulators, models[0].accumulators)
+        assert models[cache_mb].summary["evaluations"][-1]["holdout_logloss"] == \
+            models[0].summary["evaluations"][-1]["holdout_logloss"]
+
+
+def test_a_single_epoch_keeps_nothing(rng):
+    notes = []
+    fastada.train(small_table(rng, n=2000), label="label", bits=12, lr=0.1, threads=1, on_note=notes.append)
+    assert not any("kept in memory" in n for n in notes)
+
+
+def test_cache_size_must_be_a_number_of_megabytes(rng):
+    with pytest.raises(FastadaError, match="cache_mb must be a number >= 0"):
+        fastada.train(small_table(rng, n=100), label="label", cache_mb=-1)
+
+
 def uninterrupted(data, tmp_path, **extra):
     return fastada.train(str(data), **SETTINGS, valid=str(data / "part-0.parquet"),
                          checkpoint_dir=tmp_path / "ck-ref", checkpoint_every_rows=1000, **extra)
