@@ -508,7 +508,9 @@ class _Training:
             return
         self.keep_room = room
         whole = self.dataset.num_rows * per_row
-        self.note(f"hashed chunks kept in memory for epochs {self.state.epoch + 2}-{self.epochs}: about {_gib(whole)}"
+        later = (f"epoch {self.epochs}" if self.epochs == self.state.epoch + 2
+                 else f"epochs {self.state.epoch + 2}-{self.epochs}")
+        self.note(f"hashed chunks kept in memory for {later}: about {_gib(whole)}"
                   + (f" (room for {_gib(room)}: {min(1.0, room / whole):.0%} of the rows)" if whole > room else "")
                   + " (--cache-mb 0: none, read and hash every epoch)")
 
