@@ -60,6 +60,8 @@ BREAKAGES = {
     "kept-chunks-unshuffled": ("fastada/train.py", "yield self._arrange(block, epoch, unit, at, where_to), where, pos, at",
                                "yield self._arrange(block, 0, unit, at, where_to), where, pos, at",
                                "later epochs learn kept chunks in the first epoch's order"),
+    "ffm-hot-positions-stale": ("fastada/ffm.py", "                hot_here, hot_ahead = hot_ahead, hot_here\n",
+                                "                pass\n", "FFM rows learn with hot positions looked up for another row"),
     "ffm-vectors-frozen": ("fastada/ffm.py", "builder.store(_shuffle(builder, v, v, lo), wa_p, align=4)", "pass",
                            "one vector of each FFM pair never learns (K = 4, the vector step)"),
     "ffm-vectors-frozen-scalar": ("fastada/ffm.py", "flat[ia, d] = va - lr32 * ga * _rsqrt(acc_a)",

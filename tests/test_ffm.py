@@ -245,8 +245,10 @@ def test_threads_learn_hot_slots_in_views_and_hand_every_update_back(rng):
                         factors, fields, np.int64(255), 1e-9, 0.0, blocks, np.zeros((blocks, 4)),
                         used.slots, used.lookup, used.fold_ends, 64, taken,
                         linear_used.slots, linear_used.lookup, linear_used.fold_ends, private)
-        return factors[:256], linear
-    (one, linear_one), (two, linear_two) = learn(1, False), learn(2, True)
+        return factors[:256], linear, factors[256:].reshape(taken.shape), taken
+    (one, linear_one, _, _), (two, linear_two, views, taken) = learn(1, False), learn(2, True)
+    # the threads learned in their views (the last changes, handed back at the end, are still there)
+    assert all(np.abs(views[b, 1:, :, 4:] - taken[b, 1:, :, 4:]).max() > 0 for b in range(2))
     np.testing.assert_allclose(two[:, :, 4:], one[:, :, 4:], rtol=1e-4)  # accumulators: every update arrived
     assert (two[:, :, 4:] > 1.0).sum() > 500  # (the pairs of every frequent value learned)
     np.testing.assert_allclose(linear_two[:, kernels.ACCUMULATOR], linear_one[:, kernels.ACCUMULATOR], rtol=1e-4)
