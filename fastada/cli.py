@@ -136,9 +136,6 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--early-stop", type=int, default=0, metavar="P",
                    help="stop after P evaluations without a better validation logloss; keep the best model")
     v.add_argument("--log-json", default=None, metavar="FILE", help="one JSON line per evaluation")
-    lg.add_argument("--cache-mb", type=float, default=None, metavar="MB",
-                    help="with several epochs, keep the first epoch's hashed rows in memory (up to MB MiB; default: "
-                         "a quarter of the memory available) and learn later epochs from them; 0: read every epoch")
     c = t.add_argument_group("checkpoints")
     c.add_argument("--checkpoint-dir", default=None, metavar="DIR")
     c.add_argument("--checkpoint-every-rows", type=int, default=0, metavar="N")
@@ -164,6 +161,9 @@ def _parser() -> argparse.ArgumentParser:
                         "split the cores between them); 1 = sequential and bit-for-bit repeatable")
     f.add_argument("--chunk-rows", type=int, default=LearnConfig.chunk_rows,
                    help=f"rows read, hashed and learned at a time (default {LearnConfig.chunk_rows})")
+    f.add_argument("--cache-mb", type=float, default=None, metavar="MB",
+                   help="with several epochs, keep the first epoch's hashed rows in memory (up to MB MiB; default: "
+                        "a quarter of the memory available) and learn later epochs from them; 0: read every epoch")
 
     e = sub.add_parser("eval", help="logloss, AUC, normalised entropy and calibration of a model")
     e.add_argument("data", nargs="+")

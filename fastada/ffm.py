@@ -602,9 +602,9 @@ def predict_chunk(cat, num, num_values, weights, factors, fields, mask, fmask, b
         starts = np.empty(k, dtype=np.int64)  # FFM: as training reads the row (the same sums)
         xs = np.empty(k, dtype=np.float64)
         hi = rows * (blk + 1) // blocks
+        span = fields_n * dims
         for r in range(rows * blk // blocks, hi):
             if field_aware and r + 1 < hi:  # the next row's vectors, asked for ahead
-                span = fields_n * dims
                 for j in range(k):
                     u = np.int64((cat[r + 1, j] if j < k_cat else num[r + 1, j - k_cat]) & mask) & fmask
                     for offset in range(0, span, 16):

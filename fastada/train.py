@@ -502,11 +502,11 @@ class _Training:
         wanted = self.run_config.cache_mb
         available = memory_available()
         room = int(wanted * 2**20) if wanted is not None else (available // 4 if available is not None else 0)
-        featurizer = self.featurizers[0]
-        per_row = 4 * featurizer.k_cat + 8 * featurizer.k_num + 8  # (hashes, numeric values, label, weight)
         if room <= 0:
             return
         self.keep_room = room
+        featurizer = self.featurizers[0]
+        per_row = 4 * featurizer.k_cat + 8 * featurizer.k_num + 8  # (hashes, numeric values, label, weight)
         whole = self.dataset.num_rows * per_row
         later = (f"epoch {self.epochs}" if self.epochs == self.state.epoch + 2
                  else f"epochs {self.state.epoch + 2}-{self.epochs}")

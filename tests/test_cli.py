@@ -197,3 +197,14 @@ def test_new_value_features_are_on_by_default_and_no_new_values_turns_them_off(d
         assert fastada.load(model).spec.new_values is expected
         said = capsys.readouterr().err
         assert ("new-value features: " in said) is expected, said
+
+
+def test_later_epochs_from_memory_are_said_and_cache_mb_0_turns_them_off(data, tmp_path, capsys):
+    models = {}
+    for extra, kept in (([], True), (["--cache-mb", "0"], False)):
+        models[kept] = tmp_path / f"m{len(extra)}"
+        assert main(["train", str(data / "train.parquet"), "--model", str(models[kept]), "--bits", "12",
+                     "--threads", "1", "--lr", "0.05", "--epochs", "2", "--all-epochs", *extra]) == 0
+        said = capsys.readouterr().err
+        assert ("hashed chunks kept in memory for epoch 2" in said) is kept, said
+    assert np.array_equal(fastada.load(models[True]).weights, fastada.load(models[False]).weights)
