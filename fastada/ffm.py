@@ -43,8 +43,8 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .kernels import (WEIGHT, _adagrad, _atomic_add, _changed, _fold_due, _give, _hot_position, _prefetcher, _settle,
-                      _sigmoid, _take, chunk_status, fold_end, logistic_loss, loss_and_gradient)
+from .kernels import (SLOT_WIDTH, WEIGHT, _adagrad, _atomic_add, _changed, _fold_due, _give, _hot_position, _prefetch,
+                      _prefetcher, _settle, _sigmoid, _take, chunk_status, fold_end, logistic_loss, loss_and_gradient)
 
 _prefetch_factor = _prefetcher(write=1)
 _prefetch_vectors = _prefetcher(write=0)
@@ -543,6 +543,12 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
                     _row_blocks(flat, slots, r + 1, fmask, fields_n, lookup, ahead, hot_ahead)
                 else:
                     ahead[:] = -1
+            if r + 1 < hi:  # the next row's linear slots (and FM's vectors), asked for meanwhile
+                for j in range(k):
+                    t = np.int64(slots[r + 1, j])
+                    _prefetch(table, t * SLOT_WIDTH)
+                    if not field_aware:
+                        _prefetch_factor(flat, (t & fmask) * flat.shape[1])
             z = _linear_margin(table, clock, slots, num_values, r, k_cat, before, regularise, lr, l1, l2, eps,
                                viewing, lin_lookup, mine, places)
             scale = _scale(num_values, r, k_cat, k)
@@ -604,9 +610,11 @@ def predict_chunk(cat, num, num_values, weights, factors, fields, mask, fmask, b
         hi = rows * (blk + 1) // blocks
         span = fields_n * dims
         for r in range(rows * blk // blocks, hi):
-            if field_aware and r + 1 < hi:  # the next row's vectors, asked for ahead
+            if r + 1 < hi:  # the next row's weights and vectors, asked for ahead
                 for j in range(k):
-                    u = np.int64((cat[r + 1, j] if j < k_cat else num[r + 1, j - k_cat]) & mask) & fmask
+                    t = np.int64((cat[r + 1, j] if j < k_cat else num[r + 1, j - k_cat]) & mask)
+                    _prefetch_vectors(weights, t)
+                    u = t & fmask
                     for offset in range(0, span, 16):
                         _prefetch_vectors(flat, u * span + offset)
             z = bias
