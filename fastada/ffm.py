@@ -394,19 +394,19 @@ def _scale(num_values, r, k_cat, k):
 
 
 @njit(cache=True, inline="always")
-def _fm_sums(factors, slots, num_values, r, k_cat, fmask, sums):
-    """``sums[d] = sum_j v[j, d] x_j``; returns sum_d (sums[d]^2 - sum_j v[j, d]^2 x_j^2) / 2, the
-    sum over the row's pairs of <v_a, v_b> x_a x_b."""
-    dims = factors.shape[2] // 2
-    k = slots.shape[1]
+def _fm_sums(flat, starts, xs, sums):
+    """``sums[d] = sum_j v[j, d] x_j`` (row j's vector: ``flat[starts[j]]``, as
+    :func:`_row_features` sets it); returns sum_d (sums[d]^2 - sum_j v[j, d]^2 x_j^2) / 2, the sum
+    over the row's pairs of <v_a, v_b> x_a x_b."""
+    dims = flat.shape[1] // 2
     squares = 0.0
     for d in range(dims):
         sums[d] = 0.0
-    for j in range(k):
-        u = np.int64(slots[r, j]) & fmask
-        x = _value(num_values, r, j, k_cat)
+    for j in range(starts.shape[0]):
+        v = starts[j]
+        x = xs[j]
         for d in range(dims):
-            vx = factors[u, 0, d] * x
+            vx = flat[v, d] * x
             sums[d] += vx
             squares += vx * vx
     total = 0.0
@@ -416,23 +416,23 @@ def _fm_sums(factors, slots, num_values, r, k_cat, fmask, sums):
 
 
 @njit(cache=True, nogil=True)
-def _learn_fm(factors, slots, num_values, r, k_cat, fmask, sums, kappa0, factor_lr, factor_l2):
+def _learn_fm(flat, starts, xs, sums, kappa0, factor_lr, factor_l2):
     """FM: in row order, each feature's vector steps with grad_d = kappa0 x_j (S_d - v_jd x_j) +
     factor_l2 v_jd (S: ``sums``, from before the row's steps; v_jd: the vector as it is then),
     ``kappa0 = (p - y) row_weight scale``."""
-    dims = factors.shape[2] // 2
+    dims = flat.shape[1] // 2
     lr32 = np.float32(factor_lr)
     l232 = np.float32(factor_l2)
-    for j in range(slots.shape[1]):
-        u = np.int64(slots[r, j]) & fmask
-        x = _value(num_values, r, j, k_cat)
+    for j in range(starts.shape[0]):
+        u = starts[j]
+        x = xs[j]
         kappa = kappa0 * x
         for d in range(dims):
-            v = factors[u, 0, d]
+            v = flat[u, d]
             g = np.float32(kappa * (sums[d] - v * x)) + l232 * v
-            acc = factors[u, 0, dims + d] + g * g
-            factors[u, 0, dims + d] = acc
-            factors[u, 0, d] = v - lr32 * g * _rsqrt(acc)
+            acc = flat[u, dims + d] + g * g
+            flat[u, dims + d] = acc
+            flat[u, d] = v - lr32 * g * _rsqrt(acc)
 
 
 @njit(cache=True)
@@ -474,14 +474,14 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
     machine, every feature one vector in a table of one field) and ``fmask`` (factor slots - 1). ``block_loss[b]`` = (weighted loss, weight) of learned rows, then of held-out rows.
     Returns a status.
 
-    FFM with hot factor slots (``lookup`` not empty, from :func:`kernels.hot_slots` over factor
-    slots, position 0 unused): each block learns their vectors in views of its own, rows of
+    With hot factor slots (``lookup`` not empty, from :func:`kernels.hot_slots` over factor
+    slots, position 0 unused) each block learns their vectors in views of its own, rows of
     ``factors`` past its ``fmask + 1`` slots (block b's view of position h at ``fmask + 1 + b *
     hot.shape[0] + h``; ``taken[b, h]`` the view as last taken from the table), as the linear
     kernel does its hot slots: taken when the block starts, handed back (the changes added) and
     taken again every ``fold_rows * 2^c`` of its rows for the first ``fold_ends[c]`` positions,
-    and all handed back when it ends. A frequent value's vectors for every other field are
-    written by every row that has it: shared, their lines moved between cores on most pairs.
+    and all handed back when it ends. A frequent value's vectors (FFM: for every other field)
+    are written by every row that has it: shared, their lines moved between cores on most pairs.
 
     The linear part's hot slots (``lin_hot`` not empty: the bias first, then the slots
     ``lin_lookup`` finds; ``lin_fold_ends`` as :class:`kernels.HotSlots`'; ``lin_private[b]`` block
@@ -497,7 +497,7 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
     field_aware = fields.shape[0] > 0
     fields_n = np.int64(factors.shape[1])
     flat = factors.reshape(factors.shape[0] * factors.shape[1], factors.shape[2])
-    use_views = field_aware and lookup.shape[0] > 0
+    use_views = lookup.shape[0] > 0
     viewing = lin_hot.shape[0] > 0
     for b in prange(blocks):
         views_at = fmask + 1 + b * hot.shape[0]  # the block's views, as factor slots
@@ -511,10 +511,10 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
         to_fold = fold_rows
         folds = 0
         sums = np.empty(factors.shape[2] // 2, dtype=np.float64)  # FM's sums of v x
-        starts = np.empty(k, dtype=np.int64)  # FFM: the row's features
+        starts = np.empty(k, dtype=np.int64)  # the row's features
         xs = np.empty(k, dtype=np.float64)
         places = np.empty(k, dtype=np.int64)  # each feature's linear view, or -1
-        ahead = np.full(k, -1, dtype=np.int64)  # FFM: the next row's features' vectors
+        ahead = np.full(k, -1, dtype=np.int64)  # the next row's features' vectors
         hot_ahead = np.full(k, -1, dtype=np.int64)  # ... and their hot positions
         hot_here = np.full(k, -1, dtype=np.int64)  # this row's
         span = fields_n * flat.shape[1]
@@ -535,7 +535,9 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
                         _fold_due(table, clock, lin_hot, mine, folds, lin_fold_ends, True, before, lr, l1, l2, eps)
                     to_fold = fold_rows
                 to_fold -= 1
-            if field_aware:  # the next row's vectors, asked for while this row learns
+            # the next row's features looked up among the hot factor slots (FFM: its vectors asked for
+            # while this row's pairs learn), then its linear slots (and FM's vectors) asked for
+            if field_aware or use_views:
                 if r == lo:  # (the block's first row: as if a row before had looked it up)
                     _row_blocks(flat, slots, r, fmask, fields_n, lookup, ahead, hot_ahead)
                 hot_here, hot_ahead = hot_ahead, hot_here
@@ -543,7 +545,7 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
                     _row_blocks(flat, slots, r + 1, fmask, fields_n, lookup, ahead, hot_ahead)
                 else:
                     ahead[:] = -1
-            if r + 1 < hi:  # the next row's linear slots (and FM's vectors), asked for meanwhile
+            if r + 1 < hi:
                 for j in range(k):
                     t = np.int64(slots[r + 1, j])
                     _prefetch(table, t * SLOT_WIDTH)
@@ -552,11 +554,11 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
             z = _linear_margin(table, clock, slots, num_values, r, k_cat, before, regularise, lr, l1, l2, eps,
                                viewing, lin_lookup, mine, places)
             scale = _scale(num_values, r, k_cat, k)
+            _row_features(slots, num_values, r, k_cat, fmask, fields_n, starts, xs, hot_here, views_at)
             if field_aware:
-                _row_features(slots, num_values, r, k_cat, fmask, fields_n, starts, xs, hot_here, views_at)
                 z += _pairs(flat, starts, xs, fields, scale, factors.shape[2] // 2)
             else:
-                z += scale * _fm_sums(factors, slots, num_values, r, k_cat, fmask, sums)
+                z += scale * _fm_sums(flat, starts, xs, sums)
             y = np.float64(labels[r])
             rw = np.float64(row_weights[r])
             if holdout and held[r] != 0:
@@ -574,7 +576,7 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
             if field_aware:
                 _learn_pairs(flat, starts, xs, fields, g0 * scale, factor_lr, factor_l2, ahead, span)
             else:
-                _learn_fm(factors, slots, num_values, r, k_cat, fmask, sums, g0 * scale, factor_lr, factor_l2)
+                _learn_fm(flat, starts, xs, sums, g0 * scale, factor_lr, factor_l2)
         if use_views:
             for h in range(1, hot.shape[0]):
                 _give_factors(factors, taken[b], hot[h], views_at + h, h)

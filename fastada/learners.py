@@ -19,7 +19,6 @@ class Learner:
     """What the driver asks of a learner; the base holds what most share."""
 
     views = False               # hot slots learned in per-thread views (else the shared table only)
-    parallel = False            # more learner threads learn faster (its contended state in per-thread views)
     heavy = False               # a row costs far more to learn than to read and hash (FFM: features^2 pairs)
     lazy_regularisation = True  # slots owe L1/L2 steps until touched (kernels.catch_up_all settles them)
     continuable = False         # a model of it can go on learning (train(init=...))
@@ -79,7 +78,6 @@ class Adagrad(Learner):
     per-thread views: what :func:`kernels.train_chunk` does."""
 
     views = True
-    parallel = True
     continuable = True
 
     def learn_chunk(self, chunk, table, clock, step, lr, blocks, block_loss, arrays, views):
@@ -102,7 +100,6 @@ class Ftrl(Learner):
     that the kernel hands back at the end of each chunk."""
 
     lazy_regularisation = False
-    parallel = True
 
     def __init__(self, learn, spec, featurizer):
         super().__init__(learn, spec, featurizer)
@@ -133,7 +130,8 @@ class Ftrl(Learner):
 class Factorisation(Adagrad):
     """A factorization machine (``learner="fm"``) or a field-aware one (``"ffm"``) over the Adagrad
     linear model (:mod:`fastada.ffm`): the factor table beside the slot table; the linear part's
-    rate is the one raced. The shared tables only."""
+    rate is the one raced. On several threads the hot factor slots and the linear part's hot slots
+    are learned in per-thread views (the kernel's own)."""
 
     views = False
     continuable = False
@@ -146,13 +144,13 @@ class Factorisation(Adagrad):
         # the factors' rate: as given, or (factor_lr="auto") set by the driver once raced
         self.factor_rate = None if learn.factor_lr == "auto" else float(learn.factor_lr)
         self.field_aware = learn.learner == "ffm"
-        self.parallel = self.heavy = self.field_aware  # (FFM: hot factor slots in per-thread views)
+        self.heavy = self.field_aware
         # FFM: a vector per feature and field; FM: one per feature (a single field; no field map)
         self.fields = featurizer.fields() if self.field_aware else np.zeros(0, np.int64)
         self.field_count = int(self.fields.max()) + 1 if self.fields.size else 1
         self.factor_bits = min(learn.factor_bits, spec.bits)
         self.fmask = np.int64((1 << self.factor_bits) - 1)
-        self.hot = None  # FFM with several threads: the hot factor slots, the table with the
+        self.hot = None  # with several threads: the hot factor slots, the table with the
         self.work = self.taken = None  # threads' views of them past its rows, and the views as taken
         self.linear_hot = self.linear_views = None  # ... and the linear part's hot slots, their views
 
@@ -160,8 +158,8 @@ class Factorisation(Adagrad):
         return ffm.factor_bytes(int(self.fmask) + 1, self.field_count, self.learn.factors)
 
     def passing_bytes(self, threads):
-        # FFM on several threads copies its factor table once, into one with room for the views
-        return self.state_bytes() if self.field_aware and threads > 1 else 0
+        # on several threads the factor table is copied once, into one with room for the views
+        return self.state_bytes() if threads > 1 else 0
 
     def factor_rows_bytes(self, rows: int) -> int:
         """Memory of ``rows`` factor slots' rows (each field's vector and accumulators), at most the
@@ -179,7 +177,7 @@ class Factorisation(Adagrad):
 
     def learn_chunk(self, chunk, table, clock, step, lr, blocks, block_loss, arrays, views):
         learn = self.learn
-        if self.field_aware and blocks > 1:
+        if blocks > 1:
             factors, hot, taken = self._views(chunk, arrays, blocks)
             linear, private = self.linear_hot, self.linear_views = _hot_views(chunk, table, blocks, self.linear_hot,
                                                                               self.linear_views)
@@ -217,7 +215,7 @@ class Factorisation(Adagrad):
         return float(block_loss[0, 0]), float(block_loss[0, 1])
 
     def _views(self, chunk, arrays, blocks):
-        """FFM on several threads: the hot factor slots (counted on the first chunk so learned,
+        """Several threads: the hot factor slots (counted on the first chunk so learned,
         as the linear learner counts its own), and the factor table with every thread's views of
         them as rows past its own (``arrays["factors"]`` becomes a view of its first rows: what
         checkpoints and the model read)."""

@@ -221,7 +221,7 @@ class _Training:
         self.skip = learn.bad_rows == "skip"
         self.learner = learners.make(learn, spec, Featurizer(spec, self.skip))
         self.auto = learn.threads == "auto" and cores > 2
-        both = learn.threads == "auto" and cores == 2 and self.learner.heavy and self.learner.parallel
+        both = learn.threads == "auto" and cores == 2 and self.learner.heavy
         self.max_threads = cores if self.auto or both else set_threads(1 if learn.threads == "auto" else learn.threads)
         self.threads = set_threads(1) if self.auto else self.max_threads
         self.readers = [cores if self.auto else 1 if both else read_workers(self.threads)]
@@ -556,19 +556,13 @@ class _Training:
         cores = self.max_threads
         read_rate = self.read_rate or learn_rate
         learners, readers = split_cores(cores, read_rate, learn_rate)
-        why = ""
-        if not self.learner.parallel and learners > 1:
-            # every thread would write the same hot slots on every row (FFM ran 2 threads at 0.33x
-            # of 1 on 2 cores before its views, 2026-12-05); --threads N still asks for N
-            learners, readers = 1, cores
-            why = f"; {self.learn.learner} learns on the shared table only, where more learners contend: one"
         self.threads = set_threads(learners)
         self.readers[0] = readers
         self.split = {"cores": cores, "learners": learners, "readers": readers,
                       "read_rows_per_second_per_thread": round(read_rate),
                       "learn_rows_per_second_per_thread": round(learn_rate)}
         self.note(f"threads auto: {learners} learning, {readers} reading and hashing on {cores} cores "
-                  f"(measured per thread: reading {read_rate:,.0f} rows/s, learning {learn_rate:,.0f} rows/s{why})")
+                  f"(measured per thread: reading {read_rate:,.0f} rows/s, learning {learn_rate:,.0f} rows/s)")
 
     def _pick_rate(self) -> None:
         """The learning rate: as given, or (lr="auto") raced. Each of :data:`RACE_RATES` learns,
@@ -828,7 +822,7 @@ class _Training:
         rows = self.table.shape[0]
         self.hot = self.bias_only = kernels.hot_slots(rows)  # a lone learner looks nothing up
         self.read_rate = None
-        if self.max_threads > 1 and self.learner.parallel:  # (others learn on the shared tables only)
+        if self.max_threads > 1:
             unit = self.dataset.units[0]
             try:
                 featurizer = Featurizer(self.spec, self.skip)
