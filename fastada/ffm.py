@@ -84,7 +84,7 @@ def _value(num_values, r, j, k_cat):
 
 @njit(cache=True, inline="always")
 def _row_features(slots, num_values, r, k_cat, fmask, fields_n, starts, xs, hot_at, views_at):
-    """Row r's features as the pair loops read them: ``starts[j]`` the first row of feature j's
+    """Row r's features as the loops over them read them: ``starts[j]`` the first row of feature j's
     vectors in the factor table seen as (slots x fields, 2 K) or, for a hot factor slot
     (``hot_at[j]`` > 0, from :func:`_row_blocks`), of the block's view of them (factor slot
     ``views_at`` + its position: the views are rows past the table's); ``xs[j]`` its value."""
