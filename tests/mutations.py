@@ -66,6 +66,8 @@ BREAKAGES = {
                            "one vector of each FFM pair never learns (K = 4, the vector step)"),
     "ffm-vectors-frozen-scalar": ("fastada/ffm.py", "flat[ia, d] = va - lr32 * ga * _rsqrt(acc_a)",
                                   "flat[ia, d] = va", "one vector of each FFM pair never learns (K other than 4)"),
+    "stale-kernels-kept": ("fastada/__init__.py", "\n_forget_stale_kernels()\n", "\n",
+                           "Numba's cached kernels outlive a change to a source file that they inline"),
     "fm-no-views": ("fastada/ffm.py", "    use_views = lookup.shape[0] > 0\n", "    use_views = field_aware and lookup.shape[0] > 0\n",
                     "FM threads learn their hot vectors on the shared table, not in their views"),
     "ffm-views-kept": ("fastada/ffm.py", "                _give_factors(factors, taken[b], hot[h], views_at + h, h)\n",

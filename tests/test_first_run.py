@@ -109,3 +109,33 @@ def test_training_loads_neither_pandas_nor_scipy_stats(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_an_update_to_one_source_file_reaches_the_cached_kernels_of_the_others(tmp_path):
+    """Numba reuses a cached kernel while its own file is unchanged, even where a function it
+    inlines from another file has changed; fastada drops its cached kernels when any of its
+    source files changes, so that an update to kernels.py reaches FFM's kernels, which inline it."""
+    import os
+    import shutil
+    shutil.copytree(os.path.dirname(fastada.__file__), tmp_path / "fastada",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    code = ("import numpy as np\n"
+            "from fastada import ffm, kernels\n"
+            "lookup = kernels.hot_slots(1 << 10, [5]).lookup  # slot 5 hot, at position 1\n"
+            "hot, ahead = np.zeros(1, np.int64), np.zeros(1, np.int64)\n"
+            "ffm._row_blocks(np.zeros((8, 8), np.float32), np.array([[5]], np.uint32), 0, 1023, 1, lookup, ahead, hot)\n"
+            "print(int(hot[0]))")
+
+    def position() -> int:
+        done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "PYTHONPATH": str(tmp_path)})
+        assert done.returncode == 0, done.stderr
+        return int(done.stdout.split()[-1])
+
+    assert position() == 1
+    assert position() == 1  # (from the cache)
+    kernels_py = tmp_path / "fastada" / "kernels.py"
+    source = kernels_py.read_text()
+    assert source.count("return entry & 0xFFFF") == 1
+    kernels_py.write_text(source.replace("return entry & 0xFFFF", "return (entry & 0xFFFF) + 1"))
+    assert position() == 2  # ffm.py unchanged, its cached kernel compiled again with the new lookup
