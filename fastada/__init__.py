@@ -36,11 +36,14 @@ def _forget_stale_kernels() -> None:
     except AttributeError:  # (a Numba without this attribute: nothing to do here)
         return
     here = _os.path.dirname(_os.path.abspath(__file__))
-    sources = sorted(name for name in _os.listdir(here) if name.endswith(".py"))
     digest = hashlib.sha1()
-    for name in sources:
-        with open(_os.path.join(here, name), "rb") as f:
-            digest.update(name.encode() + b"\0" + f.read())
+    try:
+        sources = sorted(name for name in _os.listdir(here) if name.endswith(".py"))
+        for name in sources:
+            with open(_os.path.join(here, name), "rb") as f:
+                digest.update(name.encode() + b"\0" + f.read())
+    except OSError:  # (sources Numba could not have cached from either)
+        return
     key = digest.hexdigest()
     marker = _os.path.join(folder, "fastada-sources.sha1")
     try:
