@@ -18,7 +18,7 @@ from .config import FeatureSpec, LearnConfig
 class Learner:
     """What the driver asks of a learner; the base holds what most share."""
 
-    views = False               # hot slots learned in per-thread views (else the shared table only)
+    views = False               # the driver's hot slots and per-thread views (else its own, in its kernel)
     heavy = False               # a row costs far more to learn than to read and hash (FFM: features^2 pairs)
     lazy_regularisation = True  # slots owe L1/L2 steps until touched (kernels.catch_up_all settles them)
     continuable = False         # a model of it can go on learning (train(init=...))

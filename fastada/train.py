@@ -836,7 +836,7 @@ class _Training:
                     block = featurizer(chunk.batch, chunk.where, first_row=chunk.row)
                     seconds = decoded - start + time.perf_counter() - hashing
                     self.read_rate = block.rows / max(seconds, 1e-9)
-                    if self.learner.views:  # (FFM's linear slots are the shared table's; its factors choose their own)
+                    if self.learner.views:  # (FTRL, FM and FFM choose their own hot slots, in the learner)
                         forced = self.new_hashes[self.new_hashes >= 0] & np.int64(self.mask)
                         self.hot = kernels.choose_hot_slots(block.cat, block.num, int(self.mask), rows, forced=forced)
             except UnreadableData:
