@@ -43,7 +43,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .kernels import (SLOT_WIDTH, WEIGHT, _adagrad, _atomic_add, _changed, _fold_due, _give, _hot_position, _prefetch,
+from .kernels import (ACCUMULATOR, SLOT_WIDTH, WEIGHT, _adagrad, _atomic_add, _changed, _fold_due, _give, _hot_position, _prefetch,
                       _prefetcher, _settle, _sigmoid, _take, chunk_status, fold_end, logistic_loss, loss_and_gradient)
 
 _prefetch_factor = _prefetcher(write=1)
@@ -378,19 +378,38 @@ def _linear_margin(table, clock, slots, num_values, r, k_cat, before, regularise
 
 
 @njit(cache=True, inline="always")
-def _linear_step(table, slots, num_values, r, k_cat, g0, lr, eps, viewing, mine, places):
+def _linear_step(table, slots, num_values, r, k_cat, g0, lr, eps, viewing, mine, places, gradients, accumulators,
+                 steps):
     """The linear part's Adagrad step for row r (the bias, then each feature in row order), in
-    the block's views where :func:`_linear_margin` found them."""
+    the block's views where :func:`_linear_margin` found them. As the linear kernel does it, the
+    same float32 operations as :func:`kernels._adagrad` in three passes: accumulators in row order
+    (a slot listed twice sees its first update), every step lr g / (sqrt(G) + eps) at once (a loop
+    the compiler turns into vector square roots and divides), then the weights."""
     if viewing:
         _adagrad(mine, 0, g0, lr, eps)
     else:
         _adagrad(table, table.shape[0] - 1, g0, lr, eps)
-    for j in range(slots.shape[1]):
-        g = g0 * _value(num_values, r, j, k_cat)
+    k = slots.shape[1]
+    for j in range(k):
+        g32 = np.float32(g0 * _value(num_values, r, j, k_cat))
         if viewing and places[j] > 0:
-            _adagrad(mine, places[j], g, lr, eps)
+            acc = mine[places[j], ACCUMULATOR] + g32 * g32
+            mine[places[j], ACCUMULATOR] = acc
         else:
-            _adagrad(table, np.int64(slots[r, j]), g, lr, eps)
+            t = np.int64(slots[r, j])
+            acc = table[t, ACCUMULATOR] + g32 * g32
+            table[t, ACCUMULATOR] = acc
+        gradients[j] = g32
+        accumulators[j] = acc
+    lr32 = np.float32(lr)
+    eps32 = np.float32(eps)
+    for j in range(k):
+        steps[j] = lr32 * gradients[j] / (np.sqrt(accumulators[j]) + eps32)
+    for j in range(k):
+        if viewing and places[j] > 0:
+            mine[places[j], WEIGHT] -= steps[j]
+        else:
+            table[np.int64(slots[r, j]), WEIGHT] -= steps[j]
 
 
 @njit(cache=True, inline="always")
@@ -522,6 +541,9 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
         starts = np.empty(k, dtype=np.int64)  # the row's features
         xs = np.empty(k, dtype=np.float64)
         places = np.empty(k, dtype=np.int64)  # each feature's linear view, or -1
+        gradients = np.empty(k, dtype=np.float32)  # the linear step's, feature by feature
+        accumulators = np.empty(k, dtype=np.float32)
+        steps = np.empty(k, dtype=np.float32)
         ahead = np.full(k, -1, dtype=np.int64)  # the next row's features' vectors
         hot_ahead = np.full(k, -1, dtype=np.int64)  # ... and their hot positions
         hot_here = np.full(k, -1, dtype=np.int64)  # this row's
@@ -580,7 +602,8 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
             loss_sum += rw * loss
             weight_sum += rw
             g0 = g * rw
-            _linear_step(table, slots, num_values, r, k_cat, g0, lr, eps, viewing, mine, places)
+            _linear_step(table, slots, num_values, r, k_cat, g0, lr, eps, viewing, mine, places, gradients,
+                         accumulators, steps)
             if field_aware:
                 _learn_pairs(flat, starts, xs, fields, k_cat, g0 * scale, factor_lr, factor_l2, ahead, span)
             else:
