@@ -28,6 +28,28 @@ def pairs_table(rng, n, planted=True):
     return pa.table({"label": y, "a": [f"a{v}" for v in a], "b": [f"b{v}" for v in b], "c": [f"c{v}" for v in c]})
 
 
+def test_the_factor_table_starts_as_libffms_the_same_for_a_seed_whatever_the_threads():
+    import numba
+    was = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = ffm.new_factors(4096, 5, 4, seed=3)
+        numba.set_num_threads(max(2, was))
+        many = ffm.new_factors(4096, 5, 4, seed=3)
+    finally:
+        numba.set_num_threads(was)
+    np.testing.assert_array_equal(one, many)
+    vectors = one[:, :, :4]
+    assert vectors.min() >= 0.0 and vectors.max() < 0.5  # [0, 1/sqrt(K))
+    assert np.all(one[:, :, 4:] == ffm.INITIAL_ACCUMULATOR)
+    counts = np.histogram(vectors, bins=10, range=(0.0, 0.5))[0]
+    expected = vectors.size / 10
+    assert np.sum((counts - expected) ** 2 / expected) < 27.9  # uniform: chi-square, 9 degrees of freedom, p = 0.001
+    assert abs(np.corrcoef(vectors.ravel()[:-1], vectors.ravel()[1:])[0, 1]) < 0.01  # neighbours independent
+    other = ffm.new_factors(4096, 5, 4, seed=4)[:, :, :4]
+    assert np.mean(other == vectors) < 1e-3 and abs(np.corrcoef(other.ravel(), vectors.ravel())[0, 1]) < 0.01
+
+
 @pytest.mark.parametrize("k", [3, 4])  # (4: the vector code, both vectors of a pair in one register)
 def test_the_kernel_equals_the_pure_python_twin(rng, k):
     table = small_table(rng, n=300)  # strings with nulls, codes, numbers with NaN/inf (a value field and a bucket)
