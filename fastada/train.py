@@ -224,7 +224,7 @@ class _Training:
         both = learn.threads == "auto" and cores == 2 and self.learner.heavy
         self.max_threads = cores if self.auto or both else set_threads(1 if learn.threads == "auto" else learn.threads)
         self.threads = set_threads(1) if self.auto else self.max_threads
-        self.readers = [cores if self.auto else 1 if both else read_workers(self.threads)]
+        self.readers = [cores if self.auto else 1 if both else read_workers(self.threads, self.learner.heavy)]
         self.split: dict | None = None
         self.roles = roles
         if learn.threads == "auto" and not self.auto:

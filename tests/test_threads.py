@@ -275,6 +275,16 @@ def test_auto_gives_ffm_both_cores_of_two_and_splits_more_by_the_measured_rates(
         assert split["learners"] == learners and split["readers"] == (cores if learners == 1 else 1), split
 
 
+def test_a_heavy_learner_on_fewer_threads_than_cores_reads_on_the_cores_it_leaves(rng):
+    """The linear learner waits on reading: one reader more than the cores it leaves. FFM reads
+    far faster than it learns: a reader more would take turns with it on its core."""
+    table = small_table(rng, n=500)
+    cores = os.cpu_count() or 1
+    for learner, extra in (("adagrad", 1), ("ffm", 0)):
+        model = fastada.train(table, label="label", bits=10, learner=learner, threads=1, factor_bits=6)
+        assert model.summary["readers"] == max(1, cores - 1 + extra), learner
+
+
 @pytest.mark.parametrize("mode", ["blend", "steps", "average"])
 def test_combining_learners_changes_equals_the_numpy_reference(rng, mode):
     """kernels.combine_changes (what the Dask coordinator runs) against the formulas in NumPy."""
