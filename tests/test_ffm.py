@@ -54,6 +54,7 @@ def test_the_factor_table_starts_as_libffms_the_same_for_a_seed_whatever_the_thr
 def test_the_kernel_equals_the_pure_python_twin(rng, k):
     table = small_table(rng, n=300)  # strings with nulls, codes, numbers with NaN/inf (a value field and a bucket)
     table = table.append_column("w", pa.array(rng.uniform(0.2, 2.0, 300)))
+    table = table.append_column("ratio", pa.array(rng.uniform(0.0, 3.0, 300)))  # (a pair of two numeric values)
     settings = dict(label="label", weight="w", bits=6, factor_bits=3, factors=k, lr=0.1, factor_lr=0.2,
                     factor_l2=1e-3, threads=1, learner="ffm", chunk_rows=64)  # collisions in both tables
     model = fastada.train(table, **settings)
