@@ -158,8 +158,12 @@ class Factorisation(Adagrad):
         return ffm.factor_bytes(int(self.fmask) + 1, self.field_count, self.learn.factors)
 
     def passing_bytes(self, threads):
-        # on several threads the factor table is copied once, into one with room for the views
-        return self.state_bytes() if threads > 1 else 0
+        # on several threads the factor table is copied once, into one with room for the views,
+        # and each thread keeps its views and the copies they were taken from
+        if threads <= 1:
+            return 0
+        cap = ffm.hot_cap(self.field_count, self.learn.factors)
+        return self.state_bytes() + 2 * threads * ffm.factor_bytes(cap, self.field_count, self.learn.factors)
 
     def factor_rows_bytes(self, rows: int) -> int:
         """Memory of ``rows`` factor slots' rows (each field's vector and accumulators), at most the
@@ -224,7 +228,8 @@ class Factorisation(Adagrad):
         if self.hot is None:
             sample = np.ascontiguousarray(chunk.slots[:kernels.HOT_SAMPLE_ROWS]).view(np.uint32)
             self.hot = kernels.choose_hot_slots(sample, np.zeros((sample.shape[0], 0), np.uint32), int(self.fmask),
-                                                slots + 1, share=ffm.HOT_SHARE, cap=ffm.HOT_CAP)
+                                                slots + 1, share=ffm.HOT_SHARE,
+                                                cap=ffm.hot_cap(self.field_count, self.learn.factors))
         rows = slots + blocks * self.hot.count
         if self.work is None or self.work.shape[0] < rows or factors.base is not self.work:
             work = np.empty((max(rows, 0 if self.work is None else self.work.shape[0]),) + factors.shape[1:],

@@ -28,6 +28,13 @@ def pairs_table(rng, n, planted=True):
     return pa.table({"label": y, "a": [f"a{v}" for v in a], "b": [f"b{v}" for v in b], "c": [f"c{v}" for v in c]})
 
 
+def test_per_thread_views_of_hot_factor_slots_stay_within_their_bytes():
+    assert ffm.hot_cap(39, 4) == ffm.HOT_CAP  # Criteo's 39 fields at K = 4: 1,248 bytes a slot
+    for fields, k in ((100, 16), (1000, 32), (1, 4)):
+        cap = ffm.hot_cap(fields, k)
+        assert 1 <= cap <= ffm.HOT_CAP and (cap == 1 or ffm.factor_bytes(cap, fields, k) <= ffm.HOT_VIEW_BYTES)
+
+
 def test_the_factor_table_starts_as_libffms_the_same_for_a_seed_whatever_the_threads():
     import numba
     was = numba.get_num_threads()
@@ -226,13 +233,14 @@ def test_ffm_refuses_list_columns_and_tables_that_do_not_fit(rng, monkeypatch):
 
 def test_ffm_on_several_threads_counts_its_factor_table_copy_against_memory(rng, monkeypatch):
     """The views go past the factor table's rows: the table is copied once into a larger one, so
-    for a moment there are two; what fits one thread may not fit two."""
+    for a moment there are two, and each thread keeps its views and what they were taken from
+    (2 threads x 2 x 2,048 hot slots x 1,536 bytes: 12 MiB); what fits one thread may not fit two."""
     training = importlib.import_module("fastada.train")
     monkeypatch.setattr(training, "memory_available", lambda: 150 << 20)  # one 96 MiB factor table fits, two do not
     table = pairs_table(rng, 1000)
     fastada.train(table, label="label", learner="ffm", bits=16, factor_bits=16, factors=64, threads=1, lr=0.1)
     with pytest.raises(FastadaError, match=r"the factor table \(copied once, with room for 2 learner threads' views\)"
-                                           r".* or use fewer --threads: .* takes 192 MiB"):
+                                           r".* or use fewer --threads: .* takes 204 MiB"):
         fastada.train(table, label="label", learner="ffm", bits=16, factor_bits=16, factors=64, threads=2, lr=0.1)
 
 
@@ -251,7 +259,7 @@ def test_threads_learn_hot_slots_in_views_and_hand_every_update_back(rng, learne
     fields = featurizer.fields() if learner == "ffm" else np.zeros(0, np.int64)  # (FM: one field)
     width = int(fields.max()) + 1 if fields.size else 1
     hot = kernels.choose_hot_slots(slots.view(np.uint32), np.zeros((len(slots), 0), np.uint32), 255, 257,
-                                   share=ffm.HOT_SHARE, cap=ffm.HOT_CAP)
+                                   share=ffm.HOT_SHARE, cap=ffm.hot_cap(width, 4))
     assert hot.count > 50  # every value of a, b and c is frequent here
     linear_hot = kernels.choose_hot_slots(slots.view(np.uint32), np.zeros((len(slots), 0), np.uint32),
                                           model.spec.slots - 1, model.spec.slots + 1)
