@@ -43,8 +43,9 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .kernels import (ACCUMULATOR, SLOT_WIDTH, WEIGHT, _adagrad, _atomic_add, _changed, _fold_due, _give, _hot_position, _prefetch,
-                      _prefetcher, _settle, _sigmoid, _take, chunk_status, fold_end, logistic_loss, loss_and_gradient)
+from .kernels import (ACCUMULATOR, SLOT_WIDTH, WEIGHT, _adagrad, _atomic_add, _changed, _fold_due, _give, _hot_position,
+                      _prefetch, _prefetcher, _settle, _sigmoid, _take, chunk_status, fold_end, logistic_loss,
+                      loss_and_gradient)
 
 _prefetch_factor = _prefetcher(write=1)
 _prefetch_vectors = _prefetcher(write=0)
@@ -79,7 +80,8 @@ def new_factors(factor_slots: int, fields: int, k: int, seed: int) -> np.ndarray
     generator, a scaled copy and two strided writes took 0.37 s and twice the table's memory for
     2^18 slots x 39 fields x K = 4; this 0.1 s)."""
     factors = np.empty((factor_slots, fields, 2 * k), dtype=np.float32)
-    _start_factors(factors, k, np.uint64(seed % 2**64), np.float32(1.0 / np.sqrt(k)), np.float32(INITIAL_ACCUMULATOR))
+    _start_factors(factors, k, np.uint64(seed % 2**64), np.float32(1.0 / np.sqrt(k)),
+                   np.float32(INITIAL_ACCUMULATOR))
     return factors
 
 
@@ -557,8 +559,9 @@ def train_chunk(slots, num_values, labels, row_weights, held, table, clock, step
     """Learn one chunk; row r is global step ``step0 + r + 1``. Inputs as
     :func:`fastada.kernels.train_chunk`'s (slots located with no hot slots), plus the factor
     table, ``fields`` (int64, the field of each of a row's features; empty: a factorization
-    machine, every feature one vector in a table of one field) and ``fmask`` (factor slots - 1). ``block_loss[b]`` = (weighted loss, weight) of learned rows, then of held-out rows.
-    Returns a status.
+    machine, every feature one vector in a table of one field) and ``fmask`` (factor slots - 1).
+    ``block_loss[b]`` = (weighted loss, weight) of learned rows, then of held-out rows. Returns a
+    status.
 
     With hot factor slots (``lookup`` not empty, from :func:`kernels.hot_slots` over factor
     slots, position 0 unused) each block learns their vectors in views of its own, rows of
