@@ -188,11 +188,14 @@ class Factorisation(Adagrad):
         else:
             factors, hot, taken = arrays["factors"], _NO_VIEWS, _NO_TAKEN
             linear, private = _NO_LINEAR_VIEWS, _NO_PRIVATE
-        return ffm.train_chunk(chunk.slots, chunk.num_values, chunk.labels, chunk.weights, chunk.held,
-                               table, clock, np.int64(step), lr, learn.l1, learn.l2, learn.eps,
-                               factors, self.fields, self.fmask, self.factor_rate, learn.factor_l2,
-                               blocks, block_loss, hot.slots, hot.lookup, hot.fold_ends, kernels.FOLD_ROWS, taken,
-                               linear.slots, linear.lookup, linear.fold_ends, private)
+        status = ffm.train_chunk(chunk.slots, chunk.num_values, chunk.labels, chunk.weights, chunk.held,
+                                 table, clock, np.int64(step), lr, learn.l1, learn.l2, learn.eps,
+                                 factors, self.fields, self.fmask, self.factor_rate, learn.factor_l2,
+                                 blocks, block_loss, hot.slots, hot.lookup, hot.fold_ends, kernels.FOLD_ROWS, taken,
+                                 linear.slots, linear.lookup, linear.fold_ends, private)
+        if hot.count > 1:
+            ffm.hand_back_views(factors, taken, hot.slots, self.fmask, blocks)
+        return status
 
     def race_factors(self, slots, values, labels, weights, passes, scored, table, factors, lr: float,
                      factor_rate: float) -> tuple[float, float]:

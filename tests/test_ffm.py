@@ -279,6 +279,7 @@ def test_threads_learn_hot_slots_in_views_and_hand_every_update_back(rng, learne
                         factors, fields, np.int64(255), 1e-9, 0.0, blocks, np.zeros((blocks, 4)),
                         used.slots, used.lookup, used.fold_ends, 64, taken,
                         linear_used.slots, linear_used.lookup, linear_used.fold_ends, private)
+        ffm.hand_back_views(factors, taken, used.slots, np.int64(255), blocks)  # (as the learner does after each chunk)
         return factors[:256], linear, factors[256:].reshape(taken.shape), taken
     (one, linear_one, _, _), (two, linear_two, views, taken) = learn(1, False), learn(2, True)
     # the threads learned in their views (the last changes, handed back at the end, are still there)
