@@ -123,7 +123,7 @@ def test_an_update_to_one_source_file_reaches_the_cached_kernels_of_the_others(t
             "from fastada import ffm, kernels\n"
             "lookup = kernels.hot_slots(1 << 10, [5]).lookup  # slot 5 hot, at position 1\n"
             "hot, ahead = np.zeros(1, np.int64), np.zeros(1, np.int64)\n"
-            "ffm._row_blocks(np.zeros((8, 8), np.float32), np.array([[5]], np.uint32), 0, 1023, 1, lookup, ahead, hot)\n"
+            "ffm._row_blocks(np.zeros((8, 8), np.float32), np.array([[5]], np.uint32), 0, 1023, 1, lookup, ahead, hot, 1024)\n"
             "print(int(hot[0]))")
 
     def position() -> int:
