@@ -7,7 +7,7 @@ namespace); its test logloss is after the last pass only.
 
 Usage:
     python benchmarks/bench_learners.py --libffm /path/to/libffm [--rows 500000] [--test-rows 100000]
-        [--epochs 3] [--factor-bits 18] [--out bench-out]
+        [--epochs 3] [--factor-bits 18] [--out bench-out] [--repeat 1]
 
 Data: generated Criteo-like rows, zstd, every string column at Zipf 1.05 (``--zipf``: flatter
 values touch more distinct factor slots a row, which FFM reads and writes whole). libffm reads
@@ -20,6 +20,9 @@ blocks; not its parsing of the text or its validation) and fastada's epochs (rea
 hashing on other threads included; a second run at the raced rates without the test set, so
 neither the races nor the evaluations); *whole run*, libffm's process (parsing its text included)
 and fastada's train call (the race and an evaluation on the test set after each epoch included).
+With ``--repeat N`` fastada's learning run and libffm's run are repeated N times, one after the
+other, and the table gives the medians (each run's rate is printed as it ends): libffm's own rate
+moved by up to 13% between runs with nothing changed.
 Prints a Markdown table.
 """
 
@@ -29,6 +32,7 @@ import argparse
 import datetime
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -144,6 +148,8 @@ def main():
                          "the README's worst case for speed)")
     ap.add_argument("--learners", default="adagrad,ftrl,fm,ffm")
     ap.add_argument("--no-vw", action="store_true", help="leave Vowpal Wabbit out")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="runs of fastada's learning and of libffm, the table giving their medians")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     data = args.data or os.path.join(args.out, f"learners-{args.rows}" + ("-latent" if args.pairs == "latent" else "")
@@ -166,15 +172,19 @@ def main():
             by_epoch = [e["valid_logloss"] for e in evaluations if e["kind"] == "epoch"]
             # learning alone, as libffm's timer counts it: again without the test set scored after
             # each epoch, the epochs' time without the race's (the clock starts before the race)
-            epochs = []
-            again = fastada.train(train, learner=learner, epochs=args.epochs, threads=threads, lr=model.summary["lr"],
-                                  factor_lr=model.summary.get("factor_lr") or "auto", factor_bits=args.factor_bits,
-                                  all_epochs=True, on_evaluation=epochs.append)
-            learning = epochs[-1]["seconds"] - ((again.summary.get("lr_race") or {}).get("seconds") or 0.0)
+            learnings = []
+            for _ in range(args.repeat):
+                epochs = []
+                again = fastada.train(train, learner=learner, epochs=args.epochs, threads=threads,
+                                      lr=model.summary["lr"], factor_lr=model.summary.get("factor_lr") or "auto",
+                                      factor_bits=args.factor_bits, all_epochs=True, on_evaluation=epochs.append)
+                seconds_learning = epochs[-1]["seconds"] - ((again.summary.get("lr_race") or {}).get("seconds") or 0.0)
+                learnings.append(rows * len(epochs) / seconds_learning)
+                print(f"fastada {learner}, {threads} thread(s), learning: {learnings[-1]:,.0f} rows/s", flush=True)
             rate = f"{model.summary.get('lr'):.3g}" + (f" (factors {model.summary['factor_lr']:.3g})"
                                                        if model.summary.get("factor_lr") else "")
             results.append((f"fastada {learner}", threads, rows * len(by_epoch) / seconds, by_epoch, rate,
-                            rows * len(epochs) / learning))
+                            statistics.median(learnings)))
             print(results[-1], flush=True)
     spec = resolve_spec(DataSet(train), label="label", bits=24)
     try:
@@ -203,9 +213,14 @@ def main():
             if not os.path.exists(texts[split]):
                 write_libffm(path, texts[split], spec, args.factor_bits)
         for threads in sorted({1, cores}):
-            r = run_libffm(args.libffm, texts["train"], texts["test"], args.epochs, threads, args.out)
-            results.append(("libffm", threads, rows * args.epochs / r["wall"], r["logloss_by_epoch"], "eta 0.2",
-                            rows * args.epochs / r["seconds"]))
+            runs = []
+            for _ in range(args.repeat):
+                runs.append(run_libffm(args.libffm, texts["train"], texts["test"], args.epochs, threads, args.out))
+                print(f"libffm, {threads} thread(s), learning: {rows * args.epochs / runs[-1]['seconds']:,.0f} rows/s",
+                      flush=True)
+            results.append(("libffm", threads, statistics.median(rows * args.epochs / r["wall"] for r in runs),
+                            runs[0]["logloss_by_epoch"], "eta 0.2",
+                            statistics.median(rows * args.epochs / r["seconds"] for r in runs)))
             print(results[-1], flush=True)
     if args.data is None:  # (generated here: its truth is known)
         from fastada.synth import pair_gap
@@ -215,7 +230,8 @@ def main():
               f"a linear one with unlimited rows")
     print(f"\n{datetime.date.today().isoformat()}, {describe_machine()}, {rows:,} train + {args.test_rows:,} "
           f"test rows (zstd, Zipf {args.zipf:g}, {args.pairs} pairs), {args.epochs} epochs, "
-          f"FFM k 4 over 2^{args.factor_bits} factor slots\n")
+          f"FFM k 4 over 2^{args.factor_bits} factor slots"
+          + (f"; fastada's learning and libffm: medians of {args.repeat} runs" if args.repeat > 1 else "") + "\n")
     print("| learner | threads | rows/s, learning | rows/s, whole run | test logloss by epoch | rate |\n"
           "|---|---|---|---|---|---|")
     for name, threads, rate, by_epoch, lr, learning in results:
