@@ -3,6 +3,7 @@
 __version__ = "0.1.0"
 
 import os as _os  # noqa: E402
+import sys as _sys  # noqa: E402
 
 # Numba refuses to import with a NUMBA_NUM_THREADS that is not a positive integer, in a traceback
 # before any of fastada runs. The value is set aside here, Numba imports with its default, and
@@ -12,6 +13,12 @@ if BAD_NUMBA_THREADS is not None and not (BAD_NUMBA_THREADS.strip().isdigit() an
     del _os.environ["NUMBA_NUM_THREADS"]
 else:
     BAD_NUMBA_THREADS = None
+
+# Arrow's allocator: the C library's (see reader.system_allocator), chosen here where it can be,
+# before pyarrow is first imported (its C++ code reads this once, at import); a value already set
+# is kept, and where pyarrow came first, training and reading switch only Python's default pool
+if "pyarrow" not in _sys.modules:
+    _os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
 from .api import load, train  # noqa: E402
 from .config import FastadaError, FeatureSpec, LearnConfig  # noqa: E402

@@ -5,6 +5,7 @@ It mirrors the command line: the same names, the same defaults, the same checks.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from typing import Callable, Sequence
@@ -12,7 +13,7 @@ from typing import Callable, Sequence
 from . import model as _model
 from .config import FastadaError, FeatureSpec, LearnConfig, RunConfig, check_environment
 from .model import Model
-from .reader import DataSet
+from .reader import DataSet, system_allocator  # (system_allocator: the command line reads through it too)
 from .roles import resolve_roles
 from .train import Progress, fit, start_numba
 
@@ -20,6 +21,17 @@ from .train import Progress, fit, start_numba
 NEW_VALUE_LEARNERS = ("adagrad", "ftrl")  # (FM and FFM's factors have no new-value features)
 
 
+def _reading(fn):
+    """``fn`` with Arrow's allocator that suits fastada's reading (:func:`reader.system_allocator`),
+    from the roles' sample to the model file."""
+    @functools.wraps(fn)
+    def reading(*args, **kwargs):
+        with system_allocator():
+            return fn(*args, **kwargs)
+    return reading
+
+
+@_reading
 def train(data, *, label: str = "label", model: str | os.PathLike | None = None,
           categorical: Sequence[str] | None = None, numeric: Sequence[str] | None = None,
           ignore: Sequence[str] = (), weight: str | None = None,
@@ -177,7 +189,7 @@ def _continued_spec(init: Model, roles: dict, **spec_values) -> tuple[FeatureSpe
     given = [name for name, value in roles.items() if value]
     if given:
         raise FastadaError(f"init: a continued model keeps its own columns and roles; leave out {', '.join(given)}")
-    defaults = {name: train.__kwdefaults__[name] for name in spec_values}
+    defaults = {name: train.__wrapped__.__kwdefaults__[name] for name in spec_values}  # (train: @_reading)
     for name, value in spec_values.items():
         theirs = getattr(init.spec, name)
         if value != defaults[name] and value != theirs:

@@ -210,7 +210,12 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _terminated)
     try:
         check_environment()
-        code = _COMMANDS[args.command](args) or 0
+        if args.command in ("train", "predict", "eval", "roles"):  # (the commands that read data)
+            from .api import system_allocator
+            with system_allocator():
+                code = _COMMANDS[args.command](args) or 0
+        else:
+            code = _COMMANDS[args.command](args) or 0
         sys.stdout.flush()  # a closed pipe shows here, not in Python's exit-time flush
         return code
     except FastadaError as e:

@@ -681,3 +681,24 @@ def test_a_folder_listing_skips_hidden_and_underscore_files(tmp_path):
     dataset = DataSet(str(tmp_path))
     assert [os.path.basename(path) for _, path in dataset.files] == ["part-0.parquet"]
     assert dataset.num_rows == 20
+
+
+def test_fastada_reads_with_the_c_librarys_allocator_unless_told_otherwise(tmp_path, monkeypatch):
+    # imported before pyarrow: Arrow's C++ default pool is the C library's from the start ...
+    probe = "import fastada, os, pyarrow as pa; print(pa.default_memory_pool().backend_name, os.environ['ARROW_DEFAULT_MEMORY_POOL'])"
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+    assert done.stdout.split() == ["system", "system"], done.stderr
+    # ... and a pool the user names is kept
+    env["ARROW_DEFAULT_MEMORY_POOL"] = "mimalloc"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+    assert done.stdout.split()[1] == "mimalloc", done.stderr
+    # pyarrow imported first (as here): a training run switches Python's default pool, and puts it back
+    monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
+    before = pa.default_memory_pool()
+    seen = []
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"label": [0, 1] * 500, "c": ["x", "y", "z", "w"] * 250}), path)
+    fastada.train(str(path), bits=10, threads=1, on_chunk=lambda p: seen.append(pa.default_memory_pool().backend_name))
+    assert seen and set(seen) == {"system"}
+    assert pa.default_memory_pool().backend_name == before.backend_name
