@@ -286,8 +286,11 @@ class _Training:
                                f"this one a folder of its own")
         if self.table is None and init is not None:
             self._continue(init)
+        self._untouched = False  # the table as new_table made it: the races' tables may lie in it
+        self._scratch_rows = 0  # (rows of it the races wrote, zeroed again after them)
         if self.table is None:
             self.table = kernels.new_table(spec.slots, learn.initial_accumulator)
+            self._untouched = True
         if self.arrays is None:
             self.arrays = self.learner.new_arrays()
         if self.table.shape != (spec.slots + 1, kernels.SLOT_WIDTH):
@@ -610,7 +613,8 @@ class _Training:
         # one table for each candidate running at once, handed on to the next: new memory is cleared
         # by the system page by page, which on a virtual machine that gives freed memory back to
         # its host cost more than the race's learning (seven fresh 64 MiB tables: 0.4 s of system time)
-        free_tables: list[np.ndarray] = []
+        workers = max(1, min(len(RACE_RATES), cores))
+        free_tables: list[np.ndarray] = self._scratch_tables(workers, bits)
 
         def race(rate: float) -> list[float]:  # one candidate on a table of its own; the kernel releases the GIL
             try:
@@ -653,20 +657,23 @@ class _Training:
             return found[rate][best_epochs(rate)]
 
         candidates = list(RACE_RATES)
-        with concurrent.futures.ThreadPoolExecutor(max(1, min(len(candidates), cores))) as pool:
-            for _ in range(1 + RACE_WIDENINGS):
-                for rate, loss in zip(candidates, pool.map(race, candidates)):
-                    found[rate] = loss
-                rates = sorted(found)
-                best = min(range(len(rates)), key=lambda i: (loss_of(rates[i]), i))
-                # the best at an end of the grid: the best may lie beyond it; race two more there
-                step = math.sqrt(10.0)
-                if best == len(rates) - 1 and rates[-1] < RACE_LIMITS[1]:
-                    candidates = [rates[-1] * step, rates[-1] * step * step]
-                elif best == 0 and rates[0] > RACE_LIMITS[0]:
-                    candidates = [rates[0] / step, rates[0] / step / step]
-                else:
-                    break
+        try:
+            with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+                for _ in range(1 + RACE_WIDENINGS):
+                    for rate, loss in zip(candidates, pool.map(race, candidates)):
+                        found[rate] = loss
+                    rates = sorted(found)
+                    best = min(range(len(rates)), key=lambda i: (loss_of(rates[i]), i))
+                    # the best at an end of the grid: the best may lie beyond it; race two more there
+                    step = math.sqrt(10.0)
+                    if best == len(rates) - 1 and rates[-1] < RACE_LIMITS[1]:
+                        candidates = [rates[-1] * step, rates[-1] * step * step]
+                    elif best == 0 and rates[0] > RACE_LIMITS[0]:
+                        candidates = [rates[0] / step, rates[0] / step / step]
+                    else:
+                        break
+        finally:
+            self._clear_scratch()  # (a new table's rows again)
         RATES = [float(f"{r:.3g}") for r in rates]
         chosen = best_epochs(rates[best])
         losses = [found[r][chosen] for r in rates]  # at the best rate's number of epochs
@@ -707,6 +714,26 @@ class _Training:
             self.note(f"epochs: {state.epochs} of {epochs} (the race's held-out logloss at {RATES[best]:g} after "
                       f"1..{epochs} passes: {trend}; more passes predicted unseen rows worse; "
                       f"--all-epochs learns all {epochs})")
+
+    def _scratch_tables(self, count: int, bits: int) -> list[np.ndarray]:
+        """Up to ``count`` zeroed tables of 2^``bits`` slots for the races, in the run's own table
+        while nothing has learned in it (its memory is then touched once, by the races, instead of
+        once by them and again by training: 1M rows from a cold start, 0.1-0.2 s); none otherwise.
+        :meth:`_clear_scratch` makes them a new table's rows again."""
+        if not self._untouched:
+            return []
+        size = (1 << bits) + 1
+        n = min(count, self.table.shape[0] // size)
+        self._scratch_rows = max(self._scratch_rows, n * size)
+        return [self.table[i * size:(i + 1) * size] for i in range(n)]
+
+    def _clear_scratch(self) -> None:
+        if self._scratch_rows:
+            rows = self.table[:self._scratch_rows]
+            rows[:] = 0.0
+            if self.learn.initial_accumulator:
+                rows[:, kernels.ACCUMULATOR] = self.learn.initial_accumulator
+            self._scratch_rows = 0
 
     def _race_data(self):
         """The rows the races learn, read once: (slots, values, labels, weights, bits, where_to)
@@ -760,7 +787,8 @@ class _Training:
         factors = self.arrays["factors"]
         written = _rows_written(slots.astype(np.int64) & int(learner.fmask), int(learner.fmask) + 1)[:-1]
         fresh = factors[written]  # (the run's own start: put back after every candidate)
-        table = np.zeros(((1 << bits) + 1, kernels.SLOT_WIDTH), dtype=np.float32)
+        scratch = self._scratch_tables(1, bits) if not learn.initial_accumulator else []  # (all zeros)
+        table = scratch[0] if scratch else np.zeros(((1 << bits) + 1, kernels.SLOT_WIDTH), dtype=np.float32)
         linear = _rows_written(slots, 1 << bits)  # (the rows to zero again: fewer than the table's)
         folds = [race_schedule(rows, self.epochs, learn.shuffle, learn.seed, swap) for swap in (False, True)]
         found: dict[float, float] = {}
@@ -789,6 +817,7 @@ class _Training:
                     break
         finally:
             factors[written] = fresh
+            self._clear_scratch()
         losses = [found[r] for r in rates]
         shown = ", ".join(f"{r:.3g}: {x:.5f}" for r, x in zip(rates, losses))
         scored = int(np.count_nonzero(weights))
