@@ -186,9 +186,9 @@ WORKERS = {
 
 
 def run_worker(args):
+    # fastada first, as its command line does: imported before pyarrow, it picks Arrow's allocator
+    from fastada.metrics import evaluate  # noqa: I001
     import pyarrow.parquet as pq
-
-    from fastada.metrics import evaluate
     started = time.perf_counter()
     seconds, p = WORKERS[args.worker](args)
     score_seconds = time.perf_counter() - started - seconds
