@@ -122,6 +122,7 @@ class DataSet:
                         seen.add(key)
                         self.files.append((fs, path))
         self._metadata: list[pq.FileMetaData] = []
+        self._schemas: dict[int, pa.Schema] = {}  # each file's Arrow schema, once asked for
         self.schema = self._read_schema(skip_unreadable)
         self.units = self._list_units()
         self.num_rows = sum(u.rows for u in self.units)
@@ -239,7 +240,10 @@ class DataSet:
     def file_schema(self, file: int) -> pa.Schema:
         if self._table is not None:
             return self._table.schema
-        return self._metadata[file].schema.to_arrow_schema()
+        schema = self._schemas.get(file)
+        if schema is None:  # (made from the footer once: 0.6 ms a time, and the roles ask 170 times)
+            schema = self._schemas[file] = self._metadata[file].schema.to_arrow_schema()
+        return schema
 
     def chunks(self, columns: Sequence[str], chunk_rows: int,
                units: Sequence[Unit] | None = None, dictionary: Sequence[str] = ()) -> Iterator[Chunk]:
