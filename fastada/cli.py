@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _terminated)
     try:
         check_environment()
-        if args.command in ("train", "predict", "eval", "roles"):  # (the commands that read data)
+        if args.command in ("train", "predict", "eval", "demo"):  # (the commands that read data)
             from .api import system_allocator
             with system_allocator():
                 code = _COMMANDS[args.command](args) or 0
