@@ -7,6 +7,7 @@ Errors the user can fix print one line (``fastada: error: ...``) and exit with s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -210,11 +211,10 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _terminated)
     try:
         check_environment()
-        if args.command in ("train", "predict", "eval", "demo"):  # (the commands that read data)
+        reads = args.command in ("train", "predict", "eval", "demo")  # (the commands that read data)
+        if reads:
             from .api import system_allocator
-            with system_allocator():
-                code = _COMMANDS[args.command](args) or 0
-        else:
+        with system_allocator() if reads else contextlib.nullcontext():
             code = _COMMANDS[args.command](args) or 0
         sys.stdout.flush()  # a closed pipe shows here, not in Python's exit-time flush
         return code

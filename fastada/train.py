@@ -24,7 +24,7 @@ from . import checkpoint, kernels, learners
 from .config import FastadaError, FeatureSpec, LearnConfig, RunConfig, UnreadableData
 from .features import FeatureBlock, Featurizer
 from .model import Model, atomic_write
-from .reader import DataSet, system_allocator
+from .reader import DataSet
 from .roles import roles_line
 from .score import calibrating_shift, evaluate_model
 from .stream import _string_columns, check_data, read_ahead, read_workers, set_threads
@@ -191,9 +191,8 @@ def fit(dataset: DataSet, spec: FeatureSpec, learn: LearnConfig, run: RunConfig 
     (from :func:`roles.resolve_roles`) is said in a note once the run starts and kept in the
     model's summary. ``init``: a model of the same spec to continue (see :func:`fastada.train`).
     """
-    with system_allocator():
-        return _Training(dataset, spec, learn, run or RunConfig(), valid, on_chunk, on_evaluation,
-                         on_note or (lambda text: None), stop, roles, init).run()
+    return _Training(dataset, spec, learn, run or RunConfig(), valid, on_chunk, on_evaluation,
+                     on_note or (lambda text: None), stop, roles, init).run()
 
 
 class _Training:
