@@ -49,16 +49,20 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("gen", help="write a synthetic Criteo-like data set with a planted truth")
-    g.add_argument("--rows", type=int, default=1_000_000)
-    g.add_argument("--test-rows", type=int, default=200_000)
+    g.add_argument("--rows", type=int, default=1_000_000, help="training rows (default 1,000,000)")
+    g.add_argument("--test-rows", type=int, default=200_000,
+                   help="test rows, from the same truth (default 200,000: enough to tell learners apart)")
     g.add_argument("--out", required=True, help="folder for train.parquet, test.parquet, truth.json")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0, help="the planted truth and the rows drawn from it (default 0)")
+    g.add_argument("--click-rate", type=float, default=None,
+                   help="the mean click rate, 0.0001-0.9 (default 0.25; display-ad logs have 0.001-0.05)")
     g.add_argument("--zipf", type=_zipf_range, default=(1.05, 1.5),
                    help="Zipf exponents of the string columns: A (all the same) or A,B (drawn from [A, B]); "
                         "lower is flatter: more distinct values a row group, and Parquet dictionaries that "
                         "overflow into plain pages (0: uniform; the README's worst case is 0.8; "
                         "default 1.05,1.5)")
-    g.add_argument("--compression", default="snappy", choices=("snappy", "zstd", "gzip", "lz4", "none"))
+    g.add_argument("--compression", default="snappy", choices=("snappy", "zstd", "gzip", "lz4", "none"),
+                   help="the Parquet codec (default snappy)")
     g.add_argument("--pairs", default="table", choices=("table", "latent"),
                    help="the two planted interactions: an effect for every pair of values, which only a "
                         "cross learns (table, the default), or the dot product of a vector for each value, "
@@ -305,14 +309,15 @@ def _gen(args) -> int:
     try:
         truth = generate(args.out, rows=args.rows, test_rows=args.test_rows, seed=args.seed,
                          zipf=args.zipf, compression=args.compression, stop=_TERMINATING,
-                         pairs=args.pairs)
+                         pairs=args.pairs, **({} if args.click_rate is None else {"click_rate": args.click_rate}))
     except Stopped:
         raise _Terminated() from None
     except (OSError, pa.ArrowException) as e:
         raise FastadaError(f"{args.out}: cannot write the data ({_first_line(e)}); no partial file was "
                            f"left") from None
     seconds = time.perf_counter() - start
-    print(f"wrote {args.rows:,} train + {args.test_rows:,} test rows to {args.out} in {seconds:.1f} s "
+    rate = "" if truth["test_base_rate"] is None else f", {truth['test_base_rate']:.2%} clicks"
+    print(f"wrote {args.rows:,} train + {args.test_rows:,} test rows{rate} to {args.out} in {seconds:.1f} s "
           f"({(args.rows + args.test_rows) / seconds:,.0f} rows/s); Bayes test logloss "
           f"{_fmt(truth['bayes_test_logloss'])}, AUC {_fmt(truth['bayes_test_auc'])}")
     return 0

@@ -11,7 +11,8 @@ log1p(I_i), and two planted pairwise interactions: by default a random effect fo
 values, which only a cross can learn; with ``pairs="latent"`` the dot product of two 4-number
 vectors, one for each value (users' affinities for items, the structure that factorization
 machines assume), of the same spread. So a linear model on hashed one-hot features gets close
-to, but not quite to, the Bayes optimum, which truth.json reports for the test set.
+to, but not quite to, the Bayes optimum, which truth.json reports for the test set. The intercept
+``b`` sets the mean click rate (``click_rate``, 0.25 by default; display-ad logs have 0.1-5%).
 
 Rows are generated and written a row group at a time, so memory stays bounded for any size.
 """
@@ -39,6 +40,7 @@ N_CATEGORICAL = 26
 ROW_GROUP = 1 << 18
 INTERACTIONS = ((0, 1), (2, 7))  # categorical column pairs with a planted joint effect
 PAIRS = ("table", "latent")  # how their effect is made (see the module's docstring)
+CLICK_RATE = 0.25  # the mean click rate the intercept is solved for
 LATENT_DIMS = 4
 
 
@@ -78,7 +80,11 @@ def _add_effect(z, effect, ids):
 class _Truth:
     """The planted model and the distributions of every column, drawn from one seed."""
 
-    def __init__(self, seed: int, zipf: tuple[float, float] = (1.05, 1.5), pairs: str = "table"):
+    def __init__(self, seed: int, zipf: tuple[float, float] = (1.05, 1.5), pairs: str = "table",
+                 click_rate: float = CLICK_RATE):
+        if not (isinstance(click_rate, (int, float)) and not isinstance(click_rate, bool)
+                and 0.0001 <= click_rate <= 0.9):
+            raise FastadaError(f"click_rate must be a number in [0.0001, 0.9], got {click_rate!r}")
         rng = np.random.default_rng(seed)
         self.cardinality = np.rint(np.geomspace(3, 1_000_000, N_CATEGORICAL)).astype(np.int64)
         rng.shuffle(self.cardinality)
@@ -121,10 +127,20 @@ class _Truth:
                            for pair in INTERACTIONS]
         self.bias = 0.0
         z = self._draw(np.random.default_rng(seed + 1), 100_000)[2]
-        bias = -1.0
-        for _ in range(50):  # Newton steps on mean(sigmoid(z + b)) = 0.25
+        # Newton steps on mean(sigmoid(z + b)) = click_rate (which rises with b), kept within the
+        # bracket the steps so far have found: a step out of it (Newton overshoots far from the
+        # root) halves the bracket instead
+        bias, low, high = -1.0, -50.0, 50.0
+        for _ in range(50):
             p = _sigmoid(z + bias)
-            bias -= (p.mean() - 0.25) / max((p * (1 - p)).mean(), 1e-3)
+            gap = p.mean() - click_rate
+            if gap > 0:
+                high = min(high, bias)
+            else:
+                low = max(low, bias)
+            bias -= gap / max((p * (1 - p)).mean(), 1e-3 * min(1.0, click_rate / CLICK_RATE))
+            if not low <= bias <= high:
+                bias = 0.5 * (low + high)
         self.bias = bias
 
     def _draw(self, rng, n):
@@ -186,14 +202,14 @@ def _sigmoid(z):
 
 
 def pair_gap(seed: int = 0, zipf: tuple[float, float] = (1.05, 1.5), pairs: str = "table",
-             rows: int = 1_000_000) -> dict:
+             rows: int = 1_000_000, click_rate: float = CLICK_RATE) -> dict:
     """How much test logloss the planted interactions are worth: the mean KL divergence from the
     truth (logloss above the Bayes optimum) of the truth without them (``without_pairs``), and of
     the truth without them but with what additive per-value effects can take of them
     (``linear_best``: each interaction replaced by its best sum of one effect per value of each of
     its columns, fitted on ``rows`` rows drawn from the data set's distribution), the most a learner
     of pairs can gain over a linear model with unlimited rows."""
-    truth = _Truth(seed, zipf, pairs)
+    truth = _Truth(seed, zipf, pairs, click_rate)
     cat, _, z = truth._draw(np.random.default_rng([seed, 0xA9]), rows)
     terms = truth.pair_terms(cat)
     p = np.clip(_sigmoid(z), 1e-12, 1 - 1e-12)
@@ -225,13 +241,13 @@ class Stopped(Exception):
 
 def generate(out: str, rows: int = 1_000_000, test_rows: int = 200_000, seed: int = 0,
              zipf: tuple[float, float] = (1.05, 1.5), compression: str = "snappy", stop=None,
-             pairs: str = "table") -> dict:
+             pairs: str = "table", click_rate: float = CLICK_RATE) -> dict:
     """Write ``out``/train.parquet, ``out``/test.parquet and ``out``/truth.json; return the truth.
 
     ``zipf``: the range the columns' Zipf exponents are drawn from (``(1.05, 1.05)``: every column
     as flat as real logs get, touching the most distinct slots); ``compression``: the Parquet codec
     (snappy, zstd, gzip, lz4, none); ``pairs``: the planted interactions' kind ("table" or
-    "latent", see the module's docstring). ``stop``: a ``threading.Event``; once set, :class:`Stopped` is
+    "latent", see the module's docstring); ``click_rate``: the mean click rate. ``stop``: a ``threading.Event``; once set, :class:`Stopped` is
     raised at the next row group and the file being written is removed.
 
     truth.json holds the Bayes-optimal test metrics (the planted probabilities scored against the
@@ -239,8 +255,8 @@ def generate(out: str, rows: int = 1_000_000, test_rows: int = 200_000, seed: in
     """
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
         raise FastadaError(f"seed must be an integer in 0..{2**63 - 1}, got {seed!r}")
+    truth = _Truth(seed, zipf, pairs, click_rate)
     os.makedirs(out, exist_ok=True)
-    truth = _Truth(seed, zipf, pairs)
     rng = np.random.default_rng([seed, 2])
     _write(os.path.join(out, "train.parquet"), truth, rng, rows, compression, stop=stop)
     probabilities, labels = _write(os.path.join(out, "test.parquet"), truth, rng, test_rows, compression, keep=True,
@@ -251,6 +267,7 @@ def generate(out: str, rows: int = 1_000_000, test_rows: int = 200_000, seed: in
         "seed": seed,
         "zipf": list(zipf),
         "pairs": pairs,
+        "click_rate": click_rate,
         "compression": compression,
         "train_rows": rows,
         "test_rows": test_rows,
@@ -267,11 +284,11 @@ def generate(out: str, rows: int = 1_000_000, test_rows: int = 200_000, seed: in
 
 
 def generate_part(path: str, part: int, rows: int, seed: int = 0, zipf: tuple[float, float] = (1.05, 1.5),
-                  compression: str = "snappy", pairs: str = "table") -> None:
+                  compression: str = "snappy", pairs: str = "table", click_rate: float = CLICK_RATE) -> None:
     """Write ``rows`` more training rows of the data set ``generate(seed=seed, zipf=zipf, pairs=pairs)`` describes
     (the same planted truth, other draws: ``part`` numbers them) to ``path``: a large data set is
     written as several files by several processes at once."""
-    truth = _Truth(seed, zipf, pairs)
+    truth = _Truth(seed, zipf, pairs, click_rate)
     _write(path, truth, np.random.default_rng([seed, 3, part]), rows, compression)
 
 
