@@ -86,6 +86,42 @@ def test_the_raced_rate_is_refined_between_its_neighbours(losses, best, expected
         assert rate == pytest.approx(expected, rel=1e-2)
 
 
+def test_the_raced_rate_leans_to_the_largest_rate_within_the_races_noise():
+    """Training learns more rows than the race, and the best rate grows with the rows: among the
+    rates the race cannot tell apart, the largest. The parabola through (0.01, 2), (0.1, 1), (1, 2)
+    rises by 1 a decade squared: within a noise of 0.25 of its bottom up to half a decade above it."""
+    rates = (0.001, 0.01, 0.1, 1.0, 10.0)
+    losses = [3.0, 2.0, 1.0, 2.0, 3.0]
+    assert training.refine_rate(rates, losses, 2, noise=0.0) == training.refine_rate(rates, losses, 2) == 0.1
+    assert training.refine_rate(rates, losses, 2, noise=0.25) == pytest.approx(0.1 * 10 ** 0.5, rel=1e-2)
+    assert training.refine_rate(rates, losses, 2, noise=100.0) == 1.0  # never past the next rate
+    assert training.refine_rate(rates, [1.0, 2.0, 3.0, 4.0, 5.0], 0, noise=0.25) == 0.001  # an end: as it is
+
+
+def test_the_races_noise_is_the_standard_error_of_neighbouring_rates_differences_over_its_parts():
+    parts = 16
+    here = np.column_stack([np.full(parts, 0.5), np.ones(parts)])  # (loss, weight) of each part
+    differences = np.linspace(-0.1, 0.3, parts)
+    there = np.column_stack([(0.5 + differences) * 2.0, np.full(parts, 2.0)])  # (weights need not be 1)
+    segments = {0.01: here[None], 0.03: there[None], 0.1: there[None]}
+    expected = np.std(differences, ddof=1) / np.sqrt(parts)
+    assert training.race_noise(segments, [0.01, 0.03, 0.1], 0, 0) == pytest.approx(expected)
+    assert training.race_noise(segments, [0.01, 0.03, 0.1], 2, 0) == 0.0  # no larger rate
+    assert training.race_noise(segments, [0.01, 0.03, 0.1], 1, 0) == 0.0  # no difference at all
+
+
+def test_the_race_says_its_noise_and_the_parabolas_bottom_and_trains_at_a_rate_not_below_it(rng):
+    n = 6000
+    ids = rng.integers(0, 300, n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-(ids % 7 - 3) * 0.5))).astype(np.int8)
+    model = fastada.train(pa.table({"label": y, "ad": pa.array([f"a{i}" for i in ids])}), label="label", bits=14,
+                          threads=1)
+    race = model.summary["lr_race"]
+    assert race["noise"] > 0 and model.summary["lr"] >= race["vertex"]
+    rates = sorted(float(r) for r in race["logloss"])
+    assert model.summary["lr"] <= rates[rates.index(race["best"]) + 1]
+
+
 def test_the_race_widens_past_the_end_of_its_grid_where_the_best_rate_lies(rng):
     """Labels set by an id seen in every row pair: learning faster is always better."""
     n = 6000
