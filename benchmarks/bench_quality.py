@@ -4,6 +4,7 @@ Usage (after `pip install -e .[bench]`):
 
     python benchmarks/bench_quality.py                      # every sample in ../shared/data
     FASTADA_SAMPLES=/data/a:/data/b python benchmarks/bench_quality.py --out bench-quality
+    python benchmarks/bench_quality.py --generated 0.001,0.01,0.25 --generated-rows 2000000
 
 A sample is a folder with one `*train*.parquet` and one `*test*.parquet`; its label is the first
 of label, click, clicked, is_attributed, is_click, target, y that it has. For each sample and
@@ -52,6 +53,21 @@ def find_samples(roots):
             test = sorted(glob.glob(os.path.join(folder, "*test*.parquet")))
             if len(train) == 1 and len(test) == 1:
                 found.append((os.path.basename(folder), train[0], test[0]))
+    return found
+
+
+def generated_samples(out, rates, rows):
+    """(name, train, test) of a generated sample at each click rate in ``rates`` (comma-separated),
+    written under ``out`` if not there yet."""
+    from fastada.synth import generate
+    found = []
+    for rate in (float(r) for r in rates.split(",") if r.strip()):
+        folder = os.path.join(out, "generated", f"gen-{rate:g}-{rows}")
+        train, test = os.path.join(folder, "train.parquet"), os.path.join(folder, "test.parquet")
+        if not os.path.exists(test):
+            generate(folder, rows=rows, test_rows=200_000, seed=12, zipf=(1.05, 1.05), compression="zstd",
+                     click_rate=rate)
+        found.append((os.path.basename(folder), train, test))
     return found
 
 
@@ -114,13 +130,18 @@ def main():
     ap.add_argument("--out", default="bench-quality")
     ap.add_argument("--bits", type=int, default=22)
     ap.add_argument("--passes", default="1,5")
+    ap.add_argument("--generated", default="",
+                    help="click rates (e.g. 0.001,0.01,0.25): also generated samples at each, made once in OUT "
+                         "(`fastada gen --click-rate R --rows R_ROWS --test-rows 200000 --zipf 1.05 --compression "
+                         "zstd --seed 12`), where lr auto's horizon shows (rare clicks, many rows)")
+    ap.add_argument("--generated-rows", type=int, default=200_000, help="training rows of each generated sample")
     args = ap.parse_args()
     import pyarrow.parquet as pq
 
     import fastada
     from fastada.metrics import evaluate
     roots = [os.path.join(HERE, "..", "..", "shared", "data")] + [p for p in os.environ.get("FASTADA_SAMPLES", "").split(":") if p]
-    samples = find_samples(roots)
+    samples = find_samples(roots) + generated_samples(args.out, args.generated, args.generated_rows)
     if not samples:
         sys.exit("no samples found (a folder with one *train*.parquet and one *test*.parquet)")
     try:
