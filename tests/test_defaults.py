@@ -110,16 +110,21 @@ def test_the_races_noise_is_the_standard_error_of_neighbouring_rates_differences
     assert training.race_noise(segments, [0.01, 0.03, 0.1], 1, 0) == 0.0  # no difference at all
 
 
-def test_the_race_says_its_noise_and_the_parabolas_bottom_and_trains_at_a_rate_not_below_it(rng):
+def test_one_pass_leans_within_the_races_noise_and_says_so_several_passes_do_not(rng):
+    """With several passes the race weighs the rate against them: a rate raised alone overfits."""
     n = 6000
     ids = rng.integers(0, 300, n)
     y = (rng.random(n) < 1 / (1 + np.exp(-(ids % 7 - 3) * 0.5))).astype(np.int8)
-    model = fastada.train(pa.table({"label": y, "ad": pa.array([f"a{i}" for i in ids])}), label="label", bits=14,
-                          threads=1)
+    table = pa.table({"label": y, "ad": pa.array([f"a{i}" for i in ids])})
+    notes = []
+    model = fastada.train(table, label="label", bits=14, threads=1, on_note=notes.append)
     race = model.summary["lr_race"]
-    assert race["noise"] > 0 and model.summary["lr"] >= race["vertex"]
+    assert race["noise"] > 0 and model.summary["lr"] > race["vertex"]
     rates = sorted(float(r) for r in race["logloss"])
     assert model.summary["lr"] <= rates[rates.index(race["best"]) + 1]
+    assert any(f"lowest at {race['vertex']:.3g}" in note for note in notes), notes
+    several = fastada.train(table, label="label", bits=14, threads=1, epochs=3, all_epochs=True).summary
+    assert several["lr_race"]["noise"] == 0.0 and several["lr"] == several["lr_race"]["vertex"]
 
 
 def test_the_race_widens_past_the_end_of_its_grid_where_the_best_rate_lies(rng):
