@@ -579,8 +579,8 @@ class _Training:
         stops predicting unseen rows better; unless :attr:`LearnConfig.all_epochs` or early
         stopping is asked, training then learns that many epochs (Vowpal Wabbit's passes stop
         early on a holdout by default; this holds no rows out). The best rate is refined between
-        its neighbours (a parabola through the three in log rate), and then, for one pass, raised
-        to the largest rate whose loss on that parabola is within the race's noise (the standard
+        its neighbours (a parabola through the three in log rate), and then, for one pass of a
+        linear learner (Adagrad, FTRL), raised to the largest rate whose loss on that parabola is within the race's noise (the standard
         error of the loss difference between the best rate and the next, over eight parts of each
         scored half): training learns more rows than the race does, and the best rate grows with
         them (:func:`refine_rate`)."""
@@ -694,10 +694,13 @@ class _Training:
             state.lr = RACE_FALLBACK
             why = (f"only {scored} rows to score" if scored < RACE_MIN_SCORED else "every rate scored alike")
         else:
-            # one pass only: with several, the race weighs the rate against the passes, and a rate
-            # raised alone overfits its passes (2M generated rows, 3 epochs: Adagrad 0.0000-0.0004 and
-            # FFM 0.0007-0.0012 worse test logloss; frappe's 5 epochs 1.3%, Criteo's 0.7%)
-            noise = race_noise(segments, rates, best, chosen) if epochs == 1 else 0.0
+            # one pass of a linear learner only: with several, the race weighs the rate against the
+            # passes, and a rate raised alone overfits them (2M generated rows, 3 epochs: Adagrad
+            # 0.0000-0.0004 and FFM 0.0007-0.0012 worse test logloss; frappe's 5 epochs 1.3%, Criteo's
+            # 0.7%); FM's and FFM's factors' rate is raced at this rate next (frappe's FFM, 1 pass: 2.1%
+            # worse with the linear rate leaned)
+            leans = epochs == 1 and not self.learner.factored
+            noise = race_noise(segments, rates, best, chosen) if leans else 0.0
             state.lr = refine_rate(RATES, losses, best, noise)
             vertex = refine_rate(RATES, losses, best)
             why = None

@@ -110,8 +110,9 @@ def test_the_races_noise_is_the_standard_error_of_neighbouring_rates_differences
     assert training.race_noise(segments, [0.01, 0.03, 0.1], 1, 0) == 0.0  # no difference at all
 
 
-def test_one_pass_leans_within_the_races_noise_and_says_so_several_passes_do_not(rng):
-    """With several passes the race weighs the rate against them: a rate raised alone overfits."""
+def test_one_pass_leans_within_the_races_noise_and_says_so_several_passes_and_factors_do_not(rng):
+    """With several passes the race weighs the rate against them: a rate raised alone overfits;
+    FM's and FFM's factors' rate is raced at the linear rate chosen."""
     n = 6000
     ids = rng.integers(0, 300, n)
     y = (rng.random(n) < 1 / (1 + np.exp(-(ids % 7 - 3) * 0.5))).astype(np.int8)
@@ -125,6 +126,8 @@ def test_one_pass_leans_within_the_races_noise_and_says_so_several_passes_do_not
     assert any(f"lowest at {race['vertex']:.3g}" in note for note in notes), notes
     several = fastada.train(table, label="label", bits=14, threads=1, epochs=3, all_epochs=True).summary
     assert several["lr_race"]["noise"] == 0.0 and several["lr"] == several["lr_race"]["vertex"]
+    factored = fastada.train(table, label="label", bits=14, threads=1, learner="fm", factor_lr=0.2).summary
+    assert factored["lr_race"]["noise"] == 0.0 and factored["lr"] == factored["lr_race"]["vertex"]
 
 
 def test_the_race_widens_past_the_end_of_its_grid_where_the_best_rate_lies(rng):
