@@ -247,8 +247,9 @@ def generate(out: str, rows: int = 1_000_000, test_rows: int = 200_000, seed: in
     ``zipf``: the range the columns' Zipf exponents are drawn from (``(1.05, 1.05)``: every column
     as flat as real logs get, touching the most distinct slots); ``compression``: the Parquet codec
     (snappy, zstd, gzip, lz4, none); ``pairs``: the planted interactions' kind ("table" or
-    "latent", see the module's docstring); ``click_rate``: the mean click rate. ``stop``: a ``threading.Event``; once set, :class:`Stopped` is
-    raised at the next row group and the file being written is removed.
+    "latent", see the module's docstring); ``click_rate``: the mean click rate. ``stop``: a
+    ``threading.Event``; once set, :class:`Stopped` is raised at the next row group and the file
+    being written is removed.
 
     truth.json holds the Bayes-optimal test metrics (the planted probabilities scored against the
     drawn test labels), the base rate and the generator's settings.

@@ -580,10 +580,10 @@ class _Training:
         stopping is asked, training then learns that many epochs (Vowpal Wabbit's passes stop
         early on a holdout by default; this holds no rows out). The best rate is refined between
         its neighbours (a parabola through the three in log rate), and then, for one pass of a
-        linear learner (Adagrad, FTRL), raised to the largest rate whose loss on that parabola is within the race's noise (the standard
-        error of the loss difference between the best rate and the next, over eight parts of each
-        scored half): training learns more rows than the race does, and the best rate grows with
-        them (:func:`refine_rate`)."""
+        linear learner (Adagrad, FTRL), raised to the largest rate whose loss on that parabola is
+        within the race's noise (the standard error of the loss difference between the best rate
+        and the next, over eight parts of each scored half): training learns more rows than the
+        race does, and the best rate grows with them (:func:`refine_rate`)."""
         learn, state = self.learn, self.state
         if learn.lr != "auto":
             state.lr = float(learn.lr)
