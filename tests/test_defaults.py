@@ -129,6 +129,21 @@ def test_one_pass_leans_within_the_races_noise_and_says_so_several_passes_and_fa
     factored = fastada.train(table, label="label", bits=14, threads=1, learner="fm", factor_lr=0.2).summary
     assert factored["lr_race"]["noise"] == 0.0 and factored["lr"] == factored["lr_race"]["vertex"]
 
+def test_a_race_with_few_clicks_does_not_lean(rng):
+    """A standard error over the race's parts needs clicks in each part: with fewer than
+    RACE_LEAN_LABELS clicks in its rows the race keeps its parabola's lowest point."""
+    n = 6000
+    ids = rng.integers(0, 300, n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-(ids % 7 - 3) * 0.5 + 5))).astype(np.int8)  # ~1% clicks
+    assert 20 <= y.sum() < training.RACE_LEAN_LABELS
+    table = pa.table({"label": y, "ad": pa.array([f"a{i}" for i in ids])})
+    race = fastada.train(table, label="label", bits=14, threads=1).summary["lr_race"]
+    assert race["noise"] == 0.0 and race["lr"] == race["vertex"]
+    y[:training.RACE_LEAN_LABELS] = 1  # the same rows with enough clicks: it leans
+    table = table.set_column(0, "label", pa.array(y))
+    race = fastada.train(table, label="label", bits=14, threads=1).summary["lr_race"]
+    assert race["noise"] > 0 and race["lr"] > race["vertex"]
+
 
 def test_the_race_widens_past_the_end_of_its_grid_where_the_best_rate_lies(rng):
     """Labels set by an id seen in every row pair: learning faster is always better."""
@@ -255,10 +270,34 @@ def test_the_race_takes_a_hundredth_of_a_long_data_set_within_bounds(rng, monkey
     assert training.race_rows(10**10) == 200_000          # the most
     monkeypatch.setattr(training, "RACE_ROWS", 2000)
     monkeypatch.setattr(training, "RACE_MIN_ROWS", 1000)
+    monkeypatch.setattr(training, "RACE_MIN_LABELS", 50)  # (clicks enough in the rows it wants)
     model = fastada.train(small_table(rng, n=5000), label="label", bits=10, threads=1, chunk_rows=300)
     assert model.summary["lr_race"]["rows"] == 1000
     assert math.isfinite(model.summary["progressive_logloss"])
 
+
+def test_a_race_short_of_clicks_reads_on_in_order_until_it_has_enough_within_its_bounds(rng, monkeypatch):
+    """Rows with too few clicks cannot tell rates apart: the race reads on, in the data's order,
+    to the row that brings the clicks to RACE_MIN_LABELS, and no further than RACE_ROWS."""
+    monkeypatch.setattr(training, "RACE_ROWS", 4000)
+    monkeypatch.setattr(training, "RACE_MIN_ROWS", 1000)
+    monkeypatch.setattr(training, "RACE_MIN_LABELS", 30)
+    table = small_table(rng, n=10_000)
+    y = np.zeros(10_000, dtype=np.int8)
+    y[[5, 500, 999]] = 1                    # 3 clicks in the rows race_rows gives
+    y[1000:10_000:40] = 1                   # then one in 40 rows
+    table = table.set_column(table.schema.get_field_index("label"), "label", pa.array(y))
+    model = fastada.train(table, label="label", bits=10, threads=1, chunk_rows=300)
+    # the 27th click after row 999 is row 1000 + 26 * 40: the race stops there, mid-chunk
+    assert model.summary["lr_race"]["rows"] == 1000 + 26 * 40 + 1
+    y[1000:] = 0
+    y[1000:10_000:400] = 1                  # 26 clicks in all: the race stops at RACE_ROWS
+    table = table.set_column(table.schema.get_field_index("label"), "label", pa.array(y))
+    assert fastada.train(table, label="label", bits=10, threads=1, chunk_rows=300).summary["lr_race"]["rows"] == 4000
+    y[:] = 0
+    y[::3] = 1                               # clicks and non-clicks both plentiful: race_rows alone
+    table = table.set_column(table.schema.get_field_index("label"), "label", pa.array(y))
+    assert fastada.train(table, label="label", bits=10, threads=1, chunk_rows=300).summary["lr_race"]["rows"] == 1000
 
 
 def test_the_race_reads_only_the_chunks_it_learns_and_reads_on_where_downsampling_leaves_it_short(
@@ -268,6 +307,7 @@ def test_the_race_reads_only_the_chunks_it_learns_and_reads_on_where_downsamplin
     import pyarrow.parquet as pq
     monkeypatch.setattr(training, "RACE_ROWS", 2000)
     monkeypatch.setattr(training, "RACE_MIN_ROWS", 1000)
+    monkeypatch.setattr(training, "RACE_MIN_LABELS", 50)  # (clicks enough in the rows it wants)
     path = str(tmp_path / "d.parquet")
     pq.write_table(small_table(rng, n=5000), path, row_group_size=1000)
     read = []
