@@ -129,6 +129,7 @@ def test_one_pass_leans_within_the_races_noise_and_says_so_several_passes_and_fa
     factored = fastada.train(table, label="label", bits=14, threads=1, learner="fm", factor_lr=0.2).summary
     assert factored["lr_race"]["noise"] == 0.0 and factored["lr"] == factored["lr_race"]["vertex"]
 
+
 def test_a_race_with_few_clicks_does_not_lean(rng):
     """A standard error over the race's parts needs clicks in each part: with fewer than
     RACE_LEAN_LABELS clicks in its rows the race keeps its parabola's lowest point."""
