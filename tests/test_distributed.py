@@ -6,6 +6,7 @@ stop and resume, and an ordinary model file.
 """
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -172,7 +173,11 @@ def test_the_command_line_trains_on_a_local_cluster_and_the_model_is_an_ordinary
     done = cli("train", str(train), "--dask", "local:2", "--model", str(model), "--bits", "18",
                "--epochs", "2", "--shuffle", "--chunk-rows", "5000", "--sync-every-rows", "40000", "--quiet")
     assert done.returncode == 0, done.stderr
-    assert "trained 240,000 rows" in done.stdout and "2 Dask workers, 7 syncs" in done.stdout
+    assert "trained 240,000 rows" in done.stdout and "2 Dask workers, " in done.stdout, done.stdout + done.stderr
+    # 6 syncs of 40,000 rows and the last; a worker lost on a busy machine (once in a clean-clone CI
+    # run: "8 syncs, 2 lost") has its rows learned again by the other, in rounds of their own
+    syncs = int(re.search(r"(\d+) syncs", done.stdout).group(1))
+    assert syncs == 7 if " lost" not in done.stdout else syncs > 7, done.stdout + done.stderr
     shown = cli("eval", str(test), "--model", str(model), "--json")
     assert shown.returncode == 0, shown.stderr
     import json
