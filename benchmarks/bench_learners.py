@@ -23,6 +23,10 @@ and fastada's train call (the race and an evaluation on the test set after each 
 With ``--repeat N`` fastada's learning run and libffm's run are repeated N times, one after the
 other, and the table gives the medians (each run's rate is printed as it ends): libffm's own rate
 moved by up to 13% between runs with nothing changed.
+``--learners`` may name ``crosses`` too (generated data only): the Adagrad linear learner given the
+generated data's planted pairs as crosses (C1 x C2, C3 x C8), the exact tables FFM learns a low-rank
+picture of, with no other pair: what a learner that is told the pairs takes from these rows, and so
+the most FFM's gain over ``adagrad`` can be on them (printed after the table as FFM's share).
 Prints a Markdown table.
 """
 
@@ -146,7 +150,8 @@ def main():
     ap.add_argument("--zipf", type=float, default=1.05,
                     help="every string column's Zipf exponent (fastada gen --zipf: lower is flatter; 0.8 is "
                          "the README's worst case for speed)")
-    ap.add_argument("--learners", default="adagrad,ftrl,fm,ffm")
+    ap.add_argument("--learners", default="adagrad,ftrl,fm,ffm",
+                    help="fastada's learners, and 'crosses': adagrad told the planted pairs (generated data only)")
     ap.add_argument("--no-vw", action="store_true", help="leave Vowpal Wabbit out")
     ap.add_argument("--repeat", type=int, default=1,
                     help="runs of fastada's learning and of libffm, the table giving their medians")
@@ -162,12 +167,18 @@ def main():
     rows = pq.ParquetFile(train).metadata.num_rows
     cores = os.cpu_count() or 1
     results = []
-    for learner in args.learners.split(","):
+    for name in args.learners.split(","):
+        learner, crosses = name, ()
+        if name == "crosses":
+            if args.data is not None:
+                raise SystemExit("--learners crosses: only on generated data (--data's planted pairs are not known)")
+            from fastada.synth import INTERACTIONS
+            learner, crosses = "adagrad", [(f"C{a + 1}", f"C{b + 1}") for a, b in INTERACTIONS]
         for threads in sorted({1, cores}):
             evaluations = []
             start = time.perf_counter()
             model = fastada.train(train, learner=learner, epochs=args.epochs, threads=threads, valid=test,
-                                  factor_bits=args.factor_bits, on_evaluation=evaluations.append)
+                                  crosses=crosses, factor_bits=args.factor_bits, on_evaluation=evaluations.append)
             seconds = time.perf_counter() - start
             by_epoch = [e["valid_logloss"] for e in evaluations if e["kind"] == "epoch"]
             # learning alone, as libffm's timer counts it: again without the test set scored after
@@ -175,15 +186,15 @@ def main():
             learnings = []
             for _ in range(args.repeat):
                 epochs = []
-                again = fastada.train(train, learner=learner, epochs=args.epochs, threads=threads,
+                again = fastada.train(train, learner=learner, epochs=args.epochs, threads=threads, crosses=crosses,
                                       lr=model.summary["lr"], factor_lr=model.summary.get("factor_lr") or "auto",
                                       factor_bits=args.factor_bits, all_epochs=True, on_evaluation=epochs.append)
                 seconds_learning = epochs[-1]["seconds"] - ((again.summary.get("lr_race") or {}).get("seconds") or 0.0)
                 learnings.append(rows * len(epochs) / seconds_learning)
-                print(f"fastada {learner}, {threads} thread(s), learning: {learnings[-1]:,.0f} rows/s", flush=True)
+                print(f"fastada {name}, {threads} thread(s), learning: {learnings[-1]:,.0f} rows/s", flush=True)
             rate = f"{model.summary.get('lr'):.3g}" + (f" (factors {model.summary['factor_lr']:.3g})"
                                                        if model.summary.get("factor_lr") else "")
-            results.append((f"fastada {learner}", threads, rows * len(by_epoch) / seconds, by_epoch, rate,
+            results.append((f"fastada {name}", threads, rows * len(by_epoch) / seconds, by_epoch, rate,
                             statistics.median(learnings)))
             print(results[-1], flush=True)
     spec = resolve_spec(DataSet(train), label="label", bits=24)
@@ -238,6 +249,22 @@ def main():
         shown = " / ".join(f"{x:.5f}" for x in by_epoch) + (" (after the last)" if len(by_epoch) == 1 else "")
         whole = "-" if rate is None else f"{rate:,.0f}"
         print(f"| {name} | {threads} | {learning:,.0f} | {whole} | {shown} | {lr} |")
+    for line in ffm_shares(results):
+        print(line)
+
+
+def ffm_shares(results: list) -> list[str]:
+    """FFM's gain after the last epoch over the linear learner's best epoch, as a share of the
+    gain the planted pairs' exact crosses make (both as the runs of the same threads learned them)."""
+    found = {(name, threads): by_epoch for name, threads, _, by_epoch, _, _ in results}
+    lines = []
+    for threads in sorted({t for _, t in found}):
+        linear, ffm, told = (found.get((f"fastada {n}", threads)) for n in ("adagrad", "ffm", "crosses"))
+        if linear and ffm and told:
+            gain, possible = min(linear) - ffm[-1], min(linear) - min(told)
+            lines.append(f"\n{threads} thread(s): FFM's gain over the linear learner's best epoch {gain:.4f}; "
+                         f"the planted pairs' exact crosses gain {possible:.4f}: FFM takes {gain / possible:.0%} of it")
+    return lines
 
 
 if __name__ == "__main__":
