@@ -25,8 +25,8 @@ other, and the table gives the medians (each run's rate is printed as it ends): 
 moved by up to 13% between runs with nothing changed.
 ``--learners`` may name ``crosses`` too (generated data only): the Adagrad linear learner given the
 generated data's planted pairs as crosses (C1 x C2, C3 x C8), the exact tables FFM learns a low-rank
-picture of, with no other pair: what a learner that is told the pairs takes from these rows, and so
-the most FFM's gain over ``adagrad`` can be on them (printed after the table as FFM's share).
+picture of, with no other pair: what a learner that is told the pairs takes from these rows, a
+reference for FFM's gain over ``adagrad`` on them (printed after the table as FFM's share).
 Prints a Markdown table.
 """
 
@@ -262,8 +262,9 @@ def ffm_shares(results: list) -> list[str]:
         linear, ffm, told = (found.get((f"fastada {n}", threads)) for n in ("adagrad", "ffm", "crosses"))
         if linear and ffm and told:
             gain, possible = min(linear) - ffm[-1], min(linear) - min(told)
+            share = f": FFM takes {gain / possible:.0%} of it" if possible > 0 else ""
             lines.append(f"\n{threads} thread(s): FFM's gain over the linear learner's best epoch {gain:.4f}; "
-                         f"the planted pairs' exact crosses gain {possible:.4f}: FFM takes {gain / possible:.0%} of it")
+                         f"the planted pairs' exact crosses gain {possible:.4f}{share}")
     return lines
 
 
