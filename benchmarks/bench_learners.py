@@ -156,6 +156,8 @@ def main():
     ap.add_argument("--repeat", type=int, default=1,
                     help="runs of fastada's learning and of libffm, the table giving their medians")
     args = ap.parse_args()
+    if "crosses" in args.learners.split(",") and args.data is not None:
+        raise SystemExit("--learners crosses: only on generated data (--data's planted pairs are not known)")
     os.makedirs(args.out, exist_ok=True)
     data = args.data or os.path.join(args.out, f"learners-{args.rows}" + ("-latent" if args.pairs == "latent" else "")
                                      + ("" if args.zipf == 1.05 else f"-zipf{args.zipf:g}"))
@@ -170,8 +172,6 @@ def main():
     for name in args.learners.split(","):
         learner, crosses = name, ()
         if name == "crosses":
-            if args.data is not None:
-                raise SystemExit("--learners crosses: only on generated data (--data's planted pairs are not known)")
             from fastada.synth import INTERACTIONS
             learner, crosses = "adagrad", [(f"C{a + 1}", f"C{b + 1}") for a, b in INTERACTIONS]
         for threads in sorted({1, cores}):
